@@ -1,0 +1,59 @@
+"""Shared command-line plumbing: one-line errors, logging, the flags every script has."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+
+
+class UsageError(ValueError):
+    """A problem with what the user asked for; reported as one line, exit code 2."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports a bad flag as one line naming the problem (exit 2)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def add_common_flags(parser: argparse.ArgumentParser, results_path: str) -> None:
+    parser.add_argument("--engine", choices=("fast", "pyvene"), default="fast",
+                        help="DAS engine: 'fast' (cached prefix activations, QR rotation) or 'pyvene' (the reference library)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for data, networks and DAS; same seed and flags give the same results")
+    parser.add_argument("--results_path", default=results_path, help="directory the result JSON, figures and saved interventions go to")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes for a smoke test (seconds); numbers are not meaningful")
+    parser.add_argument("--verbose", action="store_true", help="log per-epoch losses")
+
+
+def run_main(main: Callable[[], None]) -> None:
+    """Runs a script's main; a UsageError or ValueError becomes one line on stderr and exit 2."""
+    try:
+        main()
+    except (UsageError, ValueError) as error:
+        prog = sys.argv[0].rsplit("/", 1)[-1]
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted: finished cells are saved; rerun the same command to redo the rest", file=sys.stderr)
+        sys.exit(130)
+
+
+def setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")

@@ -1,0 +1,1 @@
+"""DAS: sites, rotations, the fast engine and the pyvene bridge. Knows nothing of tasks."""

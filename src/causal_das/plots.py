@@ -1,0 +1,80 @@
+"""Figures, drawn from result JSON only (never from a model). A failed plot loses no result."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from causal_das.io import atomic_writer, read_json
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    with atomic_writer(path, binary=True) as tmp:
+        fig.savefig(tmp, dpi=130, bbox_inches="tight", format=path.suffix.lstrip("."))
+
+
+def plot_layer_sweep(results_json: str | Path, out_png: str | Path) -> Path:
+    """IIA per layer (overall and per intervened set) beside the control and the baselines."""
+    plt = _pyplot()
+    results = read_json(results_json)
+    layers = sorted(results["layers"], key=int)
+    x = [int(layer) for layer in layers]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    ax.plot(x, [results["layers"][layer]["iia"] for layer in layers], "o-", lw=2.5, color="C0", label="IIA (all examples)")
+    subsets = list(results["layers"][layers[0]]["by_subset"])
+    for i, subset in enumerate(subsets):
+        ax.plot(x, [results["layers"][layer]["by_subset"][subset] for layer in layers], "o:", color=f"C{i + 4}", alpha=0.8, label=f"IIA, intervened {subset}")
+    if "control_random_init" in results["layers"][layers[0]]:
+        ax.plot(x, [results["layers"][layer]["control_random_init"]["iia"] for layer in layers], "s--", color="C3", label="control: random-init network")
+    first = results["layers"][layers[0]]["baselines"]
+    ax.axhline(first["majority"], color="grey", ls="-.", lw=1, label=f"majority label ({first['majority']:.2f})")
+    ax.axhline(first["copy_base_label"], color="black", ls=":", lw=1, label=f"copy base label ({first['copy_base_label']:.2f})")
+    ax.set_xticks(x)
+    ax.set_xlabel("hidden layer intervened at (block output)")
+    ax.set_ylabel("interchange intervention accuracy")
+    ax.set_ylim(0, 1.02)
+    layout = ", ".join(f"{v} dims {a}-{b}" for v, (a, b) in results["subspaces"].items())
+    ax.set_title(f"DAS on the {results['causal_model']} MLP ({layout})\nMLP held-out accuracy {results['mlp']['heldout_accuracy']:.3f}", fontsize=10)
+    ax.legend(fontsize=7.5, loc="lower left")
+    ax.grid(alpha=0.3)
+    out = Path(out_png)
+    _save(fig, out)
+    plt.close(fig)
+    return out
+
+
+def plot_ablation(results_json: str | Path, out_png: str | Path) -> Path:
+    """Heatmap: rows = causal model DAS was trained on, columns = causal model tested on."""
+    import numpy as np
+
+    plt = _pyplot()
+    results = read_json(results_json)
+    names = results["models"]
+    panels = [("trained network", np.array(results["iia"]))]
+    if results.get("control_random_init_iia"):
+        panels.append(("control: random-init network", np.array(results["control_random_init_iia"])))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.0), squeeze=False)
+    for ax, (title, table) in zip(axes[0], panels, strict=True):
+        image = ax.imshow(table, vmin=0, vmax=1, cmap="viridis")
+        for i in range(len(names)):
+            for j in range(len(names)):
+                ax.text(j, i, f"{table[i, j]:.2f}", ha="center", va="center", color="white" if table[i, j] < 0.6 else "black")
+        ax.set_xticks(range(len(names)), names)
+        ax.set_yticks(range(len(names)), names)
+        ax.set_xlabel("tested on counterfactuals of")
+        ax.set_ylabel("DAS trained on counterfactuals of")
+        ax.set_title(title, fontsize=10)
+    fig.colorbar(image, ax=axes[0].tolist(), label="IIA", shrink=0.85)
+    fig.suptitle(f"Wrong-causal-model ablation: MLP trained on ABAB, DAS at layer {results['layer']}", fontsize=10)
+    out = Path(out_png)
+    _save(fig, out)
+    plt.close(fig)
+    return out

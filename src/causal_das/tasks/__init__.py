@@ -1,0 +1,1 @@
+"""Tasks: input samplers and causal-model families. They know nothing of networks."""
