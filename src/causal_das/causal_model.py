@@ -65,7 +65,7 @@ class CausalModel:
                 raise ValueError(f"variable {var!r} has unknown parents {missing}")
         if self.output not in self.mechanisms:
             raise ValueError(f"output {self.output!r} has no mechanism")
-        self.topological_order  # raises on a cycle
+        _ = self.topological_order  # raises on a cycle
 
     @functools.cached_property
     def topological_order(self) -> tuple[str, ...]:

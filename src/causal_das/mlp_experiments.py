@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from causal_das.causal_model import CausalModel, CounterfactualData, sample_counterfactuals
+from causal_das.causal_model import CounterfactualData, sample_counterfactuals
 from causal_das.das import engine
 from causal_das.io import atomic_write_json, check_results_path, read_json, run_metadata
 from causal_das.metrics import baselines, iia
@@ -48,6 +48,7 @@ class MLPExperimentConfig:
     layers: tuple[int, ...] = (0, 1, 2)
     engine: str = "fast"
     control: str = "random_init"
+    export_pyvene: bool = False
     seed: int = 0
     results_path: str = "results/hierarchical_equality"
 
@@ -180,6 +181,10 @@ def run_layer_sweep(config: MLPExperimentConfig, experiment: str) -> dict:
     for layer in config.layers:
         trained, result = align_layer(model, layer, train_data, test_data, config, f"DAS layer {layer}")
         trained.save(out_dir / "interventions" / f"L{layer}")
+        if config.export_pyvene:
+            from causal_das.das.pyvene_engine import export
+
+            export(MLPSite(model, layer), trained, out_dir / "interventions" / f"L{layer}" / "pyvene")
         result["train_history"] = trained.history
         if control_model is not None:
             _, control = align_layer(control_model, layer, train_data, test_data, config, f"control layer {layer}")
@@ -283,6 +288,7 @@ def run_ablation(config: MLPExperimentConfig, layer: int) -> dict:
         **run_metadata(),
         "layer": layer,
         "models": names,
+        "config_tasks": list(ABLATION_TASKS),
         "iia": table,  # rows: DAS trained on; columns: tested on
         "control_random_init_iia": control_table if control_model is not None else None,
         "details": details,
@@ -329,6 +335,9 @@ def add_mlp_flags(parser, layers: bool = True) -> None:
         parser.add_argument("--layers", type=int, nargs="+", default=None, help="hidden layers to align at (default: all)")
     parser.add_argument("--control", choices=("random_init", "none"), default=d.control,
                         help="also run DAS on a randomly initialised copy of the network (random_init) or not (none)")
+    if layers:
+        parser.add_argument("--export_pyvene", action="store_true",
+                            help="also save each trained intervention in pyvene's IntervenableModel.save format (interventions/L<layer>/pyvene/)")
 
 
 def summary(result: dict) -> str:

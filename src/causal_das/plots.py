@@ -61,16 +61,23 @@ def plot_ablation(results_json: str | Path, out_png: str | Path) -> Path:
     panels = [("trained network", np.array(results["iia"]))]
     if results.get("control_random_init_iia"):
         panels.append(("control: random-init network", np.array(results["control_random_init_iia"])))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.0), squeeze=False)
-    for ax, (title, table) in zip(axes[0], panels, strict=True):
+    # Each test set's no-intervention baseline, so a reader can tell IIA from "nothing changed".
+    tests = list(results["config_tasks"]) if "config_tasks" in results else None
+    column_labels = names
+    if tests:
+        base_rates = [results["details"][f"{tests[0]}->{t}"]["baselines"]["copy_base_label"] for t in tests]
+        column_labels = [f"{name}\n(copy base {rate:.2f})" for name, rate in zip(names, base_rates, strict=True)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 4.2), squeeze=False)
+    for index, (ax, (title, table)) in enumerate(zip(axes[0], panels, strict=True)):
         image = ax.imshow(table, vmin=0, vmax=1, cmap="viridis")
         for i in range(len(names)):
             for j in range(len(names)):
                 ax.text(j, i, f"{table[i, j]:.2f}", ha="center", va="center", color="white" if table[i, j] < 0.6 else "black")
-        ax.set_xticks(range(len(names)), names)
-        ax.set_yticks(range(len(names)), names)
+        ax.set_xticks(range(len(names)), column_labels, fontsize=8)
+        ax.set_yticks(range(len(names)), names if index == 0 else [""] * len(names))
         ax.set_xlabel("tested on counterfactuals of")
-        ax.set_ylabel("DAS trained on counterfactuals of")
+        if index == 0:
+            ax.set_ylabel("DAS trained on counterfactuals of")
         ax.set_title(title, fontsize=10)
     fig.colorbar(image, ax=axes[0].tolist(), label="IIA", shrink=0.85)
     fig.suptitle(f"Wrong-causal-model ablation: MLP trained on ABAB, DAS at layer {results['layer']}", fontsize=10)

@@ -153,10 +153,6 @@ def cache_activations(site: Site, inputs: torch.Tensor, chunk: int = 16384) -> t
     return torch.cat([site.prefix(inputs[i : i + chunk]) for i in range(0, len(inputs), chunk)])
 
 
-def _site_model(site: Site) -> nn.Module:
-    return getattr(site, "model")
-
-
 def batch_order(n: int, batch_size: int, epoch: int, seed: int) -> list[torch.Tensor]:
     """The shuffled batches of one epoch; both engines use these so they see the same data."""
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
@@ -194,7 +190,7 @@ def _train_fast(site, data, config, intervention, desc):
     activations = cache_activations(site, data.inputs)
     optimizer = torch.optim.Adam(intervention.parameters(), lr=config.lr)
     history = {"epochs": []}
-    with frozen(_site_model(site)):
+    with frozen(site.model):
         for epoch in range(config.epochs):
             total_loss, correct = 0.0, 0
             batches = batch_order(len(data), config.batch_size, epoch, config.seed)
@@ -224,7 +220,7 @@ def predict(site: Site, trained: TrainedIntervention, data: InterchangeData, eng
     intervention = trained.module()
     activations = cache_activations(site, data.inputs)
     out = []
-    with torch.no_grad(), frozen(_site_model(site)):
+    with torch.no_grad(), frozen(site.model):
         weight = intervention.weight()
         for start in range(0, len(data), batch_size):
             idx = torch.arange(start, min(start + batch_size, len(data)))

@@ -69,6 +69,7 @@ class Site(Protocol):
 
     name: SiteName
     n: int
+    model: torch.nn.Module  # the frozen network, put in eval mode while DAS runs
 
     def prefix(self, inputs: torch.Tensor) -> torch.Tensor:
         """inputs (batch, ...) -> activations (batch, n)."""
