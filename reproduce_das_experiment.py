@@ -9,7 +9,6 @@ baselines and a random-init control.
 
 from causal_das import mlp_experiments as mx
 from causal_das.cli import ArgumentParser, add_common_flags, run_main, setup_logging
-from causal_das.plots import plot_layer_sweep
 
 
 def main():
@@ -24,11 +23,7 @@ def main():
         result = mx.evaluate_saved(args.results_path)
         print(f"re-evaluated saved interventions: {result['layers']} (identical to saved: {result['matches_saved']})")
         return
-    layers = tuple(args.layers) if args.layers else tuple(range(args.n_layers))
-    config = mx.mlp_config_from_args(args, task="hierarchical_equality", layers=layers)
-    result = mx.run_layer_sweep(config, "hierarchical_equality")
-    figure = plot_layer_sweep(f"{config.results_path}/results.json", f"{config.results_path}/iia_per_layer.png")
-    print(mx.summary(result), f"\nwrote {config.results_path}/results.json and {figure}", sep="")
+    mx.layer_sweep_main(args, "hierarchical_equality")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ alignment); report IIA per layer with baselines and a random-init control.
 
 from causal_das import mlp_experiments as mx
 from causal_das.cli import ArgumentParser, add_common_flags, run_main, setup_logging
-from causal_das.plots import plot_layer_sweep
 
 
 def main():
@@ -17,11 +16,7 @@ def main():
     add_common_flags(parser, "results/pattern_matching")
     args = parser.parse_args()
     setup_logging(args.verbose)
-    layers = tuple(args.layers) if args.layers else tuple(range(args.n_layers))
-    config = mx.mlp_config_from_args(args, task="pattern_matching", layers=layers)
-    result = mx.run_layer_sweep(config, "pattern_matching")
-    figure = plot_layer_sweep(f"{config.results_path}/results.json", f"{config.results_path}/iia_per_layer.png")
-    print(mx.summary(result), f"\nwrote {config.results_path}/results.json and {figure}", sep="")
+    mx.layer_sweep_main(args, "pattern_matching")
 
 
 if __name__ == "__main__":

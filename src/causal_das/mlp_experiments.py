@@ -354,3 +354,14 @@ def summary(result: dict) -> str:
             + f" {control:8.3f} {r['baselines']['copy_base_label']:8.3f} {r['baselines']['majority']:8.3f}"
         )
     return "\n".join(lines)
+
+
+def layer_sweep_main(args, task: str) -> None:
+    """What `reproduce_das_experiment.py` and `mlp/pattern_matching_das.py` do after parsing."""
+    from causal_das.plots import plot_layer_sweep
+
+    layers = tuple(args.layers) if args.layers else tuple(range(args.n_layers))
+    config = mlp_config_from_args(args, task=task, layers=layers)
+    result = run_layer_sweep(config, task)
+    figure = plot_layer_sweep(f"{config.results_path}/results.json", f"{config.results_path}/iia_per_layer.png")
+    print(summary(result), f"\nwrote {config.results_path}/results.json and {figure}", sep="")

@@ -186,26 +186,36 @@ def train(site: Site, data: InterchangeData, config: DASConfig, engine: str = "f
     return TrainedIntervention(str(site.name), site.n, tuple(config.subspace_sizes), weight, engine, history)
 
 
+def optimise(parameters, logits_for, data: InterchangeData, config: DASConfig, desc: str) -> dict:
+    """The DAS training loop both engines share: Adam on cross-entropy against the counterfactual
+    labels, over `batch_order`'s batches. `logits_for(idx)` runs the intervened network on them."""
+    optimizer = torch.optim.Adam(parameters, lr=config.lr)
+    history = {"epochs": []}
+    for epoch in range(config.epochs):
+        total_loss, correct = 0.0, 0
+        batches = batch_order(len(data), config.batch_size, epoch, config.seed)
+        for idx in tqdm(batches, desc=f"{desc} epoch {epoch + 1}/{config.epochs}", leave=False):
+            logits = logits_for(idx)
+            loss = nn.functional.cross_entropy(logits, data.labels[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total_loss += loss.item() * len(idx)
+            correct += (logits.argmax(-1) == data.labels[idx]).sum().item()
+        history["epochs"].append({"loss": total_loss / len(data), "train_iia": correct / len(data)})
+        log.info("%s epoch %d: loss %.4f, train IIA %.4f", desc, epoch + 1, *history["epochs"][-1].values())
+    return history
+
+
 def _train_fast(site, data, config, intervention, desc):
     activations = cache_activations(site, data.inputs)
-    optimizer = torch.optim.Adam(intervention.parameters(), lr=config.lr)
-    history = {"epochs": []}
+
+    def logits_for(idx):
+        weight = intervention.weight()  # once per step, shared by every subspace
+        return site.suffix(intervention(activations[data.base[idx]], activations[data.sources[idx]], weight))
+
     with frozen(site.model):
-        for epoch in range(config.epochs):
-            total_loss, correct = 0.0, 0
-            batches = batch_order(len(data), config.batch_size, epoch, config.seed)
-            for idx in tqdm(batches, desc=f"{desc} epoch {epoch + 1}/{config.epochs}", leave=False):
-                weight = intervention.weight()  # once per step, shared by every subspace
-                hidden = intervention(activations[data.base[idx]], activations[data.sources[idx]], weight)
-                logits = site.suffix(hidden)
-                loss = nn.functional.cross_entropy(logits, data.labels[idx])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total_loss += loss.item() * len(idx)
-                correct += (logits.argmax(-1) == data.labels[idx]).sum().item()
-            history["epochs"].append({"loss": total_loss / len(data), "train_iia": correct / len(data)})
-            log.info("%s epoch %d: loss %.4f, train IIA %.4f", desc, epoch + 1, *history["epochs"][-1].values())
+        history = optimise(intervention.parameters(), logits_for, data, config, desc)
     return intervention.weight().detach(), history
 
 

@@ -18,7 +18,6 @@ import logging
 import os
 
 import torch
-from tqdm.auto import tqdm
 
 log = logging.getLogger(__name__)
 
@@ -107,23 +106,15 @@ def intervened_logits(intervenable, spec, subspace_sizes, base_inputs, source_in
 
 def train_pyvene(site, data, config, initial_weight: torch.Tensor, desc: str = "DAS (pyvene)"):
     """Trains with pyvene on the same batches, in the same order, from the same W as the fast engine."""
-    from causal_das.das.engine import batch_order
+    from causal_das.das.engine import optimise
 
     intervenable, spec = build_intervenable(site, site.n, tuple(config.subspace_sizes), initial_weight)
     params = {id(p): p for p in intervenable.get_trainable_parameters()}  # linked: listed twice
-    optimizer = torch.optim.Adam(list(params.values()), lr=config.lr)
-    history = {"epochs": []}
-    for epoch in range(config.epochs):
-        total_loss, correct = 0.0, 0
-        for idx in tqdm(batch_order(len(data), config.batch_size, epoch, config.seed), desc=f"{desc} epoch {epoch + 1}/{config.epochs}", leave=False):
-            logits = intervened_logits(intervenable, spec, config.subspace_sizes, data.inputs[data.base[idx]], data.inputs[data.sources[idx]])
-            loss = torch.nn.functional.cross_entropy(logits, data.labels[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total_loss += loss.item() * len(idx)
-            correct += (logits.argmax(-1) == data.labels[idx]).sum().item()
-        history["epochs"].append({"loss": total_loss / len(data), "train_iia": correct / len(data)})
+
+    def logits_for(idx):
+        return intervened_logits(intervenable, spec, config.subspace_sizes, data.inputs[data.base[idx]], data.inputs[data.sources[idx]])
+
+    history = optimise(list(params.values()), logits_for, data, config, desc)
     return read_weight(intervenable), history
 
 
