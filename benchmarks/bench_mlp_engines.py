@@ -11,8 +11,6 @@ each on the same test set, and the training-time ratio, measured side by side in
 import argparse
 import time
 
-import numpy as np
-
 from causal_das.causal_model import sample_counterfactuals
 from causal_das.das import engine
 from causal_das.metrics import iia
@@ -49,7 +47,6 @@ def main():
         print(f"  {name:7s} IIA {results[name][0]:.4f}   training {seconds:8.2f} s")
     gap = abs(results["fast"][0] - results["pyvene"][0])
     print(f"IIA gap {100 * gap:.2f} points; fast engine {results['pyvene'][1] / results['fast'][1]:.1f}x faster to train")
-    return np.array([results["fast"][0], results["pyvene"][0]])
 
 
 if __name__ == "__main__":

@@ -120,7 +120,7 @@ def train_pyvene(site, data, config, initial_weight: torch.Tensor, desc: str = "
 
 @torch.no_grad()
 def predict_pyvene(site, trained, data, batch_size: int = 8192) -> torch.Tensor:
-    intervenable, spec = build_intervenable(site, trained.n, trained.subspace_sizes, _pyvene_weight(trained))
+    intervenable, spec = build_intervenable(site, trained.n, trained.subspace_sizes, trained.weight)
     out = []
     for start in range(0, len(data), batch_size):
         idx = torch.arange(start, min(start + batch_size, len(data)))
@@ -129,13 +129,9 @@ def predict_pyvene(site, trained, data, batch_size: int = 8192) -> torch.Tensor:
     return torch.cat(out)
 
 
-def _pyvene_weight(trained) -> torch.Tensor:
-    return trained.weight
-
-
 def export(site, trained, directory: str | os.PathLike) -> None:
     """Writes `trained` in pyvene's own `IntervenableModel.save` format."""
-    intervenable, _ = build_intervenable(site, trained.n, trained.subspace_sizes, _pyvene_weight(trained))
+    intervenable, _ = build_intervenable(site, trained.n, trained.subspace_sizes, trained.weight)
     with contextlib.redirect_stdout(io.StringIO()):
         intervenable.save(str(directory))
 
