@@ -85,3 +85,35 @@ def plot_ablation(results_json: str | Path, out_png: str | Path) -> Path:
     _save(fig, out)
     plt.close(fig)
     return out
+
+
+def plot_training_curves(training_json: str | Path, out_png: str | Path) -> Path:
+    """The GPT-2's training loss and its accuracy on training and held-out triples, per epoch."""
+    plt = _pyplot()
+    record = read_json(training_json)
+    history = record["history"]
+    epochs = [h["epoch"] for h in history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    left.plot(epochs, [h["loss"] for h in history], color="C0")
+    left.set_yscale("log")
+    left.set_xlabel("epoch")
+    left.set_ylabel("training loss (cross-entropy, log scale)")
+    left.grid(alpha=0.3)
+    right.plot(epochs, [h["train_accuracy"] for h in history], color="C0", label=f"training triples ({record['n_train_triples']})")
+    right.plot(epochs, [h["heldout_accuracy"] for h in history], color="C1", label=f"held-out triples ({record['n_heldout_triples']})")
+    right.axhline(0.99, color="grey", ls=":", lw=1, label="0.99: needed for DAS")
+    right.set_ylim(0, 1.02)
+    right.set_xlabel("epoch")
+    right.set_ylabel("accuracy (predicted sum correct)")
+    right.legend(fontsize=8, loc="lower right")
+    right.grid(alpha=0.3)
+    model = record["model"]
+    source = "from scratch" if record["mode"] == "scratch" else f"fine-tuned from {record['config']['base_model']}"
+    fig.suptitle(
+        f"GPT-2 classifier on X+Y+Z ({model['n_layer']} blocks, width {model['n_embd']}, {source}): "
+        f"held-out accuracy {record['heldout_accuracy']:.3f}", fontsize=10,
+    )
+    out = Path(out_png)
+    _save(fig, out)
+    plt.close(fig)
+    return out

@@ -166,8 +166,23 @@ def initial_intervention(site: Site, config: DASConfig) -> DistributedInterchang
     return DistributedInterchange(site.n, tuple(config.subspace_sizes), generator)
 
 
-def train(site: Site, data: InterchangeData, config: DASConfig, engine: str = "fast", desc: str = "DAS") -> TrainedIntervention:
-    """Trains W at `site` so that interchanges reproduce `data.labels`. See the module docstring."""
+def interchange(site: Site, intervention: DistributedInterchange, base: torch.Tensor, sources: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """The intervened site state: the interchange on the site's `coordinates` (all when None), the
+    base's values everywhere else (e.g. token positions DAS does not intervene on)."""
+    coordinates = getattr(site, "coordinates", None)
+    if coordinates is None:
+        return intervention(base, sources, weight)
+    mixed = intervention(base[:, coordinates], sources[:, :, coordinates], weight)
+    return base.index_copy(1, coordinates, mixed)
+
+
+def train(
+    site: Site, data: InterchangeData, config: DASConfig, engine: str = "fast", desc: str = "DAS", activations: torch.Tensor | None = None
+) -> TrainedIntervention:
+    """Trains W at `site` so that interchanges reproduce `data.labels`. See the module docstring.
+
+    `activations` (fast engine only): the site state of every row of `data.inputs`, if the caller
+    already has it (a sweep computes every layer's in one forward pass)."""
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; choose one of {ENGINES}")
     if data.n_variables != len(config.subspace_sizes):
@@ -177,7 +192,7 @@ def train(site: Site, data: InterchangeData, config: DASConfig, engine: str = "f
     if not intervention.trainable:
         weight, history = intervention.weight().detach(), {"epochs": [], "note": "k = n: a full swap, nothing to train"}
     elif engine == "fast":
-        weight, history = _train_fast(site, data, config, intervention, desc)
+        weight, history = _train_fast(site, data, config, intervention, desc, activations)
     else:
         from causal_das.das.pyvene_engine import train_pyvene
 
@@ -207,20 +222,28 @@ def optimise(parameters, logits_for, data: InterchangeData, config: DASConfig, d
     return history
 
 
-def _train_fast(site, data, config, intervention, desc):
-    activations = cache_activations(site, data.inputs)
+def _train_fast(site, data, config, intervention, desc, activations=None):
+    if activations is None:
+        activations = cache_activations(site, data.inputs)
 
     def logits_for(idx):
         weight = intervention.weight()  # once per step, shared by every subspace
-        return site.suffix(intervention(activations[data.base[idx]], activations[data.sources[idx]], weight))
+        return site.suffix(interchange(site, intervention, activations[data.base[idx]], activations[data.sources[idx]], weight))
 
     with frozen(site.model):
         history = optimise(intervention.parameters(), logits_for, data, config, desc)
     return intervention.weight().detach(), history
 
 
-def predict(site: Site, trained: TrainedIntervention, data: InterchangeData, engine: str = "fast", batch_size: int = 8192) -> torch.Tensor:
-    """The intervened network's predicted class for every example (N,)."""
+def predict(
+    site: Site,
+    trained: TrainedIntervention,
+    data: InterchangeData,
+    engine: str = "fast",
+    batch_size: int = 8192,
+    activations: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The intervened network's predicted class for every example (N,). `activations` as in `train`."""
     if str(site.name) != trained.site:
         raise ValueError(f"intervention was trained at {trained.site}, not at {site.name}")
     if engine == "pyvene":
@@ -228,13 +251,14 @@ def predict(site: Site, trained: TrainedIntervention, data: InterchangeData, eng
 
         return predict_pyvene(site, trained, data, batch_size)
     intervention = trained.module()
-    activations = cache_activations(site, data.inputs)
+    if activations is None:
+        activations = cache_activations(site, data.inputs)
     out = []
     with torch.no_grad(), frozen(site.model):
         weight = intervention.weight()
         for start in range(0, len(data), batch_size):
             idx = torch.arange(start, min(start + batch_size, len(data)))
-            hidden = intervention(activations[data.base[idx]], activations[data.sources[idx]], weight)
+            hidden = interchange(site, intervention, activations[data.base[idx]], activations[data.sources[idx]], weight)
             out.append(site.suffix(hidden).argmax(-1))
     return torch.cat(out)
 

@@ -6,8 +6,8 @@ network is frozen, the fast engine runs each prefix once per distinct input and 
 the suffix.
 
 Site names follow one grammar, built and parsed only here:
-`<model>.<component>.L<layer>[.pos<first>-<last>]`, e.g. `mlp.block_output.L0` or
-`gpt2.block_output.L7.pos0-5`.
+`<model>.<component>.L<layer>[.pos<positions>]`, e.g. `mlp.block_output.L0`,
+`gpt2.block_output.L7.pos0-5` (token positions 0 to 5) or `gpt2.block_output.L7.pos0_2_4`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import torch
 
-_SITE_NAME = re.compile(r"^(?P<model>[a-z0-9_]+)\.(?P<component>[a-z_]+)\.L(?P<layer>\d+)(?:\.pos(?P<first>\d+)-(?P<last>\d+))?$")
+_SITE_NAME = re.compile(r"^(?P<model>[a-z0-9_]+)\.(?P<component>[a-z_]+)\.L(?P<layer>\d+)(?:\.pos(?P<positions>\d+-\d+|\d+(?:_\d+)*))?$")
 
 
 @dataclass(frozen=True)
@@ -27,12 +27,16 @@ class SiteName:
     model: str
     component: str
     layer: int
-    positions: tuple[int, int] | None = None  # first and last token position, inclusive
+    positions: tuple[int, ...] | None = None  # token positions, in the order they are concatenated
 
     def __str__(self) -> str:
         text = f"{self.model}.{self.component}.L{self.layer}"
         if self.positions is not None:
-            text += f".pos{self.positions[0]}-{self.positions[1]}"
+            first, last = self.positions[0], self.positions[-1]
+            if len(self.positions) > 1 and self.positions == tuple(range(first, last + 1)):
+                text += f".pos{first}-{last}"
+            else:
+                text += ".pos" + "_".join(map(str, self.positions))
         return text
 
     @classmethod
@@ -40,9 +44,12 @@ class SiteName:
         match = _SITE_NAME.match(text)
         if match is None:
             raise ValueError(f"malformed site name {text!r}; expected e.g. 'mlp.block_output.L0'")
-        positions = None
-        if match["first"] is not None:
-            positions = (int(match["first"]), int(match["last"]))
+        positions, spec = None, match["positions"]
+        if spec is not None and "-" in spec:
+            first, last = map(int, spec.split("-"))
+            positions = tuple(range(first, last + 1))
+        elif spec is not None:
+            positions = tuple(map(int, spec.split("_")))
         return cls(match["model"], match["component"], int(match["layer"]), positions)
 
 
@@ -70,13 +77,15 @@ class Site(Protocol):
     name: SiteName
     n: int
     model: torch.nn.Module  # the frozen network, put in eval mode while DAS runs
+    # Indices of the state entries DAS rotates (n of them); None when it rotates the whole state.
+    coordinates: torch.Tensor | None
 
     def prefix(self, inputs: torch.Tensor) -> torch.Tensor:
-        """inputs (batch, ...) -> activations (batch, n)."""
+        """inputs (batch, ...) -> site state (batch, n_state), n_state >= n."""
         ...
 
     def suffix(self, hidden: torch.Tensor) -> torch.Tensor:
-        """activations (batch, n) -> logits (batch, classes)."""
+        """site state (batch, n_state) -> logits (batch, classes)."""
         ...
 
     def pyvene_spec(self) -> PyveneSpec:

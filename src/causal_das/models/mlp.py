@@ -87,6 +87,7 @@ class MLPSite:
         self.model, self.layer = model.eval(), layer
         self.name = SiteName("mlp", "block_output", layer)
         self.n = model.width
+        self.coordinates = None
 
     def prefix(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.model.hidden(inputs, self.layer)

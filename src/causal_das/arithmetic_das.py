@@ -1,0 +1,376 @@
+"""DAS on the X+Y+Z GPT-2: the sweep over (causal model, layer, k) cells, and re-evaluation.
+
+A cell trains W at `block_output` of one layer, over the chosen token positions concatenated
+(n = positions x width), on the counterfactuals of one causal model; saves W; and measures IIA on
+fresh pairs (disjoint from the training pairs) against every model of the family, with the
+network in eval mode, beside the baselines and the same DAS on a randomly initialised copy of
+the network. k = n is a full interchange and needs no training.
+
+Every (base, source) pair is two indices into the 1000 prompts, so each layer's block output is
+computed once for all prompts (one forward pass for every layer) and a DAS step runs only the
+blocks after the site.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from causal_das.das import engine
+from causal_das.io import atomic_write_json, check_results_path, read_json, run_metadata
+from causal_das.metrics import majority_rate
+from causal_das.models import gpt2
+from causal_das.sweep import load_finished
+from causal_das.tasks import arithmetic
+
+log = logging.getLogger(__name__)
+
+THESIS_K = (64, 128, 256, 768, 4608)  # for GPT-2 small: n = 6 x 768 = 4608
+THESIS_PRESET = {"n_training": 256_000, "batch_size": 1280, "epochs": 4, "lr": 0.01}
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    model_path: str = "results/gpt2/model"
+    causal_model_type: str = "arithmetic"
+    layers: tuple[int, ...] | None = None  # None: every block
+    low_rank_dims: tuple[int, ...] | None = None  # None: the default fractions of n (see `default_k`)
+    n_training: int = 16_000
+    n_testing: int = 2_000
+    batch_size: int = 256
+    epochs: int = 2
+    lr: float = 0.01
+    positions: tuple[int, ...] = tuple(range(gpt2.SEQ_LEN))
+    engine: str = "fast"
+    control: str = "random_init"
+    seed: int = 0
+    results_path: str = "results/gpt2/das_arithmetic"
+
+    def das_config(self, k: int) -> engine.DASConfig:
+        return engine.DASConfig((k,), self.epochs, self.batch_size, self.lr, self.seed)
+
+
+def scaled_k(thesis_k, n: int) -> tuple[int, ...]:
+    """The thesis's k values (for n = 4608) scaled to a site of dimension n."""
+    return tuple(sorted({max(1, round(k * n / THESIS_K[-1])) for k in thesis_k}))
+
+
+def default_k(n: int) -> tuple[int, ...]:
+    """Default sweep: thesis k = 256 and the full swap, scaled (for the default model: 16 and 288)."""
+    return scaled_k((256, 4608), n)
+
+
+def model_fingerprint(model) -> str:
+    """A hash of the weights: cells computed on another network are never mixed in."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def rng_streams(seed: int) -> dict[str, np.random.Generator]:
+    names = ("pairs", "evaluation")
+    return {name: np.random.default_rng(s) for name, s in zip(names, np.random.SeedSequence([seed, 3]).spawn(len(names)), strict=True)}
+
+
+def sweep_pairs(config: SweepConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(training, test) pair ids: disjoint, the same for every cell of a sweep with this seed."""
+    rng = rng_streams(config.seed)["pairs"]
+    train = arithmetic.draw_pairs(rng, config.n_training)
+    return train, arithmetic.draw_pairs(rng, config.n_testing, exclude=train)
+
+
+def interchange_data(input_ids: torch.Tensor, pair_ids: np.ndarray, model) -> engine.InterchangeData:
+    base, source = arithmetic.decode_pairs(pair_ids)
+    labels = arithmetic.counterfactual_labels(model, base, source)
+    return engine.InterchangeData(input_ids, torch.as_tensor(base), torch.as_tensor(source)[:, None], torch.as_tensor(labels))
+
+
+def cell_name(model_name: str, layer: int, k: int) -> str:
+    return f"{arithmetic.slug(model_name)}/L{layer:02d}_k{k}"
+
+
+@dataclass
+class Network:
+    """A loaded classifier with its prompts and the block outputs of every layer, computed once."""
+
+    model: object
+    input_ids: torch.Tensor
+    states: dict[int, torch.Tensor]  # layer -> (1000, 6 * width)
+    plain_predictions: np.ndarray  # (1000,) the unintervened network's predicted class per prompt
+
+    @classmethod
+    def load(cls, model, input_ids: torch.Tensor, layers) -> Network:
+        with engine.frozen(model):
+            states = {layer: s.flatten(1) for layer, s in gpt2.block_outputs(model, input_ids, layers).items()}
+            plain = gpt2.predictions(model, input_ids).numpy()
+        return cls(model, input_ids, states, plain)
+
+
+def validate(config: SweepConfig, model) -> tuple[tuple[int, ...], tuple[int, ...], int]:
+    """(layers, k values, n) after checking the config against the model; ValueError otherwise."""
+    arithmetic.get_family(config.causal_model_type)
+    if config.engine not in engine.ENGINES:
+        raise ValueError(f"unknown engine {config.engine!r}; choose one of {engine.ENGINES}")
+    if config.control not in ("random_init", "none"):
+        raise ValueError(f"unknown control {config.control!r}; choose random_init or none")
+    n_layers = model.config.n_layer
+    layers = tuple(range(n_layers)) if config.layers is None else tuple(config.layers)
+    bad = [layer for layer in layers if not 0 <= layer < n_layers]
+    if bad:
+        raise ValueError(f"--layers {bad} do not exist: the model at {config.model_path} has blocks 0..{n_layers - 1}")
+    site = gpt2.GPT2Site(model, layers[0], config.positions)  # validates the positions
+    ks = default_k(site.n) if config.low_rank_dims is None else tuple(config.low_rank_dims)
+    bad = [k for k in ks if not 1 <= k <= site.n]
+    if bad:
+        raise ValueError(
+            f"--low_rank_dims {bad} must be in 1..{site.n}: the site is {len(config.positions)} positions x width "
+            f"{model.config.n_embd} = {site.n} dimensions"
+        )
+    if config.n_training + config.n_testing > arithmetic.N_PAIRS:
+        raise ValueError(f"--n_training + --n_testing must not exceed the {arithmetic.N_PAIRS} distinct ordered pairs")
+    return layers, ks, site.n
+
+
+def evaluate_cell(network: Network, site, trained, test_ids: np.ndarray, family, config_engine: str) -> tuple[dict, np.ndarray]:
+    """IIA of a trained intervention against each causal model of `family` on `test_ids` pairs."""
+    base, source = arithmetic.decode_pairs(test_ids)
+    data = engine.InterchangeData(network.input_ids, torch.as_tensor(base), torch.as_tensor(source)[:, None], torch.zeros(len(base), dtype=torch.long))
+    activations = network.states[site.layer] if config_engine == "fast" else None
+    predictions = engine.predict(site, trained, data, config_engine, activations=activations).numpy()
+    scores = {m.name: float(np.mean(predictions == arithmetic.counterfactual_labels(m, base, source))) for m in family}
+    return scores, predictions
+
+
+def baselines(network: Network, causal_model, test_ids: np.ndarray) -> dict[str, float]:
+    base, source = arithmetic.decode_pairs(test_ids)
+    labels = arithmetic.counterfactual_labels(causal_model, base, source)
+    return {
+        "majority": majority_rate(labels),
+        "copy_base_label": float(np.mean(labels == arithmetic.LABELS[base])),
+        "copy_source_label": float(np.mean(labels == arithmetic.LABELS[source])),
+        "network_no_intervention": float(np.mean(labels == network.plain_predictions[base])),
+        "network_on_source": float(np.mean(labels == network.plain_predictions[source])),
+    }
+
+
+def run_cell(network, control, causal_model, layer, k, train_ids, test_ids, config: SweepConfig, out_dir: Path, settings: dict) -> dict:
+    family = arithmetic.get_family(config.causal_model_type)
+    started = time.perf_counter()
+    site = gpt2.GPT2Site(network.model, layer, config.positions)
+    train_data = interchange_data(network.input_ids, train_ids, causal_model)
+    desc = f"{causal_model.name} L{layer} k{k}"
+    activations = network.states[layer] if config.engine == "fast" else None
+    trained = engine.train(site, train_data, config.das_config(k), config.engine, desc=desc, activations=activations)
+    trained.save(out_dir / "interventions" / cell_name(causal_model.name, layer, k))
+    iia, _ = evaluate_cell(network, site, trained, test_ids, family, config.engine)
+    record = {
+        "causal_model": causal_model.name,
+        "layer": layer,
+        "k": k,
+        "site": str(site.name),
+        "n": site.n,
+        "full_swap": k == site.n,
+        "iia": iia,
+        "iia_own_model": iia[causal_model.name],
+        "baselines": baselines(network, causal_model, test_ids),
+        "n_training_pairs": len(train_ids),
+        "n_test_pairs": len(test_ids),
+        "train_history": trained.history,
+    }
+    if control is not None:
+        control_site = gpt2.GPT2Site(control.model, layer, config.positions)
+        control_activations = control.states[layer] if config.engine == "fast" else None
+        control_trained = engine.train(control_site, train_data, config.das_config(k), config.engine, desc=f"control {desc}", activations=control_activations)
+        control_iia, _ = evaluate_cell(control, control_site, control_trained, test_ids, family, config.engine)
+        record["control_random_init"] = {"iia": control_iia, "iia_own_model": control_iia[causal_model.name]}
+    record.update(settings=settings, status="done", seconds=time.perf_counter() - started, **run_metadata())
+    atomic_write_json(out_dir / "cells" / f"{cell_name(causal_model.name, layer, k)}.json", record)
+    return record
+
+
+def run_sweep(config: SweepConfig) -> dict:
+    """Runs every unfinished cell of the sweep; writes cells/, interventions/ and summary.json."""
+    model, tokenizer = gpt2.load_classifier(config.model_path)
+    layers, ks, n = validate(config, model)
+    out_dir = check_results_path(config.results_path)
+    started = time.perf_counter()
+    input_ids = gpt2.encode_prompts(tokenizer)
+    family = arithmetic.get_family(config.causal_model_type)
+    fingerprint = model_fingerprint(model)
+    train_ids, test_ids = sweep_pairs(config)
+    cells = [(m, layer, k) for m in family for layer in layers for k in ks]
+    settings_for = {}
+    todo, done = [], {}
+    for m, layer, k in cells:
+        settings = {**_settings(config), "model_fingerprint": fingerprint, "causal_model": m.name, "layer": layer, "k": k}
+        settings_for[(m.name, layer, k)] = settings
+        finished = load_finished(out_dir / "cells" / f"{cell_name(m.name, layer, k)}.json", settings)
+        if finished is None:
+            todo.append((m, layer, k))
+        else:
+            done[(m.name, layer, k)] = finished
+    if done:
+        print(f"{len(done)} of {len(cells)} cells already finished in {out_dir}; running the other {len(todo)}", flush=True)
+    if todo:
+        needed = sorted({layer for _, layer, _ in todo})
+        network = Network.load(model, input_ids, needed)
+        control = None
+        if config.control == "random_init":
+            control = Network.load(gpt2.random_init_copy(model, config.seed), input_ids, needed)
+        with engine.frozen(model):
+            for m, layer, k in tqdm(todo, desc=f"DAS cells ({config.causal_model_type})", unit="cell"):
+                done[(m.name, layer, k)] = run_cell(network, control, m, layer, k, train_ids, test_ids, config, out_dir, settings_for[(m.name, layer, k)])
+    summary = {
+        "experiment": "run_das",
+        "config": _settings(config),
+        **run_metadata(),
+        "model_fingerprint": fingerprint,
+        "n": n,
+        "layers": list(layers),
+        "low_rank_dims": list(ks),
+        "causal_models": [m.name for m in family],
+        "cells": [_summary_row(done[(m.name, layer, k)]) for m, layer, k in cells],
+        "seconds": time.perf_counter() - started,
+    }
+    atomic_write_json(out_dir / "summary.json", summary)
+    return summary
+
+
+def _settings(config: SweepConfig) -> dict:
+    """Everything that determines a cell's numbers (not where it is written)."""
+    settings = asdict(config)
+    settings.pop("results_path")
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.items()}
+
+
+def _summary_row(cell: dict) -> dict:
+    row = {key: cell[key] for key in ("causal_model", "layer", "k", "full_swap", "iia", "iia_own_model", "baselines")}
+    if "control_random_init" in cell:
+        row["control_iia_own_model"] = cell["control_random_init"]["iia_own_model"]
+    return row
+
+
+def summary_table(summary: dict) -> str:
+    """Per causal model: IIA (against itself) per layer x k, control in brackets."""
+    lines = []
+    ks = summary["low_rank_dims"]
+    for name in summary["causal_models"]:
+        rows = {(c["layer"], c["k"]): c for c in summary["cells"] if c["causal_model"] == name}
+        lines.append(f"\n{name}: IIA per layer x k (random-init control in brackets)")
+        lines.append("layer " + "".join(f"{'k=' + str(k):>16}" for k in ks))
+        for layer in summary["layers"]:
+            entries = []
+            for k in ks:
+                cell = rows[(layer, k)]
+                control = cell.get("control_iia_own_model")
+                entries.append(f"{cell['iia_own_model']:.3f}" + (f" ({control:.3f})" if control is not None else ""))
+            lines.append(f"{layer:>5} " + "".join(f"{e:>16}" for e in entries))
+    return "\n".join(lines)
+
+
+# -- evaluate_das ----------------------------------------------------------------------------------
+
+
+def load_sweep_config(results_path: str | Path) -> SweepConfig:
+    summary = read_json(Path(results_path) / "summary.json")
+    try:
+        raw = dict(summary["config"])
+        for key in ("layers", "low_rank_dims", "positions"):
+            if raw.get(key) is not None:
+                raw[key] = tuple(raw[key])
+        return SweepConfig(**raw, results_path=str(results_path))
+    except (KeyError, TypeError) as error:
+        raise ValueError(f"{Path(results_path) / 'summary.json'} is not a run_das.py summary ({error})") from None
+
+
+def evaluate_saved(
+    results_path: str | Path,
+    test_families: tuple[str, ...],
+    n_testing: int,
+    all_pairs: bool,
+    seed: int,
+    engine_name: str = "fast",
+    model_path: str | None = None,
+    cell_filter=None,
+    batch_size: int = 8192,
+) -> dict:
+    """Reloads every saved intervention of a sweep and measures IIA against every causal model of
+    `test_families`, on `n_testing` fresh pairs (disjoint from the sweep's training pairs) or on all
+    999,000 ordered pairs. Returns the evaluation record (the caller writes it)."""
+    results_path = Path(results_path)
+    config = load_sweep_config(results_path)
+    if model_path is not None:
+        config = replace(config, model_path=model_path)
+    models = [m for family in test_families for m in arithmetic.get_family(family)]
+    model, tokenizer = gpt2.load_classifier(config.model_path)
+    summary = read_json(results_path / "summary.json")
+    if model_fingerprint(model) != summary.get("model_fingerprint"):
+        raise ValueError(f"--model_path {config.model_path} is not the network the sweep in {results_path} was trained on")
+    input_ids = gpt2.encode_prompts(tokenizer)
+    if all_pairs:
+        test_ids = np.arange(arithmetic.N_PAIRS)
+    else:
+        train_ids, _ = sweep_pairs(config)
+        rng = np.random.default_rng(np.random.SeedSequence([seed, 5]))
+        test_ids = arithmetic.draw_pairs(rng, n_testing, exclude=train_ids)
+    rows = [c for c in summary["cells"] if cell_filter is None or cell_filter(c)]
+    if not rows:
+        raise ValueError(f"no cells of {results_path} match the selection")
+    network = Network.load(model, input_ids, sorted({c["layer"] for c in rows}))
+    evaluations = []
+    started = time.perf_counter()
+    with engine.frozen(model):
+        for cell in tqdm(rows, desc="evaluate cells", unit="cell"):
+            path = results_path / "interventions" / cell_name(cell["causal_model"], cell["layer"], cell["k"])
+            trained = engine.TrainedIntervention.load(path)
+            site = gpt2.GPT2Site(model, cell["layer"], config.positions)
+            scores, _ = _evaluate_in_chunks(network, site, trained, test_ids, models, engine_name, batch_size)
+            evaluations.append({"trained_on": cell["causal_model"], "layer": cell["layer"], "k": cell["k"], "iia": scores})
+    return {
+        "experiment": "evaluate_das",
+        **run_metadata(),
+        "sweep": str(results_path),
+        "sweep_config": _settings(config),
+        "test_models": [m.name for m in models],
+        "pairs": {"n": len(test_ids), "all_pairs": all_pairs, "includes_training_pairs": all_pairs, "seed": seed},
+        "cells": evaluations,
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def _evaluate_in_chunks(network, site, trained, pair_ids, models, engine_name, batch_size, chunk: int = 200_000):
+    """IIA against each model, streaming the pairs so that 999,000 of them need little memory."""
+    hits = dict.fromkeys((m.name for m in models), 0)
+    for start in range(0, len(pair_ids), chunk):
+        ids = pair_ids[start : start + chunk]
+        base, source = arithmetic.decode_pairs(ids)
+        data = engine.InterchangeData(network.input_ids, torch.as_tensor(base), torch.as_tensor(source)[:, None], torch.zeros(len(ids), dtype=torch.long))
+        activations = network.states[site.layer] if engine_name == "fast" else None
+        predictions = engine.predict(site, trained, data, engine_name, batch_size=batch_size, activations=activations).numpy()
+        for m in models:
+            hits[m.name] += int(np.sum(predictions == arithmetic.counterfactual_labels(m, base, source)))
+    return {name: count / len(pair_ids) for name, count in hits.items()}, None
+
+
+def n_cells(config: SweepConfig, n_layers: int, n: int) -> int:
+    layers = n_layers if config.layers is None else len(config.layers)
+    ks = len(default_k(n) if config.low_rank_dims is None else config.low_rank_dims)
+    return len(arithmetic.get_family(config.causal_model_type)) * layers * ks
+
+
+def thesis_k(n: int) -> tuple[int, ...]:
+    return scaled_k(THESIS_K, n)
+
+
+def steps_per_cell(config: SweepConfig) -> int:
+    return config.epochs * math.ceil(config.n_training / config.batch_size)

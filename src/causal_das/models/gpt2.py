@@ -1,0 +1,282 @@
+"""GPT-2 sequence classifiers for X+Y+Z: the offline default, loading, training, and the DAS site.
+
+The default network is a `GPT2ForSequenceClassification` with GPT-2 small's depth (12 blocks) and
+width 48: 768 / 48 = 16, so the thesis's k values {64, 128, 256, 768, 4608} scale exactly to
+{4, 8, 16, 48, 288}, and a DAS step through its suffix costs milliseconds on a laptop CPU. Its
+tokenizer is word-level (`1`..`10`, `+`, `=`, and a pad token), built with `tokenizers` and wrapped
+as a `PreTrainedTokenizerFast`, so both save and load with `save_pretrained`/`from_pretrained`
+exactly like a pretrained GPT-2 does.
+
+`GPT2Site` cuts the network at the `block_output` of one block (pyvene's name: the block's output,
+before the final `ln_f`; note that Hugging Face's last `hidden_states` entry has `ln_f` applied and
+is *not* that), over the chosen token positions concatenated as pyvene concatenates them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from causal_das.das.site import PyveneSpec, SiteName
+from causal_das.tasks import arithmetic
+
+log = logging.getLogger(__name__)
+
+SEQ_LEN = 6  # X + Y + Z =
+PAD = "[PAD]"
+DEFAULT_WIDTH, DEFAULT_LAYERS, DEFAULT_HEADS = 48, 12, 4
+ARCHITECTURE = "GPT2ForSequenceClassification"
+
+
+def build_tokenizer():
+    """The word-level tokenizer of the default model: ids 1..10 are the numbers, 11 '+', 12 '='."""
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {PAD: 0, **{str(i): i for i in arithmetic.NUMBERS}, "+": 11, "=": 12}
+    tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token=None))
+    tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(r"\d+|[+=]"), behavior="isolated")
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token=PAD)
+
+
+def build_default_model(tokenizer, width: int = DEFAULT_WIDTH, n_layers: int = DEFAULT_LAYERS, n_heads: int = DEFAULT_HEADS, seed: int = 0):
+    """A freshly initialised GPT-2 classifier for the task (Hugging Face's GPT-2 initialisation)."""
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    if width % n_heads:
+        raise ValueError(f"--width {width} must be a multiple of --n_heads {n_heads}")
+    config = GPT2Config(
+        vocab_size=len(tokenizer), n_positions=SEQ_LEN + 2, n_embd=width, n_layer=n_layers, n_head=n_heads,
+        # No dropout: the 800 training prompts are learned in minutes without it, and held-out
+        # accuracy (reported) shows it generalises. DAS always runs the network in eval mode anyway.
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        # GPT-2's tanh-approximated GELU as one fused kernel: the same function as its `gelu_new`, which
+        # spells it out in five element-wise ops that took 60% of a suffix forward at this width.
+        activation_function="gelu_pytorch_tanh",
+        num_labels=arithmetic.N_CLASSES, pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None, eos_token_id=None,
+    )
+    torch.manual_seed(seed)
+    return GPT2ForSequenceClassification(config)
+
+
+def random_init_copy(model, seed: int):
+    """The control network: the same configuration, freshly initialised, never trained."""
+    from transformers import GPT2ForSequenceClassification
+
+    torch.manual_seed(seed + 7919)
+    return GPT2ForSequenceClassification(model.config).eval()
+
+
+def encode_prompts(tokenizer) -> torch.Tensor:
+    """input_ids (1000, 6) of every prompt, in triple order; ValueError if the tokenizer does not give
+    each prompt exactly six tokens (X + Y + Z =), which every site here assumes."""
+    ids = tokenizer(list(arithmetic.PROMPTS), add_special_tokens=False)["input_ids"]
+    bad = [p for p, row in zip(arithmetic.PROMPTS, ids, strict=True) if len(row) != SEQ_LEN]
+    if bad:
+        raise ValueError(
+            f"the tokenizer splits {len(bad)} prompts into other than {SEQ_LEN} tokens (e.g. {bad[0]!r} -> "
+            f"{tokenizer.convert_ids_to_tokens(tokenizer(bad[0], add_special_tokens=False)['input_ids'])}); "
+            "the task needs one token per number, '+' and '='"
+        )
+    ids = torch.tensor(ids, dtype=torch.long)
+    if tokenizer.pad_token_id is not None and (ids == tokenizer.pad_token_id).any():
+        raise ValueError("the tokenizer's pad token occurs inside the prompts; give it a pad token of its own")
+    return ids
+
+
+def prepare_pretrained(model, tokenizer) -> None:
+    """GPT-2 has no pad token; like the thesis, use its end-of-text token (never inside a prompt)."""
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ValueError("the tokenizer has neither a pad nor an end-of-text token; add a pad token")
+        tokenizer.pad_token = tokenizer.eos_token
+    model.config.pad_token_id = tokenizer.pad_token_id
+
+
+def load_classifier(path: str | os.PathLike):
+    """(model, tokenizer) saved by `train_gpt2.py` (or any GPT-2 sequence classifier with 28
+    classes); one-line ValueErrors that say what to do when the path is not such a model."""
+    from transformers import AutoConfig, AutoTokenizer, GPT2ForSequenceClassification
+
+    path = str(path)
+    if not Path(path).exists():
+        raise ValueError(f"--model_path {path} does not exist; train the model first: python train_gpt2.py --output_dir {path}")
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"--model_path {path} holds no readable model config ({str(error).splitlines()[0]})") from None
+    if config.model_type != "gpt2":
+        raise ValueError(f"--model_path {path} is a {config.model_type!r} model; this task needs a GPT-2 sequence classifier")
+    architectures = getattr(config, "architectures", None) or []
+    if ARCHITECTURE not in architectures:
+        raise ValueError(
+            f"--model_path {path} is not a sequence classifier (it is {', '.join(architectures) or 'an unknown architecture'}); "
+            f"fine-tune it first: python train_gpt2.py --base_model {path}"
+        )
+    if config.num_labels != arithmetic.N_CLASSES:
+        raise ValueError(f"--model_path {path} classifies into {config.num_labels} classes, not the task's {arithmetic.N_CLASSES}")
+    try:
+        model = GPT2ForSequenceClassification.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError, RuntimeError) as error:
+        raise ValueError(f"--model_path {path} could not be loaded ({str(error).splitlines()[0]})") from None
+    return model.eval(), tokenizer
+
+
+# -- running the network in pieces ---------------------------------------------------------------
+
+
+def _mask_and_positions(model, hidden: torch.Tensor):
+    """The attention mask and position ids GPT2Model itself would build for unpadded prompts."""
+    from transformers.masking_utils import create_causal_mask
+
+    position_ids = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
+    mask = create_causal_mask(config=model.config, inputs_embeds=hidden, attention_mask=None, past_key_values=None, position_ids=position_ids)
+    return mask, position_ids
+
+
+def run_blocks(model, hidden: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """Blocks start..stop-1 of the transformer on hidden (B, T, d)."""
+    if start >= stop:
+        return hidden
+    mask, position_ids = _mask_and_positions(model, hidden)
+    for block in model.transformer.h[start:stop]:
+        hidden = block(hidden, None, mask, position_ids=position_ids)
+    return hidden
+
+
+def embed(model, input_ids: torch.Tensor) -> torch.Tensor:
+    transformer = model.transformer
+    positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+    return transformer.drop(transformer.wte(input_ids) + transformer.wpe(positions))
+
+
+@torch.no_grad()
+def block_outputs(model, input_ids: torch.Tensor, layers, chunk: int = 4096) -> dict[int, torch.Tensor]:
+    """{layer: block_output (N, T, d)} for the given layers, in one forward pass per chunk."""
+    layers = sorted(set(layers))
+    out = {layer: [] for layer in layers}
+    for i in range(0, len(input_ids), chunk):
+        hidden, done = embed(model, input_ids[i : i + chunk]), 0
+        for layer in layers:
+            hidden = run_blocks(model, hidden, done, layer + 1)
+            done = layer + 1
+            out[layer].append(hidden)
+    return {layer: torch.cat(parts) for layer, parts in out.items()}
+
+
+def head(model, hidden: torch.Tensor, after: int) -> torch.Tensor:
+    """Logits from block_output of block `after` (B, T, d): the remaining blocks, `ln_f`, and the
+    score head at the last token (prompts are unpadded, so the last token is the one GPT-2 reads)."""
+    hidden = run_blocks(model, hidden, after + 1, model.config.n_layer)
+    return model.score(model.transformer.ln_f(hidden[:, -1]))
+
+
+class GPT2Site:
+    """block_output of block `layer` at `positions`, concatenated: n = len(positions) * d.
+
+    The site's state is the whole block output (B, T*d): positions that are not intervened on keep
+    the base's values, and `coordinates` names the state entries DAS rotates (None: all of them).
+    """
+
+    def __init__(self, model, layer: int, positions: tuple[int, ...] | None = None):
+        n_layers, width = model.config.n_layer, model.config.n_embd
+        if not 0 <= layer < n_layers:
+            raise ValueError(f"layer {layer} does not exist: the model has blocks 0..{n_layers - 1}")
+        positions = tuple(range(SEQ_LEN)) if positions is None else tuple(positions)
+        if not positions or len(set(positions)) != len(positions) or not all(0 <= p < SEQ_LEN for p in positions):
+            raise ValueError(f"positions {list(positions)} must be distinct token positions in 0..{SEQ_LEN - 1}")
+        self.model, self.layer, self.positions, self.width = model.eval(), layer, positions, width
+        self.name = SiteName("gpt2", "block_output", layer, positions)
+        self.n = len(positions) * width
+        if positions == tuple(range(SEQ_LEN)):
+            self.coordinates = None
+        else:
+            self.coordinates = torch.cat([torch.arange(p * width, (p + 1) * width) for p in positions])
+
+    def prefix(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return block_outputs(self.model, input_ids, [self.layer])[self.layer].flatten(1)
+
+    def suffix(self, state: torch.Tensor) -> torch.Tensor:
+        return head(self.model, state.view(len(state), SEQ_LEN, self.width), self.layer)
+
+    def pyvene_spec(self) -> PyveneSpec:
+        return PyveneSpec(
+            model=self.model,
+            layer=self.layer,
+            component="block_output",
+            positions=self.positions,
+            to_pyvene_inputs=lambda ids: {"input_ids": ids},
+            logits=lambda out: out.logits,
+        )
+
+
+# -- training ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GPT2TrainConfig:
+    epochs: int = 200
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.05
+    max_grad_norm: float = 1.0
+    seed: int = 123
+
+
+@torch.no_grad()
+def predictions(model, input_ids: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    model.eval()
+    return torch.cat([model(input_ids=input_ids[i : i + batch_size]).logits.argmax(-1) for i in range(0, len(input_ids), batch_size)])
+
+
+def train_classifier(model, input_ids: torch.Tensor, train_idx: np.ndarray, heldout_idx: np.ndarray, config: GPT2TrainConfig) -> list[dict]:
+    """AdamW with a linear schedule (after `warmup_fraction` of linear warm-up) and gradient clipping,
+    on the training triples only; returns one record per epoch with loss and both accuracies."""
+    from transformers import get_linear_schedule_with_warmup
+
+    labels = torch.as_tensor(arithmetic.LABELS)
+    train_idx = torch.as_tensor(train_idx)
+    steps_per_epoch = math.ceil(len(train_idx) / config.batch_size)
+    total = config.epochs * steps_per_epoch
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    schedule = get_linear_schedule_with_warmup(optimizer, int(config.warmup_fraction * total), total)
+    generator = torch.Generator().manual_seed(config.seed)
+    history = []
+    bar = tqdm(range(config.epochs), desc="train GPT-2", unit="epoch")
+    for epoch in bar:
+        model.train()
+        order = train_idx[torch.randperm(len(train_idx), generator=generator)]
+        total_loss = 0.0
+        for start in range(0, len(order), config.batch_size):
+            idx = order[start : start + config.batch_size]
+            loss = nn.functional.cross_entropy(model(input_ids=input_ids[idx]).logits, labels[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            optimizer.step()
+            schedule.step()
+            total_loss += loss.item() * len(idx)
+        predicted = predictions(model, input_ids)
+        correct = (predicted == labels).numpy()
+        record = {
+            "epoch": epoch + 1,
+            "loss": total_loss / len(order),
+            "train_accuracy": float(correct[train_idx.numpy()].mean()),
+            "heldout_accuracy": float(correct[heldout_idx].mean()) if len(heldout_idx) else None,
+        }
+        history.append(record)
+        bar.set_postfix(loss=f"{record['loss']:.3f}", heldout=f"{record['heldout_accuracy']:.3f}")
+        log.info("epoch %d: %s", epoch + 1, record)
+    model.eval()
+    return history
