@@ -11,7 +11,13 @@ triples are held out and the held-out accuracy is reported.
 """
 
 from causal_das.cli import ArgumentParser, positive_float, positive_int, run_main, setup_logging
-from causal_das.gpt2_training import REQUIRED_HELDOUT_ACCURACY, SCRATCH, THESIS_FINETUNE, GPT2RunConfig, train_and_save
+from causal_das.gpt2_training import (
+    REQUIRED_HELDOUT_ACCURACY,
+    SCRATCH,
+    THESIS_FINETUNE,
+    GPT2RunConfig,
+    train_and_save,
+)
 
 
 def main():

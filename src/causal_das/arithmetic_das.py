@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -42,10 +41,11 @@ class SweepConfig:
     model_path: str = "results/gpt2/model"
     causal_model_type: str = "arithmetic"
     layers: tuple[int, ...] | None = None  # None: every block
-    low_rank_dims: tuple[int, ...] | None = None  # None: the default fractions of n (see `default_k`)
-    n_training: int = 16_000
+    low_rank_dims: tuple[int, ...] | None = None  # None: `default_k` (or the thesis's k with preset "thesis")
+    preset: str | None = None  # "thesis": the thesis's sizes (THESIS_PRESET) and k values, scaled to n
+    n_training: int = 8_000
     n_testing: int = 2_000
-    batch_size: int = 256
+    batch_size: int = 64
     epochs: int = 2
     lr: float = 0.01
     positions: tuple[int, ...] = tuple(range(gpt2.SEQ_LEN))
@@ -61,6 +61,10 @@ class SweepConfig:
 def scaled_k(thesis_k, n: int) -> tuple[int, ...]:
     """The thesis's k values (for n = 4608) scaled to a site of dimension n."""
     return tuple(sorted({max(1, round(k * n / THESIS_K[-1])) for k in thesis_k}))
+
+
+def thesis_k(n: int) -> tuple[int, ...]:
+    return scaled_k(THESIS_K, n)
 
 
 def default_k(n: int) -> tuple[int, ...]:
@@ -129,7 +133,10 @@ def validate(config: SweepConfig, model) -> tuple[tuple[int, ...], tuple[int, ..
     if bad:
         raise ValueError(f"--layers {bad} do not exist: the model at {config.model_path} has blocks 0..{n_layers - 1}")
     site = gpt2.GPT2Site(model, layers[0], config.positions)  # validates the positions
-    ks = default_k(site.n) if config.low_rank_dims is None else tuple(config.low_rank_dims)
+    if config.low_rank_dims is not None:
+        ks = tuple(config.low_rank_dims)
+    else:
+        ks = thesis_k(site.n) if config.preset == "thesis" else default_k(site.n)
     bad = [k for k in ks if not 1 <= k <= site.n]
     if bad:
         raise ValueError(
@@ -362,15 +369,14 @@ def _evaluate_in_chunks(network, site, trained, pair_ids, models, engine_name, b
     return {name: count / len(pair_ids) for name, count in hits.items()}, None
 
 
-def n_cells(config: SweepConfig, n_layers: int, n: int) -> int:
-    layers = n_layers if config.layers is None else len(config.layers)
-    ks = len(default_k(n) if config.low_rank_dims is None else config.low_rank_dims)
-    return len(arithmetic.get_family(config.causal_model_type)) * layers * ks
 
-
-def thesis_k(n: int) -> tuple[int, ...]:
-    return scaled_k(THESIS_K, n)
-
-
-def steps_per_cell(config: SweepConfig) -> int:
-    return config.epochs * math.ceil(config.n_training / config.batch_size)
+def evaluation_table(record: dict) -> str:
+    """One row per evaluated cell: IIA against each test model (the trained-on model marked *)."""
+    models = record["test_models"]
+    width = max(9, *(len(m) + 1 for m in models))
+    lines = [f"{record['sweep']}: IIA on {record['pairs']['n']:,} pairs" + (" (all ordered pairs)" if record["pairs"]["all_pairs"] else "")]
+    lines.append(f"{'trained on':>10} {'layer':>5} {'k':>5} " + "".join(f"{m:>{width}}" for m in models))
+    for cell in record["cells"]:
+        entries = "".join(f"{(('*' if m == cell['trained_on'] else '') + format(cell['iia'][m], '.3f')):>{width}}" for m in models)
+        lines.append(f"{cell['trained_on']:>10} {cell['layer']:>5} {cell['k']:>5} {entries}")
+    return "\n".join(lines)

@@ -159,7 +159,7 @@ def heldout_split(rng: np.random.Generator, fraction: float) -> tuple[np.ndarray
         raise ValueError(f"held-out fraction must be in (0, 1), got {fraction}")
     train, heldout = [], []
     for label in range(N_CLASSES):
-        members = rng.permutation(np.flatnonzero(LABELS == label))
+        members = rng.permutation(np.flatnonzero(np.equal(LABELS, label)))
         n_out = int(fraction * len(members)) if len(members) >= 5 else 0
         heldout.extend(members[:n_out].tolist())
         train.extend(members[n_out:].tolist())

@@ -1,0 +1,55 @@
+"""Re-evaluate saved DAS interventions: every trained cell of one or more run_das.py sweeps, against
+every causal model of the chosen families (a W trained on one model tested on the others: the
+sanity check), on fresh pairs disjoint from the sweep's training pairs or on all 999,000 ordered
+pairs. Writes the JSON the figures read.
+
+    python evaluate_das.py                                     # both default sweeps, both families
+    python evaluate_das.py --results_path results/gpt2/das_arithmetic --causal_model_type arithmetic
+    python evaluate_das.py --all_pairs --layers 0 --low_rank_dims 16     # every ordered pair
+"""
+
+from pathlib import Path
+
+from causal_das import arithmetic_das as ad
+from causal_das.cli import ArgumentParser, positive_int, run_main, setup_logging
+from causal_das.io import atomic_write_json
+from causal_das.tasks.arithmetic import FAMILIES, MODELS
+
+
+def main():
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results_path", nargs="+", default=["results/gpt2/das_arithmetic", "results/gpt2/das_simple"],
+                        help="sweep directories written by run_das.py; each gets its own evaluation.json")
+    parser.add_argument("--model_path", default=None, help="the network (default: the one recorded in each sweep's summary.json)")
+    parser.add_argument("--causal_model_type", choices=(*sorted(FAMILIES), "all"), default="all",
+                        help="families of causal models to test every cell against (default: all)")
+    parser.add_argument("--n_testing", type=positive_int, default=10_000, help="fresh test pairs, disjoint from the sweep's training pairs")
+    parser.add_argument("--all_pairs", action="store_true", help="evaluate on all 999,000 ordered pairs instead (includes training pairs)")
+    parser.add_argument("--trained_on", nargs="+", choices=list(MODELS), default=None, help="only cells trained on these causal models")
+    parser.add_argument("--layers", type=int, nargs="+", default=None, help="only cells at these layers")
+    parser.add_argument("--low_rank_dims", type=positive_int, nargs="+", default=None, help="only cells with these k")
+    parser.add_argument("--batch_size", type=positive_int, default=8192, help="evaluation batch size")
+    parser.add_argument("--engine", choices=("fast", "pyvene"), default="fast", help="engine that runs the interventions")
+    parser.add_argument("--seed", type=int, default=0, help="seed for the fresh test pairs")
+    parser.add_argument("--output_name", default="evaluation.json", help="file name written into each sweep directory")
+    parser.add_argument("--verbose", action="store_true", help="more logging")
+    args = parser.parse_args()
+    setup_logging(args.verbose)
+    families = tuple(sorted(FAMILIES)) if args.causal_model_type == "all" else (args.causal_model_type,)
+
+    def selected(cell):
+        return ((args.trained_on is None or cell["causal_model"] in args.trained_on)
+                and (args.layers is None or cell["layer"] in args.layers)
+                and (args.low_rank_dims is None or cell["k"] in args.low_rank_dims))
+
+    for results_path in args.results_path:
+        record = ad.evaluate_saved(results_path, families, args.n_testing, args.all_pairs, args.seed, args.engine,
+                                   args.model_path, selected, args.batch_size)
+        out = Path(results_path) / args.output_name
+        atomic_write_json(out, record)
+        print(ad.evaluation_table(record))
+        print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    run_main(main)
