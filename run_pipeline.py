@@ -1,13 +1,19 @@
 """The main job: every experiment on the default models, writing results/.
 
 Runs, in order, each as its own script (exactly what you would type):
-  1. reproduce_das_experiment.py             -> results/hierarchical_equality/
-  2. mlp/pattern_matching_das.py             -> results/pattern_matching/
+  1. reproduce_das_experiment.py              -> results/hierarchical_equality/
+  2. mlp/pattern_matching_das.py              -> results/pattern_matching/
   3. mlp/wrong_causal_graph_ablation_study.py -> results/wrong_causal_graph_ablation/
+  4. train_gpt2.py                            -> results/gpt2/model/
+  5. run_das.py --causal_model_type arithmetic -> results/gpt2/das_arithmetic/
+  6. run_das.py --causal_model_type simple     -> results/gpt2/das_simple/
+  7. evaluate_das.py (both sweeps, every causal model) -> results/gpt2/das_*/evaluation.json
 
-    python run_pipeline.py                 # default sizes (about 2 minutes on 2 CPU cores)
-    python run_pipeline.py --quick         # smoke test (seconds)
-    python run_pipeline.py --engine pyvene # every DAS run through pyvene
+    python run_pipeline.py                 # default sizes (about 10 minutes on 2 CPU cores)
+    python run_pipeline.py --quick         # smoke test (about a minute); numbers are not meaningful
+    python run_pipeline.py --engine pyvene # every DAS run through pyvene (much slower)
+
+Finished DAS cells are kept: rerunning after an interruption resumes the sweeps.
 """
 
 import subprocess
@@ -19,33 +25,55 @@ from causal_das.cli import ArgumentParser, run_main
 from causal_das.io import check_results_path
 
 ROOT = Path(__file__).resolve().parent
-STEPS = (
-    ("hierarchical_equality", "reproduce_das_experiment.py"),
-    ("pattern_matching", "mlp/pattern_matching_das.py"),
-    ("wrong_causal_graph_ablation", "mlp/wrong_causal_graph_ablation_study.py"),
-)
+TINY_GPT2 = ["--epochs", "3", "--width", "16", "--n_layers", "3", "--n_heads", "2"]
+TINY_SWEEP = ["--layers", "0", "2", "--n_training", "512", "--n_testing", "400", "--batch_size", "128", "--epochs", "1"]
+
+
+def steps(root: Path, quick: bool):
+    """(name, script, arguments, takes --engine) for every step of the main job."""
+    mlp_quick = ["--quick"] if quick else []
+    gpt2 = root / "gpt2"
+    model = ["--model_path", str(gpt2 / "model")]
+    sweep_quick = TINY_SWEEP if quick else []
+    return [
+        ("hierarchical_equality", "reproduce_das_experiment.py", ["--results_path", str(root / "hierarchical_equality"), *mlp_quick], True),
+        ("pattern_matching", "mlp/pattern_matching_das.py", ["--results_path", str(root / "pattern_matching"), *mlp_quick], True),
+        ("wrong_causal_graph_ablation", "mlp/wrong_causal_graph_ablation_study.py",
+         ["--results_path", str(root / "wrong_causal_graph_ablation"), *mlp_quick], True),
+        ("gpt2_model", "train_gpt2.py", ["--output_dir", str(gpt2 / "model"), *(TINY_GPT2 if quick else [])], False),
+        ("gpt2_das_arithmetic", "run_das.py",
+         [*model, "--causal_model_type", "arithmetic", "--results_path", str(gpt2 / "das_arithmetic"), *sweep_quick], True),
+        ("gpt2_das_simple", "run_das.py", [*model, "--causal_model_type", "simple", "--results_path", str(gpt2 / "das_simple"), *sweep_quick], True),
+        ("gpt2_evaluate", "evaluate_das.py",
+         ["--results_path", str(gpt2 / "das_arithmetic"), str(gpt2 / "das_simple"), *(["--n_testing", "500"] if quick else [])], True),
+    ]
 
 
 def main():
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--results_path", default="results", help="directory each experiment writes its subdirectory into")
     parser.add_argument("--engine", choices=("fast", "pyvene"), default="fast", help="DAS engine for every experiment")
-    parser.add_argument("--seed", type=int, default=0, help="seed passed to every experiment")
+    parser.add_argument("--seed", type=int, default=None, help="seed passed to every experiment (default: each script's own default)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes for a smoke test")
-    parser.add_argument("--only", nargs="+", choices=[name for name, _ in STEPS], help="run only these experiments")
+    names = [name for name, *_ in steps(Path("results"), False)]
+    parser.add_argument("--only", nargs="+", choices=names, help="run only these steps")
     args = parser.parse_args()
     root = check_results_path(args.results_path)
-    for name, script in STEPS:
+    started = time.perf_counter()
+    for name, script, arguments, takes_engine in steps(root, args.quick):
         if args.only and name not in args.only:
             continue
-        command = [sys.executable, str(ROOT / script), "--results_path", str(root / name), "--engine", args.engine, "--seed", str(args.seed)]
-        if args.quick:
-            command.append("--quick")
+        command = [sys.executable, str(ROOT / script), *arguments]
+        if takes_engine:
+            command += ["--engine", args.engine]
+        if args.seed is not None:
+            command += ["--seed", str(args.seed)]
         print(f"== {name}: {' '.join(command[1:])}", flush=True)
         start = time.perf_counter()
         if subprocess.run(command, check=False).returncode != 0:
             raise ValueError(f"step {name} failed (its error is above); finished steps keep their results")
         print(f"== {name} done in {time.perf_counter() - start:.0f} s\n", flush=True)
+    print(f"main job finished in {(time.perf_counter() - started) / 60:.1f} minutes; results in {root}/")
 
 
 if __name__ == "__main__":

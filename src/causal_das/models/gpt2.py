@@ -177,8 +177,34 @@ def block_outputs(model, input_ids: torch.Tensor, layers, chunk: int = 4096) -> 
 def head(model, hidden: torch.Tensor, after: int) -> torch.Tensor:
     """Logits from block_output of block `after` (B, T, d): the remaining blocks, `ln_f`, and the
     score head at the last token (prompts are unpadded, so the last token is the one GPT-2 reads)."""
-    hidden = run_blocks(model, hidden, after + 1, model.config.n_layer)
-    return model.score(model.transformer.ln_f(hidden[:, -1]))
+    n_layers = model.config.n_layer
+    if after + 1 < n_layers:
+        hidden = run_blocks(model, hidden, after + 1, n_layers - 1)
+        last = _final_block_at_last_position(model, hidden)
+    else:
+        last = hidden[:, -1]
+    return model.score(model.transformer.ln_f(last))
+
+
+def _final_block_at_last_position(model, hidden: torch.Tensor) -> torch.Tensor:
+    """The final block's output at the last position only, (B, d): nothing reads the other positions
+    there, and skipping them saves most of a block per step. The last query attends to every key,
+    so no causal mask is needed. Same arithmetic as GPT2Block in eval mode (tests compare the logits
+    with pyvene's to 1e-5); in training mode, where dropout would matter, the block runs whole."""
+    n_layers = model.config.n_layer
+    block = model.transformer.h[n_layers - 1]
+    if block.training or model.config.add_cross_attention:
+        return run_blocks(model, hidden, n_layers - 1, n_layers)[:, -1]
+    attention = block.attn
+    batch, length, _ = hidden.shape
+    query, key, value = attention.c_attn(block.ln_1(hidden)).split(attention.split_size, dim=2)
+
+    def heads(x):
+        return x.reshape(batch, x.shape[1], attention.num_heads, attention.head_dim).transpose(1, 2)
+
+    mixed = nn.functional.scaled_dot_product_attention(heads(query[:, -1:]), heads(key), heads(value), scale=attention.scaling)
+    last = hidden[:, -1] + attention.c_proj(mixed.transpose(1, 2).reshape(batch, -1))
+    return last + block.mlp(block.ln_2(last))
 
 
 class GPT2Site:
