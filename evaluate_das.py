@@ -23,7 +23,7 @@ def main():
     parser.add_argument("--model_path", default=None, help="the network (default: the one recorded in each sweep's summary.json)")
     parser.add_argument("--causal_model_type", choices=(*sorted(FAMILIES), "all"), default="all",
                         help="families of causal models to test every cell against (default: all)")
-    parser.add_argument("--n_testing", type=positive_int, default=10_000, help="fresh test pairs, disjoint from the sweep's training pairs")
+    parser.add_argument("--n_testing", type=positive_int, default=5_000, help="fresh test pairs, disjoint from the sweep's training pairs")
     parser.add_argument("--all_pairs", action="store_true", help="evaluate on all 999,000 ordered pairs instead (includes training pairs)")
     parser.add_argument("--trained_on", nargs="+", choices=list(MODELS), default=None, help="only cells trained on these causal models")
     parser.add_argument("--layers", type=int, nargs="+", default=None, help="only cells at these layers")

@@ -15,6 +15,7 @@ from dataclasses import replace
 
 from causal_das import arithmetic_das as ad
 from causal_das.cli import ArgumentParser, positive_float, positive_int, run_main, setup_logging
+from causal_das.plots import plot_sweep
 from causal_das.tasks.arithmetic import FAMILIES
 
 
@@ -56,8 +57,9 @@ def main():
     if args.preset == "thesis":
         config = replace(config, **ad.THESIS_PRESET, preset="thesis")
     summary = ad.run_sweep(config)
+    figure = plot_sweep(f"{results_path}/summary.json", f"{results_path}/iia_per_layer.png")
     print(ad.summary_table(summary))
-    print(f"\nwrote {len(summary['cells'])} cells and {results_path}/summary.json")
+    print(f"\nwrote {len(summary['cells'])} cells, {results_path}/summary.json and {figure}")
 
 
 if __name__ == "__main__":

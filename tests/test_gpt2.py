@@ -131,6 +131,11 @@ def test_sweep_files_resume_and_corruption(trained_model_dir, tmp_path, capsys):
     recomputed = json.loads(cell_file.read_text())
     assert recomputed["iia"] == cell["iia"] and recomputed["train_history"]["epochs"] == cell["train_history"]["epochs"]
     assert [c["iia"] for c in again["cells"]] == [c["iia"] for c in first["cells"]]
+    # A cell whose saved W is gone (a fresh clone of results/ has JSON but no weights) is recomputed.
+    (tmp_path / "interventions" / "PXY_Z" / "L01_k4" / "weights.safetensors").unlink()
+    ad.run_sweep(config)
+    assert "no saved intervention" in capsys.readouterr().out
+    assert json.loads(cell_file.read_text())["iia"] == cell["iia"]
     # Other settings on the same results path: refused, nothing overwritten.
     with pytest.raises(ValueError, match="other settings"):
         ad.run_sweep(small_sweep(trained_model_dir, tmp_path, layers=(1,), low_rank_dims=(4,), lr=0.5))
@@ -219,3 +224,17 @@ def test_evaluate_das_bad_input(trained_model_dir, tmp_path):
     assert proc.returncode == 2 and "corrupt" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not (sweep / "evaluation.json").exists()
     shutil.rmtree(sweep)
+
+
+def test_main_job_gpt2_steps_quick(tmp_path):
+    """The README's main job, GPT-2 part, at smoke-test sizes: every step runs and writes its files."""
+    proc = run("run_pipeline.py", "--quick", "--results_path", tmp_path,
+               "--only", "gpt2_model", "gpt2_das_arithmetic", "gpt2_das_simple", "gpt2_evaluate")
+    assert "main job finished" in proc.stdout
+    gpt2_dir = tmp_path / "gpt2"
+    assert (gpt2_dir / "model" / "training.json").is_file() and (gpt2_dir / "model" / "training_curves.png").is_file()
+    for family, n_models in (("arithmetic", 3), ("simple", 4)):
+        summary = json.loads((gpt2_dir / f"das_{family}" / "summary.json").read_text())
+        assert len(summary["cells"]) == n_models * 2 * 2  # layers 0 and 2, k = 5 (256 scaled to n = 96) and the full swap
+        assert (gpt2_dir / f"das_{family}" / "evaluation.json").is_file()
+        assert (gpt2_dir / f"das_{family}" / "iia_per_layer.png").stat().st_size > 1000

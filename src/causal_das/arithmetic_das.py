@@ -46,7 +46,7 @@ class SweepConfig:
     n_training: int = 8_000
     n_testing: int = 2_000
     batch_size: int = 64
-    epochs: int = 2
+    epochs: int = 3
     lr: float = 0.01
     positions: tuple[int, ...] = tuple(range(gpt2.SEQ_LEN))
     engine: str = "fast"
@@ -221,7 +221,8 @@ def run_sweep(config: SweepConfig) -> dict:
     for m, layer, k in cells:
         settings = {**_settings(config), "model_fingerprint": fingerprint, "causal_model": m.name, "layer": layer, "k": k}
         settings_for[(m.name, layer, k)] = settings
-        finished = load_finished(out_dir / "cells" / f"{cell_name(m.name, layer, k)}.json", settings)
+        weights = out_dir / "interventions" / cell_name(m.name, layer, k) / "weights.safetensors"
+        finished = load_finished(out_dir / "cells" / f"{cell_name(m.name, layer, k)}.json", settings, companions=(weights,))
         if finished is None:
             todo.append((m, layer, k))
         else:

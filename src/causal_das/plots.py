@@ -117,3 +117,35 @@ def plot_training_curves(training_json: str | Path, out_png: str | Path) -> Path
     _save(fig, out)
     plt.close(fig)
     return out
+
+
+def plot_sweep(summary_json: str | Path, out_png: str | Path) -> Path:
+    """A run_das.py sweep: IIA per layer, one panel per causal model, one line per k; the same DAS on
+    the random-init network dashed; the majority-label rate dotted."""
+    plt = _pyplot()
+    summary = read_json(summary_json)
+    names, ks, layers = summary["causal_models"], summary["low_rank_dims"], summary["layers"]
+    cells = {(c["causal_model"], c["layer"], c["k"]): c for c in summary["cells"]}
+    fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.6), sharey=True, squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        for i, k in enumerate(ks):
+            label = f"k = {k}" + (" (full swap)" if k == summary["n"] else "")
+            ax.plot(layers, [cells[(name, layer, k)]["iia_own_model"] for layer in layers], "o-", color=f"C{i}", ms=3.5, label=label)
+            control = [cells[(name, layer, k)].get("control_iia_own_model") for layer in layers]
+            if all(v is not None for v in control):
+                ax.plot(layers, control, "--", color=f"C{i}", alpha=0.6, lw=1, label=f"k = {k}, random-init control")
+        majority = sum(cells[(name, layer, ks[0])]["baselines"]["majority"] for layer in layers) / len(layers)
+        ax.axhline(majority, color="grey", ls=":", lw=1, label=f"majority label ({majority:.2f})")
+        ax.set_title(f"trained and tested on {name}", fontsize=9.5)
+        ax.set_xlabel("block whose output is intervened on")
+        ax.set_xticks(layers)
+        ax.tick_params(axis="x", labelsize=7)
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("IIA (fresh test pairs)")
+    axes[0][-1].legend(fontsize=7, loc="center right")
+    fig.suptitle(f"DAS on the X+Y+Z GPT-2, {summary['config']['causal_model_type']} causal models, all six tokens (n = {summary['n']})", fontsize=10)
+    out = Path(out_png)
+    _save(fig, out)
+    plt.close(fig)
+    return out

@@ -19,12 +19,18 @@ class SettingsMismatch(ValueError):
     """A results directory holds a cell computed with other settings."""
 
 
-def load_finished(path: Path, settings: dict, required: tuple[str, ...] = ()) -> dict | None:
+def load_finished(path: Path, settings: dict, required: tuple[str, ...] = (), companions: tuple[Path, ...] = ()) -> dict | None:
     """The finished cell at `path`, or None if it must be (re)computed.
 
+    `required`: keys the cell JSON must have; `companions`: files the cell also wrote (e.g. its
+    saved W), without which it counts as unfinished (a fresh clone has the JSON but not the weights).
     Raises SettingsMismatch when the file is whole but was computed with other `settings`:
     overwriting it silently would lose a finished result, mixing it in would be wrong."""
     if not path.exists():
+        return None
+    missing = [str(p) for p in companions if not p.is_file()]
+    if missing:
+        print(f"note: {path} has no saved intervention ({missing[0]} is missing); recomputing that cell", flush=True)
         return None
     try:
         payload = json.loads(path.read_text())
