@@ -8,7 +8,7 @@
 3. The default model (results/gpt2/model): step times, and IIA after training one cell to convergence
    with both engines on the same data, batches and initial W. Target: within 1 point.
 
-    python benchmarks/bench_das.py                       # everything (about 6 minutes on 2 cores)
+    python benchmarks/bench_das.py                       # everything (about 15 minutes on 2 cores)
     python benchmarks/bench_das.py --layers 6 --skip_default_model
 """
 
@@ -178,7 +178,7 @@ def main():
     parser.add_argument("--converge_cells", type=cell, nargs="+", default=[("(X+Y+Z)", 6), ("(X+Y)+Z", 0)],
                         help="cells trained to convergence with both engines, as MODEL@LAYER")
     parser.add_argument("--converge_pairs", type=int, default=8000, help="training pairs for the convergence comparison")
-    parser.add_argument("--converge_epochs", type=int, default=16, help="epochs for the convergence comparison")
+    parser.add_argument("--converge_epochs", type=int, default=40, help="epochs for the convergence comparison")
     parser.add_argument("--output", default=None, help="also write the measurements to this JSON file")
     args = parser.parse_args()
     torch.manual_seed(0)
