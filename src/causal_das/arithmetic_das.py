@@ -342,7 +342,7 @@ def evaluate_saved(
             path = results_path / "interventions" / cell_name(cell["causal_model"], cell["layer"], cell["k"])
             trained = engine.TrainedIntervention.load(path)
             site = gpt2.GPT2Site(model, cell["layer"], config.positions)
-            scores, _ = _evaluate_in_chunks(network, site, trained, test_ids, models, engine_name, batch_size)
+            scores = _evaluate_in_chunks(network, site, trained, test_ids, models, engine_name, batch_size)
             evaluations.append({"trained_on": cell["causal_model"], "layer": cell["layer"], "k": cell["k"], "iia": scores})
     return {
         "experiment": "evaluate_das",
@@ -367,7 +367,7 @@ def _evaluate_in_chunks(network, site, trained, pair_ids, models, engine_name, b
         predictions = engine.predict(site, trained, data, engine_name, batch_size=batch_size, activations=activations).numpy()
         for m in models:
             hits[m.name] += int(np.sum(predictions == arithmetic.counterfactual_labels(m, base, source)))
-    return {name: count / len(pair_ids) for name, count in hits.items()}, None
+    return {name: count / len(pair_ids) for name, count in hits.items()}
 
 
 
