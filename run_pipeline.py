@@ -9,7 +9,7 @@ Runs, in order, each as its own script (exactly what you would type):
   6. run_das.py --causal_model_type simple     -> results/gpt2/das_simple/
   7. evaluate_das.py (both sweeps, every causal model) -> results/gpt2/das_*/evaluation.json
 
-    python run_pipeline.py                 # default sizes (about 10 minutes on 2 CPU cores)
+    python run_pipeline.py                 # default sizes (about 9 minutes on 2 CPU cores)
     python run_pipeline.py --quick         # smoke test (about a minute); numbers are not meaningful
     python run_pipeline.py --engine pyvene # every DAS run through pyvene (much slower)
 
