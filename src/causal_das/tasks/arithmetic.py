@@ -120,6 +120,11 @@ def labels_of(model: CausalModel, indices: np.ndarray) -> np.ndarray:
     return model.run_forward(_setting(indices))[model.output].astype(np.int64)
 
 
+def intermediate_values(model: CausalModel) -> np.ndarray:
+    """(1000,) the value of the model's intermediate variable P on every triple."""
+    return np.asarray(model.run_forward(_setting(np.arange(N_TRIPLES)))["P"]).astype(np.int64)
+
+
 def decode_pairs(pair_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Pair id in [0, 999000) -> (base, source) triple indices with base != source."""
     pair_ids = np.asarray(pair_ids, dtype=np.int64)

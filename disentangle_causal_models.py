@@ -1,0 +1,132 @@
+"""Disentangling which causal model the GPT-2 follows on which inputs, from trained DAS cells.
+
+Subcommands, in the order they build on each other (each writes JSON and a figure into
+--results_path):
+  graphs    IIA graph over the 1000 triples for each trained cell: every one of the 999,000 ordered
+            pairs evaluated; edge {i,j} = mean IIA of (base i <- source j) and (base j <- source i)
+  cliques   maximum cliques of weight-1 edges, removed one by one while they have >= 5 triples
+  divide    assign triples to causal models in an order while each set's mean pairwise IIA stays
+            >= --faithfulness; the rest is "unexplained"
+  classify  a decision tree over features of a triple predicting its causal model; held-out accuracy
+  predict   the tree's prediction for triples given on the command line, beside their measured IIA
+
+    python disentangle_causal_models.py graphs --layers 1 6 11      # default: every layer of the sweep
+    python disentangle_causal_models.py cliques
+    python disentangle_causal_models.py divide --faithfulness 0.8
+    python disentangle_causal_models.py classify
+    python disentangle_causal_models.py predict 3,7,2 10,1,4 5+5+5
+"""
+
+from causal_das.analysis import disentangle
+from causal_das.analysis import graphs as iia_graphs
+from causal_das.analysis import plots as figures
+from causal_das.cli import ArgumentParser, positive_int, run_main, setup_logging
+from causal_das.tasks.arithmetic import MODELS, parse_triple
+
+RESULTS = "results/gpt2/disentangling"
+
+
+def unit_interval(text: str) -> float:
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1] (a mean pairwise IIA), got {text}")
+    return value
+
+
+def open_fraction(text: str) -> float:
+    import argparse
+
+    value = float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {text}")
+    return value
+
+
+def triple(text: str):
+    import argparse
+
+    try:
+        return parse_triple(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                            formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{graphs,cliques,divide,classify,predict}")
+
+    def sub(name, help_text):
+        p = commands.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--results_path", default=RESULTS, help=f"directory of the graphs and every analysis file (default {RESULTS})")
+        p.add_argument("--verbose", action="store_true", help="more logging")
+        return p
+
+    graphs = sub("graphs", "IIA graphs over all 999,000 ordered pairs, one per trained DAS cell")
+    graphs.add_argument("--sweep_path", default="results/gpt2/das_arithmetic", help="a run_das.py sweep directory with trained cells")
+    graphs.add_argument("--causal_models", nargs="+", choices=list(MODELS), default=None, help="causal models (default: every model of the sweep)")
+    graphs.add_argument("--layers", type=int, nargs="+", default=None, help="layers (default: every layer of the sweep)")
+    graphs.add_argument("--low_rank_dim", type=positive_int, default=None, help="k of the cells (default: the sweep's smallest k below the full swap)")
+    graphs.add_argument("--model_path", default=None, help="the network (default: the one recorded in the sweep)")
+
+    found = sub("cliques", "maximum cliques of weight-1 edges, removed one by one")
+    found.add_argument("--min_size", type=positive_int, default=5, help="stop when the largest clique left is smaller (default 5)")
+    found.add_argument("--exact_seconds", type=float, default=10.0,
+                       help="time allowed for each exact maximum clique before the greedy approximation is used (0: always greedy)")
+
+    divide = sub("divide", "assign triples to causal models, greedily, at a faithfulness threshold")
+    divide.add_argument("--faithfulness", type=unit_interval, required=True, help="minimum mean pairwise IIA of each model's set, in [0, 1]")
+    divide.add_argument("--order", nargs="+", choices=list(MODELS), default=None, help="order the causal models are given triples in (default: the graphs' order)")
+    divide.add_argument("--layers", type=int, nargs="+", default=None, help="layers to divide at (default: every layer with graphs)")
+
+    classify = sub("classify", "decision tree predicting a triple's causal model from its features")
+    classify.add_argument("--layer", type=int, default=None, help="layer of the division to learn (default: the one explaining the most triples in sets that "
+                               "span more than one intermediate value)")
+    classify.add_argument("--test_fraction", type=open_fraction, default=0.2, help="share of triples held out from fitting and CV (default 0.2)")
+    classify.add_argument("--max_depth", type=positive_int, default=8, help="depths 1..max_depth are cross-validated (default 8)")
+    classify.add_argument("--folds", type=positive_int, default=5, help="cross-validation folds (default 5)")
+    classify.add_argument("--seed", type=int, default=0, help="seed of the held-out split, the folds and the tree")
+
+    predict = sub("predict", "predicted causal model of triples given as X,Y,Z, beside the IIA measured for them")
+    predict.add_argument("triples", nargs="+", type=triple, help="triples such as 3,7,2 or 3+7+2 (numbers 1..10)")
+    return parser
+
+
+def main():
+    args = build_parser().parse_args()
+    setup_logging(args.verbose)
+    if args.command == "graphs":
+        config = iia_graphs.GraphsConfig(args.sweep_path, args.results_path, tuple(args.causal_models) if args.causal_models else None,
+                                         tuple(args.layers) if args.layers else None, args.low_rank_dim, args.model_path)
+        index = iia_graphs.run_graphs(config)
+        figures.plot_graphs(f"{args.results_path}/graphs.json", f"{args.results_path}/graphs.png")
+        print(iia_graphs.graphs_table(index))
+        print(f"wrote {args.results_path}/graphs.json, graphs/ and graphs.png")
+    elif args.command == "cliques":
+        from causal_das.analysis.cliques import cliques_table
+
+        record = disentangle.run_cliques(args.results_path, args.min_size, args.exact_seconds)
+        print(cliques_table(record))
+        print(f"wrote {args.results_path}/cliques.json and cliques.png")
+    elif args.command == "divide":
+        from causal_das.analysis.division import division_table
+
+        record = disentangle.run_division(args.results_path, args.faithfulness, args.order, args.layers)
+        print(division_table(record))
+        print(f"wrote {args.results_path}/division.json and division.png")
+    elif args.command == "classify":
+        record = disentangle.run_classification(args.results_path, args.layer, args.test_fraction, args.max_depth, args.folds, args.seed)
+        print(disentangle.classification_summary(record))
+        print(f"rules:\n{record['rules']}")
+        print(f"wrote {args.results_path}/classification.json and classification_tree.png")
+    else:
+        print(disentangle.prediction_table(disentangle.predict(args.results_path, args.triples)))
+
+
+if __name__ == "__main__":
+    run_main(main)

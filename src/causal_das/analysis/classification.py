@@ -1,0 +1,170 @@
+"""Which causal model explains the network on a triple? A decision tree over interpretable features.
+
+Labels come from a division (`division.py`) at one layer: each triple's causal model, or
+"unexplained". A scikit-learn decision tree is fitted on a training share of the triples, its depth
+chosen by cross-validation on those triples only, and its accuracy is reported on held-out triples
+it never saw (beside the majority-label rate on them). The tree is stored as JSON (every node's
+feature, threshold, children and class counts), so `predict` and the tree figure need neither
+scikit-learn nor a pickle.
+
+For every triple the IIA actually measured against each causal model is available from the graphs:
+the fraction of the 1998 ordered pairs that involve the triple (as base or as source) whose
+interchange gives that model's counterfactual label.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from causal_das.tasks import arithmetic
+
+FEATURES = (
+    "X", "Y", "Z",
+    "X even", "Y even", "Z even",
+    "X+Y", "X+Z", "Y+Z", "X+Y+Z",
+    "X+Y+Z divisible by 3", "X+Y+Z divisible by 5", "X+Y+Z divisible by 7",
+)  # fmt: skip
+
+
+def features(triples: np.ndarray) -> np.ndarray:
+    """(N, len(FEATURES)) integer features of (N, 3) triples."""
+    x, y, z = (np.asarray(triples)[:, i] for i in range(3))
+    total = x + y + z
+    columns = [x, y, z, x % 2 == 0, y % 2 == 0, z % 2 == 0, x + y, x + z, y + z, total, total % 3 == 0, total % 5 == 0, total % 7 == 0]
+    return np.stack([np.asarray(c, dtype=np.int64) for c in columns], axis=1)
+
+
+def measured_iia(correct: np.ndarray, index: int) -> float:
+    """Fraction of the ordered pairs with `index` as base or source whose interchange is correct."""
+    n = len(correct)
+    return float((correct[index].sum() + correct[:, index].sum()) / (2 * (n - 1)))
+
+
+def iia_with_set(weight: np.ndarray, index: int, members: list[int]) -> float | None:
+    """Mean edge weight between a triple and the other members of a division set (the quantity the
+    division thresholds), or None for an empty set."""
+    others = [m for m in members if m != index]
+    return float(weight[index, others].mean()) if others else None
+
+
+def split_triples(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, held-out) indices, stratified by label where every label has at least two triples."""
+    from sklearn.model_selection import train_test_split
+
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"--test_fraction must be in (0, 1), got {test_fraction}")
+    _, counts = np.unique(labels, return_counts=True)
+    stratify = labels if counts.min() >= 2 else None
+    train, test = train_test_split(np.arange(len(labels)), test_size=test_fraction, random_state=seed, stratify=stratify)
+    return np.sort(train), np.sort(test)
+
+
+def fit_tree(x: np.ndarray, y: np.ndarray, max_depths: tuple[int, ...], folds: int, seed: int):
+    """(fitted tree, {depth: mean cross-validated accuracy}, chosen depth); CV on (x, y) only.
+
+    The depth is the smallest whose CV accuracy is within one standard error of the best depth's
+    (the one-standard-error rule): deeper trees that are not clearly better are harder to read."""
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.tree import DecisionTreeClassifier
+
+    _, counts = np.unique(y, return_counts=True)
+    folds = max(2, min(folds, int(counts.min())))
+    splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    scores = {}
+    for depth in max_depths:
+        fold_scores = cross_val_score(DecisionTreeClassifier(max_depth=depth, random_state=seed), x, y, cv=splitter, scoring="accuracy")
+        scores[int(depth)] = (float(fold_scores.mean()), float(fold_scores.std(ddof=1) / np.sqrt(len(fold_scores))))
+    best = max(scores, key=lambda d: (scores[d][0], -d))
+    chosen = min(d for d, (mean, _) in scores.items() if mean >= scores[best][0] - scores[best][1])
+    tree = DecisionTreeClassifier(max_depth=chosen, random_state=seed).fit(x, y)
+    return tree, {d: mean for d, (mean, _) in scores.items()}, chosen
+
+
+def tree_to_json(tree, feature_names, class_names) -> dict:
+    """Every node: feature and threshold (internal) or nothing (leaf), children, class counts."""
+    t = tree.tree_
+    nodes = []
+    for i in range(t.node_count):
+        leaf = t.children_left[i] == -1
+        counts = t.value[i][0] * t.weighted_n_node_samples[i]  # sklearn stores fractions
+        nodes.append({
+            "feature": None if leaf else feature_names[t.feature[i]],
+            "threshold": None if leaf else float(t.threshold[i]),
+            "left": None if leaf else int(t.children_left[i]),
+            "right": None if leaf else int(t.children_right[i]),
+            "n_samples": int(t.n_node_samples[i]),
+            "class_counts": {c: int(round(v)) for c, v in zip(class_names, counts, strict=True)},
+            "prediction": class_names[int(np.argmax(t.value[i][0]))],
+        })
+    return {"features": list(feature_names), "classes": list(class_names), "nodes": nodes}
+
+
+def predict_with(tree_json: dict, triples: np.ndarray) -> list[str]:
+    """The class the stored tree gives each triple (goes left when feature <= threshold)."""
+    x = features(triples)
+    column = {name: i for i, name in enumerate(tree_json["features"])}
+    nodes = tree_json["nodes"]
+    out = []
+    for row in x:
+        node = nodes[0]
+        while node["feature"] is not None:
+            node = nodes[node["left"] if row[column[node["feature"]]] <= node["threshold"] else node["right"]]
+        out.append(node["prediction"])
+    return out
+
+
+def rules_text(tree, feature_names) -> str:
+    from sklearn.tree import export_text
+
+    return export_text(tree, feature_names=list(feature_names))
+
+
+def classify(assignment: list[str], correct_by_model: dict[str, np.ndarray], test_fraction: float, max_depths, folds: int, seed: int) -> dict:
+    """Fits and evaluates the tree; returns the record the JSON and the figure are made of."""
+    labels = np.asarray(assignment, dtype=object)
+    classes = sorted(set(labels.tolist()))
+    if len(classes) < 2:
+        raise ValueError(f"every triple has the same division label ({classes[0]!r}): there is nothing to classify; "
+                         "divide with another --faithfulness")
+    train, test = split_triples(labels, test_fraction, seed)
+    x = features(arithmetic.TRIPLES)
+    tree, cv_scores, depth = fit_tree(x[train], labels[train], tuple(max_depths), folds, seed)
+    predicted = tree.predict(x)
+    majority = max(set(labels[train].tolist()), key=lambda c: (np.sum(labels[train] == c), c))
+    models = list(correct_by_model)
+    iia = {m: np.array([measured_iia(correct_by_model[m], i) for i in range(arithmetic.N_TRIPLES)]) for m in models}
+    sets = {m: [i for i, label in enumerate(assignment) if label == m] for m in models}
+    set_iia = {}
+    for m in models:
+        weight = (correct_by_model[m].astype(np.float32) + correct_by_model[m].T) / 2
+        set_iia[m] = np.array([np.nan if not sets[m] else iia_with_set(weight, i, sets[m]) for i in range(arithmetic.N_TRIPLES)])
+    held_out_iia = {}
+    for cls in classes:
+        chosen = test[predicted[test] == cls]
+        held_out_iia[cls] = {
+            "n": int(len(chosen)),
+            "iia_with_all_triples": {m: (float(iia[m][chosen].mean()) if len(chosen) else None) for m in models},
+            "iia_with_division_set": {m: (float(np.nanmean(set_iia[m][chosen])) if len(chosen) and sets[m] else None) for m in models},
+        }
+    return {
+        "classes": classes,
+        "features": list(FEATURES),
+        "n_train": int(len(train)),
+        "n_heldout": int(len(test)),
+        "heldout_triples": test.tolist(),
+        "cv_accuracy_by_depth": cv_scores,
+        "chosen_depth": depth,
+        "train_accuracy": float(np.mean(predicted[train] == labels[train])),
+        "heldout_accuracy": float(np.mean(predicted[test] == labels[test])),
+        "heldout_majority_rate": float(np.mean(labels[test] == majority)),
+        "majority_label": majority,
+        "heldout_confusion": {
+            true: {pred: int(np.sum((labels[test] == true) & (predicted[test] == pred))) for pred in classes} for true in classes
+        },
+        # The check against measurements: held-out triples grouped by the tree's prediction, with
+        # their mean measured IIA against each causal model, over all pairs and within each
+        # model's division set.
+        "heldout_measured_iia_by_prediction": held_out_iia,
+        "rules": rules_text(tree, FEATURES),
+        "tree": tree_to_json(tree, FEATURES, [str(c) for c in tree.classes_]),
+    }

@@ -1,0 +1,170 @@
+"""Clique analysis of IIA graphs: which sets of triples does one intervention treat consistently?
+
+On the edges of weight 1 (both orientations of the interchange give the causal model's
+counterfactual label), repeatedly take a maximum clique and remove its nodes, while the clique has
+at least `min_size` nodes. Each clique is found exactly with networkx's branch and bound
+(`max_weight_clique`) when that finishes within `exact_seconds`; otherwise with a greedy
+approximation (grow a clique from each of the 32 highest-degree nodes, always adding the candidate
+with the most neighbours among the remaining candidates; keep the largest), and the result says
+which.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import time
+
+import numpy as np
+
+from causal_das.tasks import arithmetic
+
+
+class _Timeout(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float):
+    """Raises _Timeout in the block after `seconds` (SIGALRM; without a limit off the main thread)."""
+    if seconds <= 0 or threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise _Timeout
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def exact_max_clique(adjacency: np.ndarray) -> list[int]:
+    import networkx as nx
+
+    graph = nx.from_numpy_array(adjacency.astype(np.uint8))
+    clique, _ = nx.max_weight_clique(graph, weight=None)
+    return sorted(int(v) for v in clique)
+
+
+def greedy_max_clique(adjacency: np.ndarray, n_starts: int = 32) -> list[int]:
+    """A large clique (a lower bound on the maximum): from each of the `n_starts` nodes of highest
+    degree, repeatedly add the candidate adjacent to the most other candidates; the largest found."""
+    best: list[int] = []
+    adjacency = adjacency.astype(bool)
+    weights = adjacency.astype(np.int32)
+    degrees = weights.sum(axis=1)
+    for start in np.argsort(-degrees, kind="stable")[:n_starts]:
+        if degrees[start] + 1 <= len(best):
+            break  # no clique through this node (or any later, lower-degree one) can be larger
+        clique, candidates = [int(start)], adjacency[start].copy()
+        within = weights[:, candidates].sum(axis=1)  # each node's neighbours among the candidates
+        while candidates.any():
+            pool = np.flatnonzero(candidates)
+            choice = int(pool[np.argmax(within[pool])])
+            clique.append(choice)
+            dropped = candidates & ~adjacency[choice]
+            candidates &= adjacency[choice]
+            within -= weights[:, dropped].sum(axis=1)
+        if len(clique) > len(best):
+            best = sorted(clique)
+    return best
+
+
+def max_clique(adjacency: np.ndarray, exact_seconds: float) -> tuple[list[int], str]:
+    """(clique, "exact" or "greedy")."""
+    if exact_seconds > 0:
+        try:
+            with _time_limit(exact_seconds):
+                return exact_max_clique(adjacency), "exact"
+        except _Timeout:
+            pass
+    return greedy_max_clique(adjacency), "greedy"
+
+
+def peel_cliques(adjacency: np.ndarray, min_size: int = 5, exact_seconds: float = 10.0) -> list[dict]:
+    """Maximum cliques taken one after another (each removed before the next is sought) while they
+    have at least `min_size` nodes. Each entry: nodes (original indices), size, method."""
+    adjacency = adjacency.astype(bool)
+    np.fill_diagonal(adjacency, False)
+    alive = np.ones(len(adjacency), dtype=bool)
+    cliques = []
+    while alive.sum() >= min_size:
+        nodes = np.flatnonzero(alive)
+        local, method = max_clique(adjacency[np.ix_(nodes, nodes)], exact_seconds)
+        if len(local) < min_size:
+            break
+        members = nodes[local]
+        cliques.append({"nodes": members.tolist(), "size": len(members), "method": method})
+        alive[members] = False
+    return cliques
+
+
+def _intermediate(name: str) -> np.ndarray:
+    return arithmetic.intermediate_values(arithmetic.get_model(name))
+
+
+def analyse(graphs: dict, min_size: int = 5, exact_seconds: float = 10.0, progress=None) -> dict:
+    """Cliques of every graph, coverage per graph, and overlap between causal models per layer."""
+    per_graph = []
+    covered: dict[tuple[str, int], set[int]] = {}
+    for (name, layer), graph in (progress or (lambda x: x))(graphs.items()):
+        started = time.perf_counter()
+        cliques = peel_cliques(graph.agreement, min_size, exact_seconds)
+        values = _intermediate(name)
+        for clique in cliques:
+            # One intermediate value throughout: every counterfactual label is the base's own label.
+            clique["intermediate_values"] = sorted({int(v) for v in values[clique["nodes"]]})
+        nodes = {v for c in cliques for v in c["nodes"]}
+        covered[(name, layer)] = nodes
+        methods = {c["method"] for c in cliques}
+        per_graph.append({
+            "causal_model": name,
+            "layer": layer,
+            "k": graph.k,
+            "n_cliques": len(cliques),
+            "sizes": [c["size"] for c in cliques],
+            "coverage": len(nodes) / arithmetic.N_TRIPLES,
+            "n_cliques_single_intermediate_value": sum(len(c["intermediate_values"]) == 1 for c in cliques),
+            "methods": sorted(methods),
+            # A greedy clique is only a lower bound, so a greedy stop does not prove that no larger
+            # clique is left; an exact one does.
+            "all_exact": methods <= {"exact"},
+            "largest_clique_triples": [list(map(int, arithmetic.TRIPLES[v])) for v in cliques[0]["nodes"]] if cliques else [],
+            "cliques": cliques,
+            "seconds": time.perf_counter() - started,
+        })
+    overlap = []
+    layers = list(dict.fromkeys(layer for _, layer in graphs))
+    for layer in layers:
+        names = [name for name, lay in graphs if lay == layer]
+        pairs = []
+        for i, a in enumerate(names):
+            for b in names[i + 1 :]:
+                sa, sb = covered[(a, layer)], covered[(b, layer)]
+                union = sa | sb
+                pairs.append({"models": [a, b], "shared_triples": len(sa & sb), "jaccard": len(sa & sb) / len(union) if union else 0.0})
+        counts = np.zeros(arithmetic.N_TRIPLES, dtype=int)
+        for name in names:
+            counts[list(covered[(name, layer)])] += 1
+        histogram = {str(c): int(np.sum(counts == c)) for c in range(len(names) + 1)}
+        overlap.append({"layer": layer, "models": names, "pairs": pairs, "triples_in_cliques_of_n_models": histogram})
+    return {"min_size": min_size, "exact_seconds": exact_seconds, "graphs": per_graph, "overlap": overlap}
+
+
+def cliques_table(result: dict) -> str:
+    lines = [f"cliques of weight-1 edges with at least {result['min_size']} triples, largest first"]
+    lines.append("(one P: cliques whose triples all share the intermediate value, where doing nothing would also be correct)")
+    lines.append(f"{'causal model':>12} {'layer':>5} {'cliques':>7} {'one P':>6} {'largest':>7} {'coverage':>8} {'method':>8}  sizes")
+    for g in result["graphs"]:
+        sizes = ", ".join(map(str, g["sizes"][:8])) + (", ..." if len(g["sizes"]) > 8 else "")
+        largest = g["sizes"][0] if g["sizes"] else 0
+        lines.append(f"{g['causal_model']:>12} {g['layer']:>5} {g['n_cliques']:>7} {g['n_cliques_single_intermediate_value']:>6} "
+                     f"{largest:>7} {g['coverage']:>8.3f} "
+                     f"{'/'.join(g['methods']) or '-':>8}  {sizes}")
+    return "\n".join(lines)

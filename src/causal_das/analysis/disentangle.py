@@ -1,0 +1,164 @@
+"""The steps of `disentangle_causal_models.py` after the graphs: cliques, division, classification
+and prediction. Each reads the graphs (and the previous step's JSON), writes its JSON atomically
+and then its figure."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from causal_das.analysis import classification, cliques, division
+from causal_das.analysis import plots as figures
+from causal_das.analysis.graphs import load_graphs
+from causal_das.io import atomic_write_json, read_json, run_metadata
+from causal_das.tasks import arithmetic
+
+
+def run_cliques(results_path: str | Path, min_size: int, exact_seconds: float) -> dict:
+    results_path = Path(results_path)
+    index, graphs = load_graphs(results_path)
+    started = time.perf_counter()
+    result = cliques.analyse(graphs, min_size, exact_seconds, progress=lambda items: tqdm(list(items), desc="cliques", unit="graph"))
+    record = {"experiment": "cliques", "k": index["k"], **result, "seconds": time.perf_counter() - started, **run_metadata()}
+    atomic_write_json(results_path / "cliques.json", record)
+    figures.plot_cliques(results_path / "cliques.json", results_path / "cliques.png")
+    return record
+
+
+def _layers_with_all(graphs: dict, order: list[str], layers) -> list[int]:
+    available = sorted({layer for _, layer in graphs})
+    chosen = available if layers is None else list(layers)
+    for layer in chosen:
+        missing = [m for m in order if (m, layer) not in graphs]
+        if missing:
+            raise ValueError(f"no IIA graph for {missing[0]} at layer {layer}; graphs exist for layers {available} "
+                             "(build more with `disentangle_causal_models.py graphs --layers ...`)")
+    return chosen
+
+
+def run_division(results_path: str | Path, faithfulness: float, order: list[str] | None, layers=None) -> dict:
+    division.check_faithfulness(faithfulness)
+    results_path = Path(results_path)
+    index, graphs = load_graphs(results_path)
+    names = index["causal_models"]
+    order = list(order) if order else list(names)
+    unknown = [m for m in order if m not in names]
+    if unknown or len(set(order)) != len(order):
+        raise ValueError(f"--order must name distinct causal models among the graphs' {names}, got {order}")
+    rows = []
+    for layer in _layers_with_all(graphs, order, layers):
+        weights = {m: graphs[(m, layer)].weight for m in order}
+        rows.append({"layer": layer, **division.divide(weights, order, faithfulness)})
+    record = {"experiment": "division", "k": index["k"], "faithfulness": faithfulness, "order": order, "layers": rows, **run_metadata()}
+    atomic_write_json(results_path / "division.json", record)
+    figures.plot_division(results_path / "division.json", results_path / "division.png")
+    return record
+
+
+def _division_at(results_path: Path, layer: int | None) -> dict:
+    path = results_path / "division.json"
+    if not path.is_file():
+        raise ValueError(f"{results_path} has no division.json; run `python disentangle_causal_models.py divide --faithfulness F "
+                         f"--results_path {results_path}` first")
+    record = read_json(path)
+    rows = record.get("layers") or []
+    if not rows:
+        raise ValueError(f"{path} holds no layers; rerun divide")
+    if layer is None:
+        # The layer where the division explains the most triples in sets that span more than one
+        # intermediate value (ties: the lower layer). A set whose triples all share one value is
+        # explained as well by an intervention that does nothing, so it is no evidence.
+        def informative(r):
+            return sum(r["sizes"][m] for m in record["order"] if r["distinct_intermediate_values"][m] > 1)
+
+        return record, max(rows, key=lambda r: (informative(r), -r["layer"]))
+    chosen = [r for r in rows if r["layer"] == layer]
+    if not chosen:
+        raise ValueError(f"{path} has no division at layer {layer}; it has layers {[r['layer'] for r in rows]}")
+    return record, chosen[0]
+
+
+def run_classification(results_path: str | Path, layer: int | None, test_fraction: float, max_depth: int, folds: int, seed: int) -> dict:
+    results_path = Path(results_path)
+    division_record, row = _division_at(results_path, layer)
+    _, graphs = load_graphs(results_path)
+    correct = {m: graphs[(m, row["layer"])].correct for m in division_record["order"]}
+    started = time.perf_counter()
+    result = classification.classify(row["assignment"], correct, test_fraction, range(1, max_depth + 1), folds, seed)
+    record = {
+        "experiment": "classification",
+        "layer": row["layer"],
+        "k": division_record["k"],
+        "faithfulness": division_record["faithfulness"],
+        "division_order": division_record["order"],
+        "test_fraction": test_fraction,
+        "folds": folds,
+        "seed": seed,
+        **result,
+        "seconds": time.perf_counter() - started,
+        **run_metadata(),
+    }
+    atomic_write_json(results_path / "classification.json", record)
+    figures.plot_tree(results_path / "classification.json", results_path / "classification_tree.png")
+    return record
+
+
+def classification_summary(record: dict) -> str:
+    depth_scores = ", ".join(f"{d}: {s:.3f}" for d, s in record["cv_accuracy_by_depth"].items())
+    lines = [
+        f"layer {record['layer']}: classes {record['classes']}",
+        f"cross-validated accuracy by depth ({record['folds']} folds, training triples only): {depth_scores}",
+        f"chosen depth {record['chosen_depth']}: training accuracy {record['train_accuracy']:.3f} on {record['n_train']} triples; "
+        f"HELD-OUT accuracy {record['heldout_accuracy']:.3f} on {record['n_heldout']} unseen triples "
+        f"(always '{record['majority_label']}': {record['heldout_majority_rate']:.3f})",
+        "held-out triples by predicted model: mean IIA measured with the triples of each model's division set",
+    ]
+    for cls, row in record["heldout_measured_iia_by_prediction"].items():
+        values = ", ".join(f"{m} {v:.2f}" for m, v in row["iia_with_division_set"].items() if v is not None)
+        lines.append(f"  predicted {cls:>12} (n={row['n']:>3}): {values}")
+    return "\n".join(lines)
+
+
+def predict(results_path: str | Path, triples: list[tuple[int, int, int]]) -> list[dict]:
+    """For each triple: the tree's predicted causal model, the division's label, whether the tree was
+    fitted on it, and the IIA measured for it against each model (all pairs; within each set)."""
+    results_path = Path(results_path)
+    path = results_path / "classification.json"
+    if not path.is_file():
+        raise ValueError(f"{results_path} has no classification.json; run `python disentangle_causal_models.py classify "
+                         f"--results_path {results_path}` first")
+    record = read_json(path)
+    division_record, row = _division_at(results_path, record["layer"])
+    _, graphs = load_graphs(results_path)
+    indices = [int(arithmetic.triple_index(*t)) for t in triples]
+    predicted = classification.predict_with(record["tree"], arithmetic.TRIPLES[indices])
+    heldout = set(record["heldout_triples"])
+    out = []
+    for t, i, p in zip(triples, indices, predicted, strict=True):
+        entry = {"triple": list(t), "predicted": p, "division": row["assignment"][i], "used_to_fit": i not in heldout, "layer": record["layer"]}
+        entry["iia_with_all_triples"], entry["iia_with_division_set"] = {}, {}
+        for m in division_record["order"]:
+            graph = graphs[(m, record["layer"])]
+            entry["iia_with_all_triples"][m] = classification.measured_iia(graph.correct, i)
+            entry["iia_with_division_set"][m] = classification.iia_with_set(graph.weight, i, row["sets"][m])
+        out.append(entry)
+    return out
+
+
+def prediction_table(rows: list[dict]) -> str:
+    models = list(rows[0]["iia_with_all_triples"])
+    width = max(10, *(len(m) + 2 for m in models))
+    lines = [f"layer {rows[0]['layer']}: IIA measured for the triple against each causal model over all 1998 ordered pairs it is in "
+             "[and with the triples of that model's division set]"]
+    lines.append(f"{'triple':>8} {'predicted':>12} {'division':>12} {'fitted on':>9} " + "".join(f"{m:>{width + 8}}" for m in models))
+    for r in rows:
+        cells = []
+        for m in models:
+            in_set = r["iia_with_division_set"][m]
+            cells.append(f"{r['iia_with_all_triples'][m]:.2f} [{'-' if in_set is None else format(in_set, '.2f')}]")
+        triple = "+".join(map(str, r["triple"]))
+        lines.append(f"{triple:>8} {r['predicted']:>12} {r['division']:>12} {'yes' if r['used_to_fit'] else 'no':>9} "
+                     + "".join(f"{c:>{width + 8}}" for c in cells))
+    return "\n".join(lines)

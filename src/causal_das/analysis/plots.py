@@ -1,0 +1,189 @@
+"""Figures of the disentangling analysis, drawn from its JSON files alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from causal_das.io import read_json
+from causal_das.plots import _pyplot, _save
+
+UNEXPLAINED_COLOUR = "#d9d9d9"
+
+
+def _colours(names):
+    return {name: f"C{i}" for i, name in enumerate(names)}
+
+
+def plot_graphs(graphs_json: str | Path, out: str | Path) -> Path:
+    """Per causal model: mean IIA over all ordered pairs per layer, and the share of edges of weight 1."""
+    plt = _pyplot()
+    index = read_json(graphs_json)
+    names, colours = index["causal_models"], _colours(index["causal_models"])
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for name in names:
+        rows = sorted((g for g in index["graphs"] if g["causal_model"] == name), key=lambda g: g["layer"])
+        layers = [g["layer"] for g in rows]
+        left.plot(layers, [g["mean_iia"] for g in rows], "o-", color=colours[name], label=name)
+        right.plot(layers, [g["weight_fractions"]["1"] for g in rows], "o-", color=colours[name], label=f"{name}: weight 1")
+        right.plot(layers, [g["weight_fractions"]["0.5"] for g in rows], "s:", color=colours[name], alpha=0.7, label=f"{name}: weight 0.5")
+    left.set_ylabel("mean IIA over all 999,000 ordered pairs")
+    right.set_ylabel("fraction of the 499,500 edges")
+    for ax in (left, right):
+        ax.set_xlabel("block whose output is intervened on")
+        ax.set_xticks(sorted({g["layer"] for g in index["graphs"]}))
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+    left.legend(fontsize=8)
+    right.legend(fontsize=7, ncol=1)
+    fig.suptitle(f"IIA graphs over the 1000 triples (k = {index['k']}): edge {{i,j}} weight = mean IIA of i<-j and j<-i", fontsize=10)
+    return _finish(plt, fig, out)
+
+
+def plot_cliques(cliques_json: str | Path, out: str | Path) -> Path:
+    """Top row: clique sizes in the order they were removed, per layer and causal model. Bottom row:
+    how many causal models' cliques each triple belongs to."""
+    plt = _pyplot()
+    result = read_json(cliques_json)
+    layers = [o["layer"] for o in result["overlap"]]
+    names = list(dict.fromkeys(g["causal_model"] for g in result["graphs"]))
+    colours = _colours(names)
+    fig, axes = plt.subplots(2, len(layers), figsize=(3.6 * len(layers), 6.4), squeeze=False)
+    for column, layer in enumerate(layers):
+        top = axes[0][column]
+        for g in (g for g in result["graphs"] if g["layer"] == layer):
+            marker = "" if g["all_exact"] else " (some greedy)"
+            top.plot(range(1, len(g["sizes"]) + 1), g["sizes"], "o-", ms=2.5, color=colours[g["causal_model"]],
+                     label=f"{g['causal_model']}: {g['n_cliques']} cliques ({g['n_cliques_single_intermediate_value']} of one P) "
+                          f"cover {g['coverage']:.0%}{marker}")
+        top.set_title(f"layer {layer}", fontsize=10)
+        top.set_xlabel("clique (in the order removed)")
+        top.set_ylim(0, None)
+        top.grid(alpha=0.3)
+        top.legend(fontsize=6.5)
+        overlap = next(o for o in result["overlap"] if o["layer"] == layer)
+        histogram = overlap["triples_in_cliques_of_n_models"]
+        bottom = axes[1][column]
+        keys = sorted(histogram, key=int)
+        bottom.bar([int(k) for k in keys], [histogram[k] for k in keys], color="C7")
+        for k in keys:
+            bottom.text(int(k), histogram[k], str(histogram[k]), ha="center", va="bottom", fontsize=8)
+        shared = "\n".join(f"{p['models'][0]} & {p['models'][1]}: {p['jaccard']:.2f}" for p in overlap["pairs"])
+        bottom.text(0.02, 0.97, f"Jaccard of covered triples:\n{shared}", transform=bottom.transAxes, va="top", fontsize=6.5,
+                    bbox={"fc": "white", "ec": "grey", "alpha": 0.9})
+        bottom.set_xlabel("causal models whose cliques hold the triple", fontsize=8)
+        bottom.set_ylim(0, max(histogram.values()) * 1.6)
+        bottom.set_xticks([int(k) for k in keys])
+        bottom.grid(alpha=0.3, axis="y")
+    axes[0][0].set_ylabel("clique size (triples)")
+    axes[1][0].set_ylabel("triples")
+    fig.suptitle(f"Maximum cliques of weight-1 edges (both orientations correct), removed one by one while >= {result['min_size']} triples\n"
+                 "'of one P': every triple of the clique has the same intermediate value, so doing nothing would also be correct",
+                 fontsize=9.5)
+    return _finish(plt, fig, out)
+
+
+def plot_division(division_json: str | Path, out: str | Path) -> Path:
+    """The 10x10x10 cube of triples, one slice per X (rows: Y, columns: Z), coloured by the causal
+    model each triple was assigned to; one row of slices per layer."""
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    plt = _pyplot()
+    result = read_json(division_json)
+    order = result["order"]
+    labels = [*order, "unexplained"]
+    cmap = ListedColormap([*(f"C{i}" for i in range(len(order))), UNEXPLAINED_COLOUR])
+    layers = result["layers"]
+    fig, axes = plt.subplots(len(layers), 10, figsize=(15, 1.75 * len(layers) + 0.9), squeeze=False)
+    for row, layer in enumerate(layers):
+        codes = np.array([labels.index(a) for a in layer["assignment"]]).reshape(10, 10, 10)  # [X-1, Y-1, Z-1]
+        for x in range(10):
+            ax = axes[row][x]
+            ax.imshow(codes[x], cmap=cmap, vmin=-0.5, vmax=len(labels) - 0.5, origin="lower")
+            ax.set_xticks([0, 9], ["1", "10"], fontsize=6)
+            ax.set_yticks([0, 9], ["1", "10"], fontsize=6)
+            if row == 0:
+                ax.set_title(f"X = {x + 1}", fontsize=8)
+            if x == 0:
+                ax.set_ylabel(f"layer {layer['layer']}\nY", fontsize=8)
+            if row == len(layers) - 1:
+                ax.set_xlabel("Z", fontsize=8)
+    sizes = layers[0]["sizes"] if len(layers) == 1 else None
+    handles = [Patch(color=cmap(i), label=label + (f" ({sizes[label]})" if sizes else "")) for i, label in enumerate(labels)]
+    fig.legend(handles=handles, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
+    counts = "; ".join(f"layer {lay['layer']}: " + ", ".join(f"{lay['sizes'][n]}" for n in labels) for lay in layers)
+    fig.suptitle(f"Division of the triples among causal models (order {' > '.join(order)}, mean pairwise IIA >= {result['faithfulness']})\n"
+                 f"set sizes ({', '.join(labels)}) - {counts}", fontsize=9)
+    fig.subplots_adjust(bottom=0.14, top=0.84, wspace=0.15, hspace=0.3)
+    return _finish(plt, fig, out)
+
+
+def plot_tree(classification_json: str | Path, out: str | Path) -> Path:
+    """The fitted decision tree: each split 'feature <= threshold' (left: yes), each leaf its class
+    and training-triple counts, coloured by the class predicted there."""
+    plt = _pyplot()
+    record = read_json(classification_json)
+    tree = record["tree"]
+    nodes = tree["nodes"]
+    colours = {c: (UNEXPLAINED_COLOUR if c == "unexplained" else f"C{i}") for i, c in enumerate(c for c in tree["classes"])}
+    positions: dict[int, tuple[float, int]] = {}
+    next_leaf = [0]
+
+    def outcomes(i: int) -> set[str]:
+        node = nodes[i]
+        return {node["prediction"]} if node["feature"] is None else outcomes(node["left"]) | outcomes(node["right"])
+
+    # A split whose leaves all predict the same class changes no prediction: drawn as one leaf.
+    collapsed = {i for i in range(len(nodes)) if nodes[i]["feature"] is not None and len(outcomes(i)) == 1}
+
+    def is_leaf(i: int) -> bool:
+        return nodes[i]["feature"] is None or i in collapsed
+
+    def place(i: int, depth: int) -> float:
+        node = nodes[i]
+        if is_leaf(i):
+            x = float(next_leaf[0])
+            next_leaf[0] += 1
+        else:
+            x = (place(node["left"], depth + 1) + place(node["right"], depth + 1)) / 2
+        positions[i] = (x, depth)
+        return x
+
+    place(0, 0)
+    n_leaves, depth = next_leaf[0], max(d for _, d in positions.values())
+    fig, ax = plt.subplots(figsize=(max(8, 1.25 * n_leaves), 1.35 * (depth + 1) + 1.2))
+    for i, node in enumerate(nodes):
+        if i not in positions:
+            continue  # inside a collapsed split
+        x, d = positions[i]
+        if not is_leaf(i):
+            for child in (node["left"], node["right"]):
+                cx, cd = positions[child]
+                ax.plot([x, cx], [-d, -cd], color="grey", lw=0.8, zorder=1)
+            text = f"{node['feature']}\n<= {node['threshold']:g}?\n(n={node['n_samples']})"
+            ax.text(x, -d, text, ha="center", va="center", fontsize=6.5, zorder=2,
+                    bbox={"boxstyle": "round", "fc": "white", "ec": colours[node["prediction"]]})
+        else:
+            text = f"{node['prediction']}\n" + "/".join(str(v) for v in node["class_counts"].values())
+            ax.text(x, -d, text, ha="center", va="center", fontsize=6, zorder=2,
+                    bbox={"boxstyle": "round", "fc": colours[node["prediction"]], "ec": "black", "alpha": 0.85})
+    ax.set_xlim(-0.7, n_leaves - 0.3)
+    ax.set_ylim(-depth - 0.6, 0.6)
+    ax.axis("off")
+    ax.set_title(
+        f"Decision tree (depth {record['chosen_depth']}, chosen by {record['folds']}-fold CV, one-SE rule) predicting the causal model of a triple at layer "
+        f"{record['layer']}\nheld-out accuracy {record['heldout_accuracy']:.3f} on {record['n_heldout']} unseen triples "
+        f"(majority label '{record['majority_label']}': {record['heldout_majority_rate']:.3f}); left branch = yes; "
+        f"leaf: prediction and training triples per class ({' / '.join(tree['classes'])})",
+        fontsize=9,
+    )
+    return _finish(plt, fig, out)
+
+
+def _finish(plt, fig, out) -> Path:
+    out = Path(out)
+    _save(fig, out)
+    plt.close(fig)
+    return out
