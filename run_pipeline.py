@@ -8,8 +8,11 @@ Runs, in order, each as its own script (exactly what you would type):
   5. run_das.py --causal_model_type arithmetic -> results/gpt2/das_arithmetic/
   6. run_das.py --causal_model_type simple     -> results/gpt2/das_simple/
   7. evaluate_das.py (both sweeps, every causal model) -> results/gpt2/das_*/evaluation.json
+  8. visualizations.py --experiment all       -> results/gpt2/{sanity_check,empirical,overview}.png
+  9. disentangle_causal_models.py graphs / cliques / divide / classify / predict
+                                              -> results/gpt2/disentangling/
 
-    python run_pipeline.py                 # default sizes (about 9 minutes on 2 CPU cores)
+    python run_pipeline.py                 # default sizes (about 14 minutes on 2 CPU cores)
     python run_pipeline.py --quick         # smoke test (about a minute); numbers are not meaningful
     python run_pipeline.py --engine pyvene # every DAS run through pyvene (much slower)
 
@@ -27,6 +30,9 @@ from causal_das.io import check_results_path
 ROOT = Path(__file__).resolve().parent
 TINY_GPT2 = ["--epochs", "3", "--width", "16", "--n_layers", "3", "--n_heads", "2"]
 TINY_SWEEP = ["--layers", "0", "2", "--n_training", "512", "--n_testing", "400", "--batch_size", "128", "--epochs", "1"]
+GRAPH_LAYERS = ["1", "6", "11"]  # early (best arithmetic IIA), middle, last: about 3 minutes of the budget
+FAITHFULNESS = "0.8"
+EXAMPLE_TRIPLES = ["3,7,2", "10,1,4", "5,5,5"]
 
 
 def steps(root: Path, quick: bool):
@@ -34,6 +40,7 @@ def steps(root: Path, quick: bool):
     mlp_quick = ["--quick"] if quick else []
     gpt2 = root / "gpt2"
     model = ["--model_path", str(gpt2 / "model")]
+    analysis = gpt2 / "disentangling"
     sweep_quick = TINY_SWEEP if quick else []
     return [
         ("hierarchical_equality", "reproduce_das_experiment.py", ["--results_path", str(root / "hierarchical_equality"), *mlp_quick], True),
@@ -46,6 +53,14 @@ def steps(root: Path, quick: bool):
         ("gpt2_das_simple", "run_das.py", [*model, "--causal_model_type", "simple", "--results_path", str(gpt2 / "das_simple"), *sweep_quick], True),
         ("gpt2_evaluate", "evaluate_das.py",
          ["--results_path", str(gpt2 / "das_arithmetic"), str(gpt2 / "das_simple"), *(["--n_testing", "500"] if quick else [])], True),
+        ("gpt2_figures", "visualizations.py", ["--experiment", "all", "--results_path", str(gpt2)], False),
+        ("graphs", "disentangle_causal_models.py",
+         ["graphs", "--sweep_path", str(gpt2 / "das_arithmetic"), "--results_path", str(analysis), "--layers", *(["0", "2"] if quick else GRAPH_LAYERS)],
+         False),
+        ("cliques", "disentangle_causal_models.py", ["cliques", "--results_path", str(analysis)], False),
+        ("divide", "disentangle_causal_models.py", ["divide", "--faithfulness", FAITHFULNESS, "--results_path", str(analysis)], False),
+        ("classify", "disentangle_causal_models.py", ["classify", "--results_path", str(analysis)], False),
+        ("predict", "disentangle_causal_models.py", ["predict", *EXAMPLE_TRIPLES, "--results_path", str(analysis)], False),
     ]
 
 

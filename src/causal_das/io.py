@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-PACKAGES = ("torch", "numpy", "pyvene", "transformers", "safetensors", "matplotlib", "tqdm")
+PACKAGES = ("torch", "numpy", "pyvene", "transformers", "safetensors", "matplotlib", "tqdm", "networkx", "scikit-learn")
 
 
 @contextlib.contextmanager
