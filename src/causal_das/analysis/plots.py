@@ -25,17 +25,19 @@ def plot_graphs(graphs_json: str | Path, out: str | Path) -> Path:
     for name in names:
         rows = sorted((g for g in index["graphs"] if g["causal_model"] == name), key=lambda g: g["layer"])
         layers = [g["layer"] for g in rows]
-        left.plot(layers, [g["mean_iia"] for g in rows], "o-", color=colours[name], label=name)
+        left.plot(layers, [g["mean_iia"] for g in rows], "o-", color=colours[name], label=f"{name}: all pairs")
+        left.plot(layers, [g["mean_iia_label_changing_pairs"] for g in rows], "s--", color=colours[name], alpha=0.7,
+                  label=f"{name}: pairs whose label changes")
         right.plot(layers, [g["weight_fractions"]["1"] for g in rows], "o-", color=colours[name], label=f"{name}: weight 1")
         right.plot(layers, [g["weight_fractions"]["0.5"] for g in rows], "s:", color=colours[name], alpha=0.7, label=f"{name}: weight 0.5")
-    left.set_ylabel("mean IIA over all 999,000 ordered pairs")
+    left.set_ylabel("mean IIA over the ordered pairs")
     right.set_ylabel("fraction of the 499,500 edges")
     for ax in (left, right):
         ax.set_xlabel("block whose output is intervened on")
         ax.set_xticks(sorted({g["layer"] for g in index["graphs"]}))
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
-    left.legend(fontsize=8)
+    left.legend(fontsize=7)
     right.legend(fontsize=7, ncol=1)
     fig.suptitle(f"IIA graphs over the 1000 triples (k = {index['k']}): edge {{i,j}} weight = mean IIA of i<-j and j<-i", fontsize=10)
     return _finish(plt, fig, out)

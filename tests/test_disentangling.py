@@ -1,0 +1,224 @@
+"""Disentangling: IIA graphs against single-pair evaluations, cliques, division, classification, the
+scripts end to end (visualizations.py, disentangle_causal_models.py) and their bad inputs."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from causal_das import arithmetic_das as ad
+from causal_das.analysis import classification, cliques, division
+from causal_das.analysis import graphs as G
+from causal_das.das import engine
+from causal_das.models import gpt2
+from causal_das.tasks import arithmetic as A
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--width", "16", "--n_layers", "3", "--n_heads", "2"]
+
+
+def run(script, *args, check=True):
+    proc = subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def one_line_error(proc, *fragments):
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """A tiny trained GPT-2 and an arithmetic sweep at its last two layers (k=4 and the full swap)."""
+    root = tmp_path_factory.mktemp("disentangle")
+    run("train_gpt2.py", "--output_dir", root / "model", "--epochs", "3", *TINY)
+    run("run_das.py", "--model_path", root / "model", "--causal_model_type", "arithmetic", "--results_path", root / "das",
+        "--layers", "1", "2", "--low_rank_dims", "4", "--n_training", "512", "--n_testing", "200", "--epochs", "1", "--control", "none")
+    return root
+
+
+@pytest.fixture(scope="module")
+def analysis(sweep):
+    out = sweep / "disentangling"
+    proc = run("disentangle_causal_models.py", "graphs", "--sweep_path", sweep / "das", "--results_path", out)
+    assert "mean IIA" in proc.stdout
+    return out
+
+
+def test_graph_cells_equal_single_pair_evaluations_in_both_orientations(sweep, analysis):
+    model, tokenizer = gpt2.load_classifier(sweep / "model")
+    ids = gpt2.encode_prompts(tokenizer)
+    rng = np.random.default_rng(1)
+    for name in ("(X+Y)+Z", "X+(Y+Z)"):
+        graph = G.load_graph(analysis / "graphs" / f"{ad.cell_name(name, 1, 4)}.json")
+        trained = engine.TrainedIntervention.load(sweep / "das" / "interventions" / ad.cell_name(name, 1, 4))
+        site = gpt2.GPT2Site(model, 1)
+        pairs = rng.choice(A.N_TRIPLES, size=(6, 2), replace=False)
+        # Include a pair the graph scores 1 and one it scores 0 when there are any, so both outcomes are compared.
+        for wanted in (True, False):
+            hits = np.argwhere(graph.correct == wanted)
+            hits = hits[hits[:, 0] != hits[:, 1]]
+            if len(hits):
+                pairs = np.vstack([pairs, hits[:1]])
+        for i, j in pairs:
+            base, source = np.array([i, j]), np.array([j, i])  # both orientations
+            data = engine.InterchangeData(ids, torch.as_tensor(base), torch.as_tensor(source)[:, None], torch.zeros(2, dtype=torch.long))
+            predicted = engine.predict(site, trained, data, "fast").numpy()  # prefix computed afresh, no cached states
+            expected = predicted == A.counterfactual_labels(A.get_model(name), base, source)
+            assert graph.correct[i, j] == expected[0] and graph.correct[j, i] == expected[1]
+            assert graph.weight[i, j] == graph.weight[j, i] == expected.mean()
+
+
+def test_graph_mean_iia_equals_the_all_pairs_evaluation(sweep, analysis):
+    record = json.loads((analysis / "graphs" / f"{ad.cell_name('(X+Z)+Y', 2, 4)}.json").read_text())
+    evaluation = ad.evaluate_saved(sweep / "das", ("arithmetic",), 0, True, 0, cell_filter=lambda c: c["layer"] == 2 and c["k"] == 4
+                                   and c["causal_model"] == "(X+Z)+Y")
+    assert record["mean_iia"] == pytest.approx(evaluation["cells"][0]["iia"]["(X+Z)+Y"], abs=1e-12)
+    fractions = record["weight_fractions"]
+    assert sum(fractions.values()) == pytest.approx(1.0)
+
+
+def test_graphs_resume_and_detect_truncated_or_missing_arrays(sweep, analysis, tmp_path):
+    proc = run("disentangle_causal_models.py", "graphs", "--sweep_path", sweep / "das", "--results_path", analysis)
+    assert "recomputing" not in proc.stdout
+    index = json.loads((analysis / "graphs.json").read_text())
+    assert len(index["graphs"]) == 6 and index["k"] == 4
+    copy = tmp_path / "copy"
+    import shutil
+
+    shutil.copytree(analysis, copy)
+    array = copy / "graphs" / "PXY_Z" / "L01_k4.npz"
+    array.write_bytes(array.read_bytes()[:100])
+    with pytest.raises(ValueError, match="truncated"):
+        G.load_graph(array.with_suffix(".json"))
+    one_line_error(run("disentangle_causal_models.py", "cliques", "--results_path", copy, check=False), "truncated", "L01_k4.npz")
+    array.unlink()
+    one_line_error(run("disentangle_causal_models.py", "divide", "--faithfulness", "0.8", "--results_path", copy, check=False),
+                   "missing", "L01_k4.npz")
+    # Rerunning graphs repairs the copy: the missing array's graph is recomputed, equal to the original.
+    proc = run("disentangle_causal_models.py", "graphs", "--sweep_path", sweep / "das", "--results_path", copy)
+    assert "recomputing" in proc.stdout
+    assert np.array_equal(G.load_graph(array.with_suffix(".json")).correct, G.load_graph(analysis / "graphs" / "PXY_Z" / "L01_k4.json").correct)
+
+
+def test_analysis_steps_end_to_end(analysis):
+    proc = run("disentangle_causal_models.py", "cliques", "--results_path", analysis)
+    assert "coverage" in proc.stdout
+    record = json.loads((analysis / "cliques.json").read_text())
+    for g in record["graphs"]:
+        graph = G.load_graph(analysis / "graphs" / f"{ad.cell_name(g['causal_model'], g['layer'], g['k'])}.json")
+        seen = set()
+        for clique in g["cliques"]:
+            nodes = clique["nodes"]
+            assert len(nodes) >= 5 and not seen & set(nodes)
+            seen |= set(nodes)
+            block = graph.agreement[np.ix_(nodes, nodes)]
+            assert block.sum() == len(nodes) * (len(nodes) - 1)  # every pair joined by a weight-1 edge
+    run("disentangle_causal_models.py", "divide", "--faithfulness", "0.75", "--results_path", analysis)
+    result = json.loads((analysis / "division.json").read_text())
+    for layer in result["layers"]:
+        members = [i for m in result["order"] for i in layer["sets"][m]] + layer["unexplained"]
+        assert sorted(members) == list(range(A.N_TRIPLES))  # each triple in exactly one place
+        for m in result["order"]:
+            if layer["sets"][m]:
+                assert layer["mean_pairwise_iia"][m] >= 0.75
+    proc = run("disentangle_causal_models.py", "classify", "--results_path", analysis)
+    assert "HELD-OUT accuracy" in proc.stdout
+    record = json.loads((analysis / "classification.json").read_text())
+    assert record["n_heldout"] == 200 and 0 <= record["heldout_accuracy"] <= 1
+    proc = run("disentangle_causal_models.py", "predict", "3,7,2", "10+1+4", "--results_path", analysis)
+    rows = [line for line in proc.stdout.splitlines() if line.strip().startswith(("3+7+2", "10+1+4"))]
+    assert len(rows) == 2
+    for name in ("graphs", "cliques", "division", "classification_tree"):
+        assert (analysis / f"{name}.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["divide", "--faithfulness", "1.5"], ["--faithfulness", "[0, 1]"]),
+        (["divide", "--faithfulness", "-0.1"], ["--faithfulness", "[0, 1]"]),
+        (["predict", "11,1,1"], ["1..10"]),
+        (["predict", "3,7"], ["1..10"]),
+    ],
+)
+def test_bad_arguments_give_one_line(analysis, args, fragments):
+    one_line_error(run("disentangle_causal_models.py", *args, "--results_path", analysis, check=False), *fragments)
+
+
+def test_results_path_without_cells_or_graphs(tmp_path):
+    one_line_error(run("disentangle_causal_models.py", "graphs", "--sweep_path", tmp_path, "--results_path", tmp_path / "out", check=False),
+                   "no run_das.py results")
+    (tmp_path / "summary.json").write_text(json.dumps({"cells": [], "causal_models": [], "layers": [], "n": 6}))
+    one_line_error(run("disentangle_causal_models.py", "graphs", "--sweep_path", tmp_path, "--results_path", tmp_path / "out", check=False),
+                   "lists no DAS cells")
+    for command in (["cliques"], ["divide", "--faithfulness", "0.5"], ["classify"], ["predict", "1,2,3"]):
+        one_line_error(run("disentangle_causal_models.py", *command, "--results_path", tmp_path / "none", check=False), "first")
+    assert not list((tmp_path / "none").glob("*.json")) if (tmp_path / "none").exists() else True
+
+
+def test_visualizations_from_json_only(sweep, tmp_path):
+    import shutil
+
+    root = tmp_path / "gpt2"
+    shutil.copytree(sweep / "das", root / "das_arithmetic", ignore=shutil.ignore_patterns("interventions"))
+    (root / "model").mkdir()
+    shutil.copy(sweep / "model" / "training.json", root / "model" / "training.json")
+    proc = run("visualizations.py", "--experiment", "sanity_check", "overview", "training", "--results_path", root, "--formats", "png", "pdf")
+    assert "wrote" in proc.stdout
+    for name in ("sanity_check.png", "sanity_check.pdf", "overview.png", "model/training_curves.png"):
+        assert (root / name).stat().st_size > 5_000
+    one_line_error(run("visualizations.py", "--experiment", "empirical", "--results_path", root, check=False), "das_simple", "run_das.py")
+    one_line_error(run("visualizations.py", "--experiment", "all", "--results_path", tmp_path / "nothing", check=False), "not a directory")
+
+
+def test_peel_cliques_finds_planted_cliques_exactly_and_greedily():
+    rng = np.random.default_rng(0)
+    n = 60
+    adjacency = rng.random((n, n)) < 0.05
+    adjacency = adjacency | adjacency.T
+    planted = [list(range(0, 9)), list(range(20, 26))]
+    for nodes in planted:
+        adjacency[np.ix_(nodes, nodes)] = True
+    np.fill_diagonal(adjacency, False)
+    exact = cliques.peel_cliques(adjacency, min_size=5, exact_seconds=10)
+    assert [c["nodes"] for c in exact[:2]] == planted and {c["method"] for c in exact} == {"exact"}
+    greedy = cliques.peel_cliques(adjacency, min_size=5, exact_seconds=0)
+    assert {c["method"] for c in greedy} == {"greedy"}
+    assert greedy[0]["nodes"] == planted[0]
+
+
+def test_division_grows_sets_in_order_and_respects_faithfulness():
+    weight = np.zeros((A.N_TRIPLES, A.N_TRIPLES), dtype=np.float32)
+    block_a, block_b = np.arange(0, 40), np.arange(40, 70)
+    weight[np.ix_(block_a, block_a)] = 1.0
+    weight[np.ix_(block_b, block_b)] = 1.0
+    np.fill_diagonal(weight, 0)
+    result = division.divide({"(X+Y)+Z": weight, "X+(Y+Z)": weight}, ["(X+Y)+Z", "X+(Y+Z)"], 1.0)
+    assert result["sets"]["(X+Y)+Z"] == block_a.tolist() and result["sets"]["X+(Y+Z)"] == block_b.tolist()
+    assert result["sizes"]["unexplained"] == A.N_TRIPLES - 70
+    assert result["mean_pairwise_iia"]["(X+Y)+Z"] == pytest.approx(1.0)
+    # Below 1 the set keeps growing past the block while its mean stays above the threshold.
+    loose = division.divide({"(X+Y)+Z": weight}, ["(X+Y)+Z"], 0.9)
+    assert set(block_a) <= set(loose["sets"]["(X+Y)+Z"]) and len(loose["sets"]["(X+Y)+Z"]) > 40
+    assert 0.9 <= loose["mean_pairwise_iia"]["(X+Y)+Z"] < 1.0
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        division.divide({"(X+Y)+Z": weight}, ["(X+Y)+Z"], 1.2)
+
+
+def test_classifier_learns_a_rule_and_the_stored_tree_predicts_like_sklearn():
+    labels = np.where(A.TRIPLES[:, 0] <= 5, "(X+Y)+Z", np.where(A.TRIPLES.sum(1) % 3 == 0, "X+(Y+Z)", "unexplained"))
+    correct = np.zeros((A.N_TRIPLES, A.N_TRIPLES), dtype=bool)
+    record = classification.classify(labels.tolist(), {"(X+Y)+Z": correct, "X+(Y+Z)": correct}, 0.2, range(1, 6), 5, 0)
+    assert record["heldout_accuracy"] == 1.0 and record["n_heldout"] == 200
+    held = np.array(record["heldout_triples"])
+    assert np.array_equal(classification.predict_with(record["tree"], A.TRIPLES[held]), labels[held])
