@@ -11,6 +11,9 @@ Runs, in order, each as its own script (exactly what you would type):
   8. visualizations.py --experiment all       -> results/gpt2/{sanity_check,empirical,overview}.png
   9. disentangle_causal_models.py graphs / cliques / divide / classify / predict
                                               -> results/gpt2/disentangling/
+ 10. cnn/train_cnn.py                         -> results/cnn/model/
+ 11. cnn/ellipse_das.py: circularity+colour at conv1 single-source (rows and flat views) and
+     multi-source; each variable alone at conv1, conv2, conv3 and fc1 -> results/cnn/das/
 
     python run_pipeline.py                 # default sizes (about 14 minutes on 2 CPU cores)
     python run_pipeline.py --quick         # smoke test (about a minute); numbers are not meaningful
@@ -33,6 +36,7 @@ TINY_SWEEP = ["--layers", "0", "2", "--n_training", "512", "--n_testing", "400",
 GRAPH_LAYERS = ["1", "6", "11"]  # early (best arithmetic IIA), middle, last: about 3 minutes of the budget
 FAITHFULNESS = "0.8"
 EXAMPLE_TRIPLES = ["3,7,2", "10,1,4", "5,5,5"]
+CONV_LAYERS = ["conv1", "conv2", "conv3"]  # fc1 has 3 units: its own step with 1 dimension
 
 
 def steps(root: Path, quick: bool):
@@ -42,6 +46,10 @@ def steps(root: Path, quick: bool):
     model = ["--model_path", str(gpt2 / "model")]
     analysis = gpt2 / "disentangling"
     sweep_quick = TINY_SWEEP if quick else []
+    cnn = root / "cnn"
+    cnn_quick = ["--quick"] if quick else []
+    cnn_das = ["--model_path", str(cnn / "model"), "--results_path", str(cnn / "das"), *cnn_quick]
+    ellipse_vars = ["circularity", "colour", "area"]
     return [
         ("hierarchical_equality", "reproduce_das_experiment.py", ["--results_path", str(root / "hierarchical_equality"), *mlp_quick], True),
         ("pattern_matching", "mlp/pattern_matching_das.py", ["--results_path", str(root / "pattern_matching"), *mlp_quick], True),
@@ -61,6 +69,12 @@ def steps(root: Path, quick: bool):
         ("divide", "disentangle_causal_models.py", ["divide", "--faithfulness", FAITHFULNESS, "--results_path", str(analysis)], False),
         ("classify", "disentangle_causal_models.py", ["classify", "--results_path", str(analysis)], False),
         ("predict", "disentangle_causal_models.py", ["predict", *EXAMPLE_TRIPLES, "--results_path", str(analysis)], False),
+        ("cnn_model", "cnn/train_cnn.py", ["--output_dir", str(cnn / "model"), *cnn_quick], False),
+        ("cnn_single", "cnn/ellipse_das.py", [*cnn_das], True),
+        ("cnn_flat", "cnn/ellipse_das.py", [*cnn_das, "--site_view", "flat"], True),
+        ("cnn_multi", "cnn/ellipse_das.py", [*cnn_das, "--mode", "multi"], True),
+        ("cnn_layers", "cnn/ellipse_das.py", [*cnn_das, "--variables", *ellipse_vars, "--layer", *(["conv1", "conv3"] if quick else CONV_LAYERS)], True),
+        ("cnn_layers_fc1", "cnn/ellipse_das.py", [*cnn_das, "--variables", *ellipse_vars, "--layer", "fc1", "--intervention_size", "1"], True),
     ]
 
 

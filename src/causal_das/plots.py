@@ -269,3 +269,80 @@ def _finish(plt, fig, out) -> Path:
     _save(fig, out)
     plt.close(fig)
     return out
+
+
+# -- the ellipse CNN -----------------------------------------------------------------------------
+
+
+def _cell_label(cell: dict) -> str:
+    variables = "+".join(cell["variables"])
+    return f"{cell['mode']}: {variables}\n{cell['layer']} {cell['site_view']}, k={cell['intervention_size']}"
+
+
+def plot_ellipse_das(summary_json: str | Path, out: str | Path) -> Path:
+    """One group of bars per cell: DAS IIA, the random-init control and the baselines."""
+    import numpy as np
+
+    plt = _pyplot()
+    cells = read_json(summary_json)["cells"]
+    bars = [
+        ("DAS IIA", lambda c: c["iia"], "C0"),
+        ("control: random-init CNN", lambda c: (c.get("control_random_init") or {}).get("iia", np.nan), "C3"),
+        ("copy the source's label", lambda c: c["baselines"]["copy_source_label"], "C1"),
+        ("network, no intervention", lambda c: c["baselines"]["network_no_intervention"], "C2"),
+        ("majority label", lambda c: c["baselines"]["majority"], "grey"),
+    ]
+    x = np.arange(len(cells))
+    width = 0.8 / len(bars)
+    fig, ax = plt.subplots(figsize=(max(6.4, 1.25 * len(cells) + 2), 4.6))
+    for i, (name, value, colour) in enumerate(bars):
+        heights = [value(c) for c in cells]
+        ax.bar(x + (i - (len(bars) - 1) / 2) * width, heights, width, label=name, color=colour)
+        if i == 0:
+            for xi, h in zip(x, heights, strict=True):
+                ax.text(xi - 2 * width, h + 0.01, f"{h:.3f}", ha="center", fontsize=7)
+    ax.set_xticks(x, [_cell_label(c) for c in cells], fontsize=7)
+    ax.set_ylim(0, 1.08)
+    ax.set_ylabel("accuracy on fresh counterfactual pairs")
+    ax.set_title("DAS on the ellipse CNN: IIA beside the control and the baselines (same test pairs)", fontsize=10)
+    ax.legend(fontsize=7.5, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.22))
+    ax.grid(alpha=0.3, axis="y")
+    return _finish(plt, fig, out)
+
+
+def plot_ellipse_layers(summary_json: str | Path, out: str | Path) -> Path:
+    """Single-variable, single-source IIA per layer: where each latent lives (control dashed)."""
+    plt = _pyplot()
+    table = read_json(summary_json)["layer_table"]
+    layers = ["conv1", "conv2", "conv3", "fc1"]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for i, (variable, by_layer) in enumerate(table.items()):
+        present = [layer for layer in layers if layer in by_layer]
+        x = [layers.index(layer) for layer in present]
+        ax.plot(x, [by_layer[layer]["iia"] for layer in present], "o-", lw=2.2, color=f"C{i}", label=f"{variable}: DAS IIA")
+        ax.plot(x, [by_layer[layer]["control"] for layer in present], "s--", lw=1, color=f"C{i}", alpha=0.6, label=f"{variable}: random-init control")
+        ax.plot(x, [by_layer[layer]["copy_source_label"] for layer in present], ":", lw=1, color=f"C{i}", alpha=0.6,
+                label=f"{variable}: copy source label")
+    sizes = {layer: {v[layer]["intervention_size"] for v in table.values() if layer in v} for layer in layers}
+    ax.set_xticks(range(len(layers)), [f"{layer}\nk={','.join(map(str, sorted(sizes[layer])))}" for layer in layers])
+    ax.set_xlabel("layer whose output is intervened on (rows view for conv layers)")
+    ax.set_ylabel("IIA (fresh single-source pairs)")
+    ax.set_ylim(0.3, 1.02)
+    ax.set_title("Where each latent lives: DAS for one variable at a time", fontsize=10)
+    ax.legend(fontsize=7, ncol=2, loc="lower left")
+    ax.grid(alpha=0.3)
+    return _finish(plt, fig, out)
+
+
+def plot_image_grid(images, titles: list[str], out: str | Path, columns: int = 8) -> Path:
+    """A grid of greyscale images (n, 1, H, W) in [0, 1] with a title each (the task's inputs)."""
+    plt = _pyplot()
+    rows = (len(images) + columns - 1) // columns
+    fig, axes = plt.subplots(rows, columns, figsize=(1.4 * columns, 1.65 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, image, title in zip(axes.ravel(), images, titles, strict=False):
+        ax.imshow(image[0], cmap="gray", vmin=0, vmax=1)
+        ax.set_title(title, fontsize=6)
+    fig.suptitle("Ellipse images with (circularity, colour, area) scaled to [0, 1] and the label", fontsize=9)
+    return _finish(plt, fig, out)

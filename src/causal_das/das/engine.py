@@ -168,7 +168,14 @@ def initial_intervention(site: Site, config: DASConfig) -> DistributedInterchang
 
 def interchange(site: Site, intervention: DistributedInterchange, base: torch.Tensor, sources: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """The intervened site state: the interchange on the site's `coordinates` (all when None), the
-    base's values everywhere else (e.g. token positions DAS does not intervene on)."""
+    base's values everywhere else (e.g. token positions DAS does not intervene on); for a site with
+    `rows` > 1, the interchange of each row with the one shared W."""
+    rows = getattr(site, "rows", 1)
+    if rows > 1:
+        # Every row is its own n-vector, swapped through the same W: fold the rows into the batch.
+        batch, n_sources = sources.shape[:2]
+        row_sources = sources.reshape(batch, n_sources, rows, -1).transpose(1, 2).reshape(batch * rows, n_sources, -1)
+        return intervention(base.reshape(batch * rows, -1), row_sources, weight).reshape(batch, -1)
     coordinates = getattr(site, "coordinates", None)
     if coordinates is None:
         return intervention(base, sources, weight)

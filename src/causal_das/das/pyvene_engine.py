@@ -40,6 +40,10 @@ def build_intervenable(site, n: int, subspace_sizes: tuple[int, ...], weight: to
     square = k == n
     intervention_type = pv.RotatedSpaceIntervention if square else pv.LowRankRotatedSpaceIntervention
     linked = len(subspace_sizes) > 1
+    if spec.row_dim is not None:
+        # pyvene has no dimension mapping for this model: build the one shared intervention here.
+        kind = pv.RotatedSpaceIntervention if square else pv.LowRankRotatedSpaceIntervention
+        shared = kind(embed_dim=n, low_rank_dimension=None if square else k, keep_last_dim=True)
     representations = [
         pv.RepresentationConfig(
             layer=spec.layer,
@@ -48,10 +52,12 @@ def build_intervenable(site, n: int, subspace_sizes: tuple[int, ...], weight: to
             max_number_of_units=len(spec.positions),
             low_rank_dimension=None if square else k,
             intervention_link_key=0 if linked else None,
+            intervention=shared if spec.row_dim is not None else None,
         )
         for _ in subspace_sizes
     ]
-    config = pv.IntervenableConfig(representations=representations, intervention_types=intervention_type)
+    types = {} if spec.row_dim is not None else {"intervention_types": intervention_type}
+    config = pv.IntervenableConfig(representations=representations, **types)
     with contextlib.redirect_stdout(io.StringIO()):
         intervenable = pv.IntervenableModel(config, spec.model)
     intervenable.disable_model_gradients()

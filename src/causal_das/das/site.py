@@ -69,6 +69,7 @@ class PyveneSpec:
     positions: tuple[int, ...]
     to_pyvene_inputs: Callable[[torch.Tensor], dict[str, Any]]
     logits: Callable[[Any], torch.Tensor]
+    row_dim: int | None = None
 
 
 class Site(Protocol):
@@ -79,6 +80,9 @@ class Site(Protocol):
     model: torch.nn.Module  # the frozen network, put in eval mode while DAS runs
     # Indices of the state entries DAS rotates (n of them); None when it rotates the whole state.
     coordinates: torch.Tensor | None
+    # Optional (default 1): the state is `rows` consecutive n-vectors, all rotated by the same W
+    # (the CNN's rows view); then n_state = rows * n.
+    rows: int
 
     def prefix(self, inputs: torch.Tensor) -> torch.Tensor:
         """inputs (batch, ...) -> site state (batch, n_state), n_state >= n."""

@@ -1,0 +1,390 @@
+"""The ellipse CNN experiments of the second seed: train the CNN; single- and multi-source DAS.
+
+`train_and_save` trains the CNN with the seed's recipe and saves it with its held-out accuracy.
+`run_das` runs a grid of cells, one per (variable subset, layer), for one mode, site view and
+intervention size; each cell trains DAS on the trained CNN and on a randomly initialised copy (the
+control), measures IIA on fresh counterfactual pairs of the same mode, and writes one JSON (plus its
+W). A rerun skips finished cells. `summarise` gathers every cell of a results directory into
+`summary.json` and its figures, so several runs (the main job's single, multi and per-layer runs)
+add up to one table.
+
+Data: one pool of training images and one of test images per seed (the seed drew n_train fresh
+images and n_train pairs over them); pairs for a subset come from a stream keyed by the seed, the
+mode and the subset, so a cell's data does not depend on which other cells ran.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import zlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from causal_das.das import engine
+from causal_das.io import atomic_write_json, atomic_writer, check_results_path, read_json, run_metadata
+from causal_das.models.cnn import (
+    LAYERS,
+    CNNSite,
+    CNNTrainConfig,
+    EllipseCNN,
+    predict_classes,
+    site_geometry,
+    train_cnn,
+)
+from causal_das.sweep import load_finished
+from causal_das.tasks import ellipse
+
+log = logging.getLogger(__name__)
+
+KIND = "ellipse_cnn"  # written into cnn.json: what --model_path must hold
+SEED_EPOCHS = {"single": 3, "multi": 2}  # the seed notebook's DAS epochs per mode
+
+
+def model_fingerprint(model) -> str:
+    from causal_das.arithmetic_das import model_fingerprint as fingerprint
+
+    return fingerprint(model)
+
+
+def rng_streams(seed: int) -> dict[str, np.random.Generator]:
+    """Independent streams: the CNN's training and test images, and the DAS image pools."""
+    names = ("cnn_train", "cnn_test", "das_train_pool", "das_test_pool")
+    return {name: np.random.default_rng(s) for name, s in zip(names, np.random.SeedSequence([seed, 5]).spawn(len(names)), strict=True)}
+
+
+def images_and_labels(rng: np.random.Generator, n: int) -> tuple[dict, np.ndarray, np.ndarray]:
+    latents = ellipse.sample_latents(rng, n)
+    return latents, ellipse.render(latents), ellipse.labels(latents)
+
+
+# -- the CNN -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CNNRunConfig:
+    """How `cnn/train_cnn.py` trains the CNN (the seed's recipe by default)."""
+
+    n_train: int = 50_000
+    n_test: int = 10_000
+    epochs: int = 5
+    batch_size: int = 256
+    lr: float = 1e-4
+    seed: int = 0
+    output_dir: str = "results/cnn/model"
+
+
+def train_and_save(config: CNNRunConfig) -> dict:
+    """Trains the CNN, writes `model.safetensors`, `cnn.json` and `training.json` (the last one
+    written, so its presence means the model is complete). Returns the training record."""
+    from safetensors.torch import save_file
+
+    out = check_results_path(config.output_dir)
+    streams = rng_streams(config.seed)
+    started = time.perf_counter()
+    _, train_images, train_labels = images_and_labels(streams["cnn_train"], config.n_train)
+    _, test_images, test_labels = images_and_labels(streams["cnn_test"], config.n_test)
+    torch.manual_seed(config.seed)
+    model = EllipseCNN()
+    losses = train_cnn(model, train_images, train_labels, CNNTrainConfig(config.epochs, config.batch_size, config.lr, config.seed))
+    record = {
+        "experiment": "train_cnn",
+        "config": asdict(config),
+        **run_metadata(),
+        "train_accuracy": float(np.mean(predict_classes(model, train_images) == train_labels)),
+        "heldout_accuracy": float(np.mean(predict_classes(model, test_images) == test_labels)),
+        "heldout_majority": float(max(test_labels.mean(), 1 - test_labels.mean())),
+        "epoch_losses": losses,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "model_fingerprint": model_fingerprint(model),
+        "seconds": time.perf_counter() - started,
+    }
+    with atomic_writer(out / "model.safetensors", binary=True) as tmp:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp)
+    atomic_write_json(out / "cnn.json", {"kind": KIND, "layers": list(LAYERS)})
+    atomic_write_json(out / "training.json", record)
+    return record
+
+
+def load_cnn(path: str | Path) -> EllipseCNN:
+    """The CNN saved by `train_and_save`; one-line ValueErrors that say what to do otherwise."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    train_hint = f"train it first: python cnn/train_cnn.py --output_dir {path}"
+    if not path.is_dir():
+        raise ValueError(f"--model_path {path} does not exist or is not a directory; {train_hint}")
+    marker = path / "cnn.json"
+    if not marker.is_file():
+        raise ValueError(f"--model_path {path} holds no ellipse CNN ({marker.name} is missing); {train_hint}")
+    if read_json(marker).get("kind") != KIND:
+        raise ValueError(f"--model_path {path} holds a model of another kind ({marker} does not say {KIND!r}); {train_hint}")
+    model = EllipseCNN()
+    try:
+        model.load_state_dict(load_file(str(path / "model.safetensors")))
+    except (SafetensorError, OSError, RuntimeError) as error:
+        raise ValueError(f"--model_path {path}: model.safetensors is missing or corrupt ({str(error).splitlines()[0]}); {train_hint}") from None
+    if not all(torch.isfinite(p).all() for p in model.parameters()):
+        raise ValueError(f"--model_path {path}: model.safetensors contains NaN or inf; {train_hint}")
+    return model.eval()
+
+
+def random_init_cnn(seed: int) -> EllipseCNN:
+    """The control network: the same architecture, untrained, initialised from its own seed."""
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed + 10_007)
+    model = EllipseCNN().eval()
+    torch.random.set_rng_state(generator_state)
+    return model
+
+
+# -- DAS -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EllipseDASConfig:
+    """Every knob of an ellipse DAS run; the ones that change a cell's numbers are in its settings."""
+
+    variables: tuple[tuple[str, ...], ...] = (("circularity", "colour"),)
+    mode: str = "single"
+    intervention_size: int = 64
+    layers: tuple[str, ...] = ("conv1",)
+    site_view: str = "rows"
+    engine: str = "fast"
+    epochs: int | None = None  # None: the seed's 3 (single) or 2 (multi)
+    batch_size: int = 256
+    lr: float = 5e-4
+    n_train: int = 10_000
+    n_test: int = 10_000
+    control: str = "random_init"
+    seed: int = 0
+    model_path: str = "results/cnn/model"
+    results_path: str = "results/cnn/das"
+
+    @property
+    def das_epochs(self) -> int:
+        return self.epochs if self.epochs is not None else SEED_EPOCHS[self.mode]
+
+    def validate(self) -> None:
+        if self.mode not in ellipse.MODES:
+            raise ValueError(f"unknown --mode {self.mode!r}; choose one of {', '.join(ellipse.MODES)}")
+        if self.engine not in engine.ENGINES:
+            raise ValueError(f"unknown engine {self.engine!r}; choose one of {engine.ENGINES}")
+        if self.control not in ("random_init", "none"):
+            raise ValueError(f"unknown control {self.control!r}; choose random_init or none")
+        if self.intervention_size < 1:
+            raise ValueError(f"--intervention_size must be >= 1, got {self.intervention_size}")
+        for subset in self.variables:
+            if self.mode == "multi" and len(subset) < 2:
+                raise ValueError(
+                    f"--mode multi needs at least two variables per subset (one source each), got {','.join(subset)}; "
+                    "use --mode single, or name a subset such as circularity,colour"
+                )
+        for layer in self.layers:
+            rows, n = site_geometry(layer, self.site_view)
+            widest = max(len(s) for s in self.variables) if self.mode == "multi" else 1
+            if self.intervention_size * widest > n:
+                what = f"{widest} subspaces of {self.intervention_size}" if widest > 1 else f"--intervention_size {self.intervention_size}"
+                raise ValueError(
+                    f"{what} dimensions do not fit the {layer} site ({self.site_view} view: {n} dimensions"
+                    + (f" per row, {rows} rows" if rows > 1 else "") + "); lower --intervention_size"
+                )
+
+    def settings(self) -> dict:
+        """What a finished cell must have been computed with to be reused."""
+        return {
+            "mode": self.mode, "intervention_size": self.intervention_size, "site_view": self.site_view, "engine": self.engine,
+            "epochs": self.das_epochs, "batch_size": self.batch_size, "lr": self.lr, "n_train": self.n_train,
+            "n_test": self.n_test, "control": self.control, "seed": self.seed,
+        }
+
+
+def cell_name(mode: str, subset: tuple[str, ...], layer: str, view: str, size: int) -> str:
+    return f"{mode}_{'+'.join(subset)}_{layer}_{view}_k{size}"
+
+
+def _pair_rng(seed: int, mode: str, subset: tuple[str, ...]) -> np.random.Generator:
+    key = zlib.crc32(f"{mode}:{','.join(subset)}".encode())
+    return np.random.default_rng([seed, 6, key])
+
+
+def to_interchange(images: torch.Tensor, pairs: ellipse.EllipsePairs) -> engine.InterchangeData:
+    return engine.InterchangeData(images, torch.as_tensor(pairs.base), torch.as_tensor(pairs.sources), torch.as_tensor(pairs.labels))
+
+
+def baselines(pairs: ellipse.EllipsePairs, plain_predictions: np.ndarray) -> dict[str, float]:
+    """What IIA would be without an alignment (see `metrics.baselines`)."""
+    counts = np.bincount(pairs.labels, minlength=2)
+    return {
+        "majority": float(counts.max() / len(pairs)),
+        "copy_base_label": float(np.mean(pairs.labels == pairs.base_labels)),
+        "copy_source_label": float(np.mean(pairs.labels == pairs.source_labels)),
+        "network_no_intervention": float(np.mean(plain_predictions[pairs.base] == pairs.labels)),
+    }
+
+
+@dataclass
+class Pools:
+    """The DAS image pools of a seed, rendered once per run."""
+
+    train_latents: dict
+    train_images: torch.Tensor
+    test_latents: dict
+    test_images: torch.Tensor
+
+    @classmethod
+    def draw(cls, config: EllipseDASConfig) -> Pools:
+        streams = rng_streams(config.seed)
+        train_latents, train_images, _ = images_and_labels(streams["das_train_pool"], config.n_train)
+        test_latents, test_images, _ = images_and_labels(streams["das_test_pool"], config.n_test)
+        return cls(train_latents, torch.from_numpy(train_images), test_latents, torch.from_numpy(test_images))
+
+    def pairs(self, config: EllipseDASConfig, subset: tuple[str, ...], mode: str | None = None):
+        mode = mode or config.mode
+        rng = _pair_rng(config.seed, mode, subset)
+        train = ellipse.sample_pairs(self.train_latents, subset, mode, config.n_train, rng)
+        return train, ellipse.sample_pairs(self.test_latents, subset, mode, config.n_test, rng)
+
+
+def _align(model, layer, config, train_data, test_data, desc):
+    site = CNNSite(model, layer, config.site_view)
+    sizes = (config.intervention_size,) * train_data.n_variables
+    das = engine.DASConfig(sizes, config.das_epochs, config.batch_size, config.lr, config.seed)
+    trained = engine.train(site, train_data, das, config.engine, desc=desc)
+    predictions = engine.predict(site, trained, test_data, config.engine).numpy()
+    return site, trained, float(np.mean(predictions == test_data.labels.numpy()))
+
+
+def run_cell(model, control_model, pools: Pools, config: EllipseDASConfig, subset, layer, plain_test: np.ndarray) -> tuple[dict, engine.TrainedIntervention]:
+    """One (subset, layer) cell: DAS, its IIA on fresh pairs of the same mode, baselines, control."""
+    started = time.perf_counter()
+    train_pairs, test_pairs = pools.pairs(config, subset)
+    train_data, test_data = to_interchange(pools.train_images, train_pairs), to_interchange(pools.test_images, test_pairs)
+    label = f"{config.mode} {'+'.join(subset)} @ {layer}"
+    site, trained, iia = _align(model, layer, config, train_data, test_data, f"DAS {label}")
+    result = {
+        "mode": config.mode,
+        "variables": list(subset),
+        "layer": layer,
+        "site": str(site.name),
+        "site_view": config.site_view,
+        "rows": site.rows,
+        "n": site.n,
+        "intervention_size": config.intervention_size,
+        "subspaces": {v: [j * config.intervention_size, (j + 1) * config.intervention_size - 1]
+                      for j, v in enumerate(subset if config.mode == "multi" else ["+".join(subset)])},
+        "iia": iia,
+        "baselines": baselines(test_pairs, plain_test),
+        "train_history": trained.history,
+    }
+    if config.mode == "multi":
+        # The seed measured its multi-source W on single-source pairs (both variables from one
+        # source); the same W fed one source in every subspace, for comparison with its 0.818.
+        _, single_test = pools.pairs(config, subset, mode="single")
+        repeated = np.repeat(single_test.sources, len(subset), axis=1)
+        single_data = engine.InterchangeData(pools.test_images, torch.as_tensor(single_test.base), torch.as_tensor(repeated),
+                                             torch.as_tensor(single_test.labels))
+        predictions = engine.predict(site, trained, single_data, config.engine).numpy()
+        result["iia_on_single_source_pairs"] = float(np.mean(predictions == single_test.labels))
+    if control_model is not None:
+        _, _, control_iia = _align(control_model, layer, config, train_data, test_data, f"control {label}")
+        result["control_random_init"] = {"iia": control_iia}
+    result["seconds"] = time.perf_counter() - started
+    return result, trained
+
+
+def run_das(config: EllipseDASConfig) -> list[dict]:
+    """Runs every (subset, layer) cell not finished yet; returns all cells of this run."""
+    config.validate()
+    model = load_cnn(config.model_path)
+    out = check_results_path(config.results_path)
+    fingerprint = model_fingerprint(model)
+    settings = {**config.settings(), "model_fingerprint": fingerprint}
+    control_model = random_init_cnn(config.seed) if config.control == "random_init" else None
+    pools: Pools | None = None
+    plain_test = None
+    cells = []
+    for subset in config.variables:
+        for layer in config.layers:
+            name = cell_name(config.mode, subset, layer, config.site_view, config.intervention_size)
+            path = out / "cells" / f"{name}.json"
+            finished = load_finished(path, settings, required=("iia", "baselines"), companions=(out / "interventions" / name / "weights.safetensors",))
+            if finished is not None:
+                print(f"{name}: finished earlier (IIA {finished['iia']:.3f}), skipped", flush=True)
+                cells.append(finished)
+                continue
+            if pools is None:
+                pools = Pools.draw(config)
+                plain_test = predict_classes(model, pools.test_images)
+            result, trained = run_cell(model, control_model, pools, config, subset, layer, plain_test)
+            trained.save(out / "interventions" / name)
+            payload = {"cell": name, "status": "done", "settings": settings, "model_path": config.model_path, **run_metadata(), **result}
+            atomic_write_json(path, payload)
+            cells.append(payload)
+            print(f"{name}: IIA {result['iia']:.3f}" + (f" (control {result['control_random_init']['iia']:.3f})" if control_model else ""), flush=True)
+    return cells
+
+
+def summarise(results_path: str | Path) -> dict:
+    """Gathers every finished cell under `results_path` into `summary.json` (sorted by mode, subset,
+    layer, view, size)."""
+    out = Path(results_path)
+    cells = []
+    for path in sorted((out / "cells").glob("*.json")):
+        try:
+            payload = read_json(path)
+        except ValueError:
+            continue
+        if payload.get("status") == "done":
+            cells.append({k: payload[k] for k in (
+                "cell", "mode", "variables", "layer", "site", "site_view", "rows", "n", "intervention_size", "iia", "baselines",
+                "control_random_init", "iia_on_single_source_pairs", "seconds", "settings") if k in payload})
+    order = {layer: i for i, layer in enumerate(LAYERS)}
+    cells.sort(key=lambda c: (c["mode"], len(c["variables"]), [ellipse.VARIABLES.index(v) for v in c["variables"]],
+                              order[c["layer"]], c["site_view"], c["intervention_size"]))
+    summary = {"experiment": "ellipse_das", **run_metadata(), "cells": cells, "layer_table": layer_table(cells)}
+    atomic_write_json(out / "summary.json", summary)
+    return summary
+
+
+def layer_table(cells: list[dict]) -> dict:
+    """{variable: {layer: {iia, control, intervention_size}}} from single-variable, single-source,
+    rows-view cells: where each latent lives."""
+    table: dict = {}
+    for c in cells:
+        if c["mode"] == "single" and len(c["variables"]) == 1 and c["site_view"] == "rows":
+            table.setdefault(c["variables"][0], {})[c["layer"]] = {
+                "iia": c["iia"],
+                "control": (c.get("control_random_init") or {}).get("iia"),
+                "copy_source_label": c["baselines"]["copy_source_label"],
+                "network_no_intervention": c["baselines"]["network_no_intervention"],
+                "intervention_size": c["intervention_size"],
+            }
+    return table
+
+
+def table_text(cells: list[dict]) -> str:
+    """The cells of a run as a terminal table."""
+    lines = [f"{'cell':<44} {'IIA':>6} {'control':>8} {'copy-src':>8} {'no-int':>7} {'majority':>8}"]
+    for c in cells:
+        control = (c.get("control_random_init") or {}).get("iia", float("nan"))
+        b = c["baselines"]
+        lines.append(f"{c['cell']:<44} {c['iia']:6.3f} {control:8.3f} {b['copy_source_label']:8.3f} "
+                     f"{b['network_no_intervention']:7.3f} {b['majority']:8.3f}")
+    return "\n".join(lines)
+
+
+
+def plot_examples(out: str | Path, seed: int, n: int = 16) -> Path:
+    """A grid of the generator's images with their scaled latents and label."""
+    from causal_das.plots import plot_image_grid
+
+    latents = ellipse.sample_latents(np.random.default_rng([seed, 7]), n)
+    scaled = ellipse.causal_model().run_forward(latents)
+    titles = [f"({scaled['circularity'][i]:.2f}, {scaled['colour'][i]:.2f}, {scaled['area'][i]:.2f})\nlabel {int(scaled['label'][i])}"
+              for i in range(n)]
+    return plot_image_grid(ellipse.render(latents), titles, out)
