@@ -15,7 +15,7 @@ Runs, in order, each as its own script (exactly what you would type):
  11. cnn/ellipse_das.py: circularity+colour at conv1 single-source (rows and flat views) and
      multi-source; each variable alone at conv1, conv2, conv3 and fc1 -> results/cnn/das/
 
-    python run_pipeline.py                 # default sizes (about 14 minutes on 2 CPU cores)
+    python run_pipeline.py                 # default sizes (about 15-18 minutes on 2 CPU cores)
     python run_pipeline.py --quick         # smoke test (about a minute); numbers are not meaningful
     python run_pipeline.py --engine pyvene # every DAS run through pyvene (much slower)
 

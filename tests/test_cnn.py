@@ -275,6 +275,16 @@ def test_ellipse_das_single_multi_and_resume(trained_cnn, tmp_path):
     assert {p: p.read_bytes() for p in (out / "cells").glob("*.json")} == before
 
 
+def test_ellipse_das_through_pyvene(trained_cnn, tmp_path):
+    """The pyvene engine runs the same cells (rows view, W shared by the rows; multi-source linked)."""
+    for mode in ("single", "multi"):
+        run(DAS, "--quick", "--engine", "pyvene", "--control", "none", "--mode", mode, "--intervention_size", "16",
+            "--model_path", trained_cnn, "--results_path", tmp_path)
+    cells = json.loads((tmp_path / "summary.json").read_text())["cells"]
+    assert {c["mode"] for c in cells} == {"single", "multi"}
+    assert all(c["settings"]["engine"] == "pyvene" and 0 <= c["iia"] <= 1 for c in cells)
+
+
 def files_under(path: Path) -> dict:
     return {p: p.stat().st_mtime_ns for p in path.rglob("*") if p.is_file()} if path.exists() else {}
 

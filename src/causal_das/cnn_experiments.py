@@ -344,8 +344,9 @@ def summarise(results_path: str | Path) -> dict:
                 "cell", "mode", "variables", "layer", "site", "site_view", "rows", "n", "intervention_size", "iia", "baselines",
                 "control_random_init", "iia_on_single_source_pairs", "seconds", "settings") if k in payload})
     order = {layer: i for i, layer in enumerate(LAYERS)}
-    cells.sort(key=lambda c: (c["mode"], len(c["variables"]), [ellipse.VARIABLES.index(v) for v in c["variables"]],
-                              order[c["layer"]], c["site_view"], c["intervention_size"]))
+    # Several variables first (the seed's settings), then the per-layer single variables.
+    cells.sort(key=lambda c: (-len(c["variables"]), [ellipse.VARIABLES.index(v) for v in c["variables"]], c["mode"] == "multi",
+                              order[c["layer"]], c["site_view"] != "rows", c["intervention_size"]))
     summary = {"experiment": "ellipse_das", **run_metadata(), "cells": cells, "layer_table": layer_table(cells)}
     atomic_write_json(out / "summary.json", summary)
     return summary

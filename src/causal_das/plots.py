@@ -276,11 +276,11 @@ def _finish(plt, fig, out) -> Path:
 
 def _cell_label(cell: dict) -> str:
     variables = "+".join(cell["variables"])
-    return f"{cell['mode']}: {variables}\n{cell['layer']} {cell['site_view']}, k={cell['intervention_size']}"
+    return f"{cell['mode']}: {variables}  @ {cell['layer']} {cell['site_view']}, k={cell['intervention_size']}"
 
 
 def plot_ellipse_das(summary_json: str | Path, out: str | Path) -> Path:
-    """One group of bars per cell: DAS IIA, the random-init control and the baselines."""
+    """One group of horizontal bars per cell: DAS IIA, the random-init control and the baselines."""
     import numpy as np
 
     plt = _pyplot()
@@ -292,21 +292,22 @@ def plot_ellipse_das(summary_json: str | Path, out: str | Path) -> Path:
         ("network, no intervention", lambda c: c["baselines"]["network_no_intervention"], "C2"),
         ("majority label", lambda c: c["baselines"]["majority"], "grey"),
     ]
-    x = np.arange(len(cells))
-    width = 0.8 / len(bars)
-    fig, ax = plt.subplots(figsize=(max(6.4, 1.25 * len(cells) + 2), 4.6))
+    y = np.arange(len(cells))[::-1]
+    height = 0.8 / len(bars)
+    fig, ax = plt.subplots(figsize=(8.4, 1.0 + 0.62 * len(cells)))
     for i, (name, value, colour) in enumerate(bars):
-        heights = [value(c) for c in cells]
-        ax.bar(x + (i - (len(bars) - 1) / 2) * width, heights, width, label=name, color=colour)
+        widths = [value(c) for c in cells]
+        offsets = y + ((len(bars) - 1) / 2 - i) * height
+        ax.barh(offsets, widths, height, label=name, color=colour)
         if i == 0:
-            for xi, h in zip(x, heights, strict=True):
-                ax.text(xi - 2 * width, h + 0.01, f"{h:.3f}", ha="center", fontsize=7)
-    ax.set_xticks(x, [_cell_label(c) for c in cells], fontsize=7)
-    ax.set_ylim(0, 1.08)
-    ax.set_ylabel("accuracy on fresh counterfactual pairs")
-    ax.set_title("DAS on the ellipse CNN: IIA beside the control and the baselines (same test pairs)", fontsize=10)
-    ax.legend(fontsize=7.5, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.22))
-    ax.grid(alpha=0.3, axis="y")
+            for yi, w in zip(offsets, widths, strict=True):
+                ax.text(w + 0.005, yi, f"{w:.3f}", va="center", fontsize=7)
+    ax.set_yticks(y, [_cell_label(c) for c in cells], fontsize=7.5)
+    ax.set_xlim(0, 1.0)
+    ax.set_xlabel("accuracy on fresh counterfactual pairs of the cell's mode")
+    ax.legend(fontsize=7.5, ncol=3, loc="lower center", bbox_to_anchor=(0.4, 1.0), frameon=False)
+    fig.suptitle("DAS on the ellipse CNN: IIA beside the control and the baselines (same test pairs)", fontsize=10)
+    ax.grid(alpha=0.3, axis="x")
     return _finish(plt, fig, out)
 
 
@@ -321,15 +322,15 @@ def plot_ellipse_layers(summary_json: str | Path, out: str | Path) -> Path:
         x = [layers.index(layer) for layer in present]
         ax.plot(x, [by_layer[layer]["iia"] for layer in present], "o-", lw=2.2, color=f"C{i}", label=f"{variable}: DAS IIA")
         ax.plot(x, [by_layer[layer]["control"] for layer in present], "s--", lw=1, color=f"C{i}", alpha=0.6, label=f"{variable}: random-init control")
-        ax.plot(x, [by_layer[layer]["copy_source_label"] for layer in present], ":", lw=1, color=f"C{i}", alpha=0.6,
-                label=f"{variable}: copy source label")
+        ax.plot(x, [by_layer[layer]["network_no_intervention"] for layer in present], ":", lw=1, color=f"C{i}", alpha=0.6,
+                label=f"{variable}: network, no intervention")
     sizes = {layer: {v[layer]["intervention_size"] for v in table.values() if layer in v} for layer in layers}
     ax.set_xticks(range(len(layers)), [f"{layer}\nk={','.join(map(str, sorted(sizes[layer])))}" for layer in layers])
     ax.set_xlabel("layer whose output is intervened on (rows view for conv layers)")
     ax.set_ylabel("IIA (fresh single-source pairs)")
     ax.set_ylim(0.3, 1.02)
     ax.set_title("Where each latent lives: DAS for one variable at a time", fontsize=10)
-    ax.legend(fontsize=7, ncol=2, loc="lower left")
+    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.2))
     ax.grid(alpha=0.3)
     return _finish(plt, fig, out)
 
