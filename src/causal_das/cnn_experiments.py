@@ -82,7 +82,7 @@ def train_and_save(config: CNNRunConfig) -> dict:
     written, so its presence means the model is complete). Returns the training record."""
     from safetensors.torch import save_file
 
-    out = check_results_path(config.output_dir)
+    out = check_results_path(config.output_dir, "--output_dir")
     streams = rng_streams(config.seed)
     started = time.perf_counter()
     _, train_images, train_labels = images_and_labels(streams["cnn_train"], config.n_train)

@@ -95,15 +95,16 @@ def run_metadata() -> dict:
     return {"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "versions": package_versions(), "git_commit": git_commit()}
 
 
-def check_results_path(path: str | os.PathLike) -> Path:
-    """The results directory, created if needed; ValueError if it is a file or not writable."""
+def check_results_path(path: str | os.PathLike, flag: str = "--results_path") -> Path:
+    """The results directory, created if needed; ValueError (naming `flag`) if it is a file or not
+    writable."""
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise ValueError(f"--results_path {path} is a file, not a directory; pass a directory")
+        raise ValueError(f"{flag} {path} is a file, not a directory; pass a directory")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise ValueError(f"--results_path {path} cannot be created ({error.strerror})") from None
+        raise ValueError(f"{flag} {path} cannot be created ({error.strerror})") from None
     if not os.access(path, os.W_OK):
-        raise ValueError(f"--results_path {path} is not writable")
+        raise ValueError(f"{flag} {path} is not writable")
     return path

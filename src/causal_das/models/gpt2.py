@@ -124,10 +124,12 @@ def load_classifier(path: str | os.PathLike):
         )
     if config.num_labels != arithmetic.N_CLASSES:
         raise ValueError(f"--model_path {path} classifies into {config.num_labels} classes, not the task's {arithmetic.N_CLASSES}")
+    from safetensors import SafetensorError
+
     try:
         model = GPT2ForSequenceClassification.from_pretrained(path)
         tokenizer = AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError, RuntimeError) as error:
+    except (OSError, ValueError, RuntimeError, SafetensorError) as error:
         raise ValueError(f"--model_path {path} could not be loaded ({str(error).splitlines()[0]})") from None
     return model.eval(), tokenizer
 
