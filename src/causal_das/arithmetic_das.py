@@ -27,7 +27,7 @@ from causal_das.das import engine
 from causal_das.io import atomic_write_json, check_results_path, read_json, run_metadata
 from causal_das.metrics import majority_rate
 from causal_das.models import gpt2
-from causal_das.sweep import load_finished
+from causal_das.sweep import load_finished, run_cells
 from causal_das.tasks import arithmetic
 
 log = logging.getLogger(__name__)
@@ -216,17 +216,26 @@ def run_sweep(config: SweepConfig) -> dict:
     fingerprint = model_fingerprint(model)
     train_ids, test_ids = sweep_pairs(config)
     cells = [(m, layer, k) for m in family for layer in layers for k in ks]
-    settings_for = {}
+    settings_for = {(m.name, layer, k): {**_settings(config), "model_fingerprint": fingerprint, "causal_model": m.name, "layer": layer, "k": k}
+                    for m, layer, k in cells}
+
+    by_name = {m.name: m for m in family}
+
+    # A cell is keyed by (causal model name, layer, k).
+    def cell_path(key):
+        return out_dir / "cells" / f"{cell_name(*key)}.json"
+
+    def finished(key):
+        weights = out_dir / "interventions" / cell_name(*key) / "weights.safetensors"
+        return load_finished(cell_path(key), settings_for[key], companions=(weights,))
+
     todo, done = [], {}
     for m, layer, k in cells:
-        settings = {**_settings(config), "model_fingerprint": fingerprint, "causal_model": m.name, "layer": layer, "k": k}
-        settings_for[(m.name, layer, k)] = settings
-        weights = out_dir / "interventions" / cell_name(m.name, layer, k) / "weights.safetensors"
-        finished = load_finished(out_dir / "cells" / f"{cell_name(m.name, layer, k)}.json", settings, companions=(weights,))
-        if finished is None:
-            todo.append((m, layer, k))
+        record = finished((m.name, layer, k))
+        if record is None:
+            todo.append((m.name, layer, k))
         else:
-            done[(m.name, layer, k)] = finished
+            done[(m.name, layer, k)] = record
     if done:
         print(f"{len(done)} of {len(cells)} cells already finished in {out_dir}; running the other {len(todo)}", flush=True)
     if todo:
@@ -235,9 +244,16 @@ def run_sweep(config: SweepConfig) -> dict:
         control = None
         if config.control == "random_init":
             control = Network.load(gpt2.random_init_copy(model, config.seed), input_ids, needed)
+
+        def compute(key):
+            name, layer, k = key
+            return run_cell(network, control, by_name[name], layer, k, train_ids, test_ids, config, out_dir, settings_for[key])
+
         with engine.frozen(model):
-            for m, layer, k in tqdm(todo, desc=f"DAS cells ({config.causal_model_type})", unit="cell"):
-                done[(m.name, layer, k)] = run_cell(network, control, m, layer, k, train_ids, test_ids, config, out_dir, settings_for[(m.name, layer, k)])
+            records, computed = run_cells(todo, cell_path, finished, compute,
+                                          lambda cells: tqdm(cells, desc=f"DAS cells ({config.causal_model_type})", unit="cell"))
+        done.update(records)
+        print(f"computed {computed} cell(s) here; {len(todo) - computed} finished by another run on this results path", flush=True)
     summary = {
         "experiment": "run_das",
         "config": _settings(config),

@@ -35,7 +35,7 @@ from causal_das.models.cnn import (
     site_geometry,
     train_cnn,
 )
-from causal_das.sweep import load_finished
+from causal_das.sweep import load_finished, run_cells
 from causal_das.tasks import ellipse
 
 log = logging.getLogger(__name__)
@@ -305,28 +305,42 @@ def run_das(config: EllipseDASConfig) -> list[dict]:
     fingerprint = model_fingerprint(model)
     settings = {**config.settings(), "model_fingerprint": fingerprint}
     control_model = random_init_cnn(config.seed) if config.control == "random_init" else None
-    pools: Pools | None = None
-    plain_test = None
-    cells = []
-    for subset in config.variables:
-        for layer in config.layers:
-            name = cell_name(config.mode, subset, layer, config.site_view, config.intervention_size)
-            path = out / "cells" / f"{name}.json"
-            finished = load_finished(path, settings, required=("iia", "baselines"), companions=(out / "interventions" / name / "weights.safetensors",))
-            if finished is not None:
-                print(f"{name}: finished earlier (IIA {finished['iia']:.3f}), skipped", flush=True)
-                cells.append(finished)
-                continue
-            if pools is None:
-                pools = Pools.draw(config)
-                plain_test = predict_classes(model, pools.test_images)
-            result, trained = run_cell(model, control_model, pools, config, subset, layer, plain_test)
-            trained.save(out / "interventions" / name)
-            payload = {"cell": name, "status": "done", "settings": settings, "model_path": config.model_path, **run_metadata(), **result}
-            atomic_write_json(path, payload)
-            cells.append(payload)
-            print(f"{name}: IIA {result['iia']:.3f}" + (f" (control {result['control_random_init']['iia']:.3f})" if control_model else ""), flush=True)
-    return cells
+    names = {(subset, layer): cell_name(config.mode, subset, layer, config.site_view, config.intervention_size)
+             for subset in config.variables for layer in config.layers}
+
+    def cell_path(key):
+        return out / "cells" / f"{names[key]}.json"
+
+    def finished(key):
+        return load_finished(cell_path(key), settings, required=("iia", "baselines"),
+                             companions=(out / "interventions" / names[key] / "weights.safetensors",))
+
+    shared: dict = {}  # the image pools and the CNN's plain predictions, made when a cell first needs them
+
+    def compute(key):
+        subset, layer = key
+        if not shared:
+            shared["pools"] = Pools.draw(config)
+            shared["plain"] = predict_classes(model, shared["pools"].test_images)
+        result, trained = run_cell(model, control_model, shared["pools"], config, subset, layer, shared["plain"])
+        trained.save(out / "interventions" / names[key])
+        payload = {"cell": names[key], "status": "done", "settings": settings, "model_path": config.model_path, **run_metadata(), **result}
+        atomic_write_json(cell_path(key), payload)
+        print(f"{names[key]}: IIA {result['iia']:.3f}" + (f" (control {result['control_random_init']['iia']:.3f})" if control_model else ""),
+              flush=True)
+        return payload
+
+    records, todo = {}, []
+    for key in names:
+        record = finished(key)
+        if record is None:
+            todo.append(key)
+        else:
+            print(f"{names[key]}: finished earlier (IIA {record['iia']:.3f}), skipped", flush=True)
+            records[key] = record
+    fresh, _ = run_cells(todo, cell_path, finished, compute, lambda keys: keys)
+    records.update(fresh)
+    return [records[key] for key in names]
 
 
 def summarise(results_path: str | Path) -> dict:

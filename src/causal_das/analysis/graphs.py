@@ -27,7 +27,7 @@ from causal_das import arithmetic_das as ad
 from causal_das.das import engine
 from causal_das.io import atomic_write_json, atomic_writer, read_json, run_metadata
 from causal_das.models import gpt2
-from causal_das.sweep import load_finished
+from causal_das.sweep import load_finished, run_cells
 from causal_das.tasks import arithmetic
 
 N = arithmetic.N_TRIPLES
@@ -189,48 +189,64 @@ def run_graphs(config: GraphsConfig) -> dict:
     selected, k = select_cells(summary, config)
     sweep_config = ad.load_sweep_config(sweep)
     out = Path(config.results_path) / "graphs"
-    records, todo = {}, []
+    settings_for = {}
     for name, layer in selected:
         cell = read_json(sweep / "cells" / f"{ad.cell_name(name, layer, k)}.json")
-        settings = {"sweep_cell_settings": cell.get("settings"), "causal_model": name, "layer": layer, "k": k}
-        path = out / f"{graph_name(name, layer, k)}.json"
-        array = path.with_suffix(".npz")
-        finished = load_finished(path, settings, companions=(array,))
-        if finished is not None:
+        settings_for[(name, layer)] = {"sweep_cell_settings": cell.get("settings"), "causal_model": name, "layer": layer, "k": k}
+
+    def graph_path(key):
+        return out / f"{graph_name(key[0], key[1], k)}.json"
+
+    def finished(key):
+        path = graph_path(key)
+        record = load_finished(path, settings_for[key], companions=(path.with_suffix(".npz"),))
+        if record is not None:
             try:
                 load_graph(path)
-                records[(name, layer)] = finished
-                continue
             except ValueError as error:
                 print(f"note: {error}; recomputing", flush=True)
-        todo.append((name, layer, settings))
+                return None
+        return record
+
+    records, todo = {}, []
+    for key in selected:
+        record = finished(key)
+        if record is None:
+            todo.append(key)
+        else:
+            records[key] = record
     started = time.perf_counter()
     if todo:
         model_path = config.model_path or sweep_config.model_path
         model, tokenizer = gpt2.load_classifier(model_path)
         if ad.model_fingerprint(model) != summary.get("model_fingerprint"):
             raise ValueError(f"--model_path {model_path} is not the network the sweep in {sweep} was trained on")
-        network = ad.Network.load(model, gpt2.encode_prompts(tokenizer), sorted({layer for _, layer, _ in todo}))
+        network = ad.Network.load(model, gpt2.encode_prompts(tokenizer), sorted({layer for _, layer in todo}))
+
+        def compute(key):
+            name, layer = key
+            t0 = time.perf_counter()
+            trained = engine.TrainedIntervention.load(sweep / "interventions" / ad.cell_name(name, layer, k))
+            site = gpt2.GPT2Site(model, layer, sweep_config.positions)
+            correct = correct_matrix(network, site, trained, arithmetic.get_model(name), progress=f"{name} L{layer}")
+            record = {
+                "experiment": "iia_graph",
+                "causal_model": name,
+                "layer": layer,
+                "k": k,
+                "site": str(site.name),
+                "sweep": str(sweep),
+                **statistics(correct, arithmetic.get_model(name)),
+                "settings": settings_for[key],
+                "status": "done",
+                "seconds": time.perf_counter() - t0,
+                **run_metadata(),
+            }
+            return save_graph(out, Graph(name, layer, k, correct), record)
+
         with engine.frozen(model):
-            for name, layer, settings in tqdm(todo, desc="IIA graphs", unit="graph"):
-                t0 = time.perf_counter()
-                trained = engine.TrainedIntervention.load(sweep / "interventions" / ad.cell_name(name, layer, k))
-                site = gpt2.GPT2Site(model, layer, sweep_config.positions)
-                correct = correct_matrix(network, site, trained, arithmetic.get_model(name), progress=f"{name} L{layer}")
-                record = {
-                    "experiment": "iia_graph",
-                    "causal_model": name,
-                    "layer": layer,
-                    "k": k,
-                    "site": str(site.name),
-                    "sweep": str(sweep),
-                    **statistics(correct, arithmetic.get_model(name)),
-                    "settings": settings,
-                    "status": "done",
-                    "seconds": time.perf_counter() - t0,
-                    **run_metadata(),
-                }
-                records[(name, layer)] = save_graph(out, Graph(name, layer, k, correct), record)
+            fresh, _ = run_cells(todo, graph_path, finished, compute, lambda keys: tqdm(keys, desc="IIA graphs", unit="graph"))
+        records.update(fresh)
     index = {
         "experiment": "iia_graphs",
         "sweep": str(sweep),
