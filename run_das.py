@@ -15,6 +15,7 @@ from dataclasses import replace
 
 from causal_das import arithmetic_das as ad
 from causal_das.cli import ArgumentParser, positive_float, positive_int, run_main, setup_logging
+from causal_das.executors import add_executor_flags
 from causal_das.plots import plot_sweep
 from causal_das.tasks.arithmetic import FAMILIES
 
@@ -44,6 +45,7 @@ def main():
     parser.add_argument("--seed", type=int, default=d.seed, help="seed for the pairs, the initial W and the batch order")
     parser.add_argument("--results_path", default=None, help="directory for cells/, interventions/ and summary.json (default results/gpt2/das_<type>)")
     parser.add_argument("--verbose", action="store_true", help="log per-epoch losses")
+    add_executor_flags(parser)
     args = parser.parse_args()
     setup_logging(args.verbose)
     results_path = args.results_path or f"results/gpt2/das_{args.causal_model_type}"
@@ -56,7 +58,7 @@ def main():
     )
     if args.preset == "thesis":
         config = replace(config, **ad.THESIS_PRESET, preset="thesis")
-    summary = ad.run_sweep(config)
+    summary = ad.run_sweep(config, args.executor, args.ray_address, args.ray_cpus)
     figure = plot_sweep(f"{results_path}/summary.json", f"{results_path}/iia_per_layer.png")
     print(ad.summary_table(summary))
     print(f"\nwrote {len(summary['cells'])} cells, {results_path}/summary.json and {figure}")

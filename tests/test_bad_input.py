@@ -155,6 +155,8 @@ CASES = [
     ("run_das.py", ["--model_path", "{gpt2}", "--positions", "9", "--results_path", "{out}"], "position"),
     ("run_das.py", ["--causal_model_type", "geometric"], "invalid choice"),
     ("run_das.py", ["--model_path", "{gpt2}", "--results_path", "{file}"], "is a file"),
+    ("run_das.py", ["--model_path", "{gpt2}", "--results_path", "{out}", "--executor", "spark"], "invalid choice"),
+    ("run_das.py", ["--model_path", "{gpt2}", "--results_path", "{out}", "--executor", "ray", "--ray_cpus", "0"], "must be a positive integer"),
     # evaluate_das.py
     ("evaluate_das.py", ["--results_path", "{root}/no_such_sweep"], "no_such_sweep"),
     ("evaluate_das.py", ["--results_path", "{broken:sweep_no_summary}"], "summary.json"),

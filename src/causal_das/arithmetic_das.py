@@ -13,8 +13,10 @@ blocks after the site.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -27,7 +29,7 @@ from causal_das.das import engine
 from causal_das.io import atomic_write_json, check_results_path, read_json, run_metadata
 from causal_das.metrics import majority_rate
 from causal_das.models import gpt2
-from causal_das.sweep import load_finished, run_cells
+from causal_das.sweep import claim, load_finished, run_cells
 from causal_das.tasks import arithmetic
 
 log = logging.getLogger(__name__)
@@ -205,8 +207,32 @@ def run_cell(network, control, causal_model, layer, k, train_ids, test_ids, conf
     return record
 
 
-def run_sweep(config: SweepConfig) -> dict:
-    """Runs every unfinished cell of the sweep; writes cells/, interventions/ and summary.json."""
+def ray_cell(config: SweepConfig, cwd: str, key: tuple[str, int, int]) -> dict:
+    """One cell as a Ray task: loads the network and computes the cell (unless another run holds or
+    finished it), writing the same files as the local executor; returns its record. `cwd` is the
+    driver's working directory, against which the config's relative paths are meant."""
+    os.chdir(cwd)
+    model, tokenizer = gpt2.load_classifier(config.model_path)
+    _, layer, k = key
+    out_dir = Path(config.results_path)
+    settings = {**_settings(config), "model_fingerprint": model_fingerprint(model), "causal_model": key[0], "layer": layer, "k": k}
+    path = out_dir / "cells" / f"{cell_name(*key)}.json"
+    weights = out_dir / "interventions" / cell_name(*key) / "weights.safetensors"
+    with claim(path, wait=True):
+        record = load_finished(path, settings, companions=(weights,))
+        if record is not None:
+            return record
+        input_ids = gpt2.encode_prompts(tokenizer)
+        network = Network.load(model, input_ids, [layer])
+        control = Network.load(gpt2.random_init_copy(model, config.seed), input_ids, [layer]) if config.control == "random_init" else None
+        train_ids, test_ids = sweep_pairs(config)
+        with engine.frozen(model):
+            return run_cell(network, control, arithmetic.get_model(key[0]), layer, k, train_ids, test_ids, config, out_dir, settings)
+
+
+def run_sweep(config: SweepConfig, executor: str = "local", ray_address: str | None = None, ray_cpus: int | None = None) -> dict:
+    """Runs every unfinished cell of the sweep; writes cells/, interventions/ and summary.json.
+    `executor`: "local" (this process) or "ray" (one Ray task per cell; see `executors`)."""
     model, tokenizer = gpt2.load_classifier(config.model_path)
     layers, ks, n = validate(config, model)
     out_dir = check_results_path(config.results_path)
@@ -238,7 +264,11 @@ def run_sweep(config: SweepConfig) -> dict:
             done[(m.name, layer, k)] = record
     if done:
         print(f"{len(done)} of {len(cells)} cells already finished in {out_dir}; running the other {len(todo)}", flush=True)
-    if todo:
+    if todo and executor == "ray":
+        from causal_das.executors import ray_map
+
+        done.update(ray_map(functools.partial(ray_cell, config, os.getcwd()), todo, ray_address, ray_cpus, desc=f"DAS cells ({config.causal_model_type})"))
+    elif todo:
         needed = sorted({layer for _, layer, _ in todo})
         network = Network.load(model, input_ids, needed)
         control = None
