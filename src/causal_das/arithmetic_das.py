@@ -357,10 +357,14 @@ def evaluate_saved(
     model_path: str | None = None,
     cell_filter=None,
     batch_size: int = 8192,
+    executor: str = "local",
+    ray_address: str | None = None,
+    ray_cpus: int | None = None,
 ) -> dict:
     """Reloads every saved intervention of a sweep and measures IIA against every causal model of
     `test_families`, on `n_testing` fresh pairs (disjoint from the sweep's training pairs) or on all
-    999,000 ordered pairs. Returns the evaluation record (the caller writes it)."""
+    999,000 ordered pairs. Returns the evaluation record (the caller writes it). With `executor`
+    "ray", each cell is evaluated by its own Ray task."""
     results_path = Path(results_path)
     config = load_sweep_config(results_path)
     if model_path is not None:
@@ -371,25 +375,27 @@ def evaluate_saved(
     if model_fingerprint(model) != summary.get("model_fingerprint"):
         raise ValueError(f"--model_path {config.model_path} is not the network the sweep in {results_path} was trained on")
     input_ids = gpt2.encode_prompts(tokenizer)
-    if all_pairs:
-        test_ids = np.arange(arithmetic.N_PAIRS)
-    else:
-        train_ids, _ = sweep_pairs(config)
-        rng = np.random.default_rng(np.random.SeedSequence([seed, 5]))
-        test_ids = arithmetic.draw_pairs(rng, n_testing, exclude=train_ids)
+    test_ids = evaluation_pairs(config, all_pairs, n_testing, seed)
     rows = [c for c in summary["cells"] if cell_filter is None or cell_filter(c)]
     if not rows:
         raise ValueError(f"no cells of {results_path} match the selection")
-    network = Network.load(model, input_ids, sorted({c["layer"] for c in rows}))
-    evaluations = []
+    keys = [(c["causal_model"], c["layer"], c["k"]) for c in rows]
     started = time.perf_counter()
-    with engine.frozen(model):
-        for cell in tqdm(rows, desc="evaluate cells", unit="cell"):
-            path = results_path / "interventions" / cell_name(cell["causal_model"], cell["layer"], cell["k"])
-            trained = engine.TrainedIntervention.load(path)
-            site = gpt2.GPT2Site(model, cell["layer"], config.positions)
-            scores = _evaluate_in_chunks(network, site, trained, test_ids, models, engine_name, batch_size)
-            evaluations.append({"trained_on": cell["causal_model"], "layer": cell["layer"], "k": cell["k"], "iia": scores})
+    if executor == "ray":
+        from causal_das.executors import ray_map
+
+        task = functools.partial(evaluate_cell_task, config, os.getcwd(), str(results_path), test_families, all_pairs, n_testing, seed,
+                                 engine_name, batch_size)
+        scores = ray_map(task, keys, ray_address, ray_cpus, desc="evaluate cells")
+    else:
+        network = Network.load(model, input_ids, sorted({c["layer"] for c in rows}))
+        scores = {}
+        with engine.frozen(model):
+            for key in tqdm(keys, desc="evaluate cells", unit="cell"):
+                trained = engine.TrainedIntervention.load(results_path / "interventions" / cell_name(*key))
+                site = gpt2.GPT2Site(model, key[1], config.positions)
+                scores[key] = _evaluate_in_chunks(network, site, trained, test_ids, models, engine_name, batch_size)
+    evaluations = [{"trained_on": name, "layer": layer, "k": k, "iia": scores[(name, layer, k)]} for name, layer, k in keys]
     return {
         "experiment": "evaluate_das",
         **run_metadata(),
@@ -400,6 +406,29 @@ def evaluate_saved(
         "cells": evaluations,
         "seconds": time.perf_counter() - started,
     }
+
+
+def evaluation_pairs(config: SweepConfig, all_pairs: bool, n_testing: int, seed: int) -> np.ndarray:
+    """The pairs `evaluate_saved` measures on: all ordered pairs, or fresh ones disjoint from the
+    sweep's training pairs (a function of the seed, so a Ray task draws the same ones)."""
+    if all_pairs:
+        return np.arange(arithmetic.N_PAIRS)
+    train_ids, _ = sweep_pairs(config)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 5]))
+    return arithmetic.draw_pairs(rng, n_testing, exclude=train_ids)
+
+
+def evaluate_cell_task(config, cwd, results_path, test_families, all_pairs, n_testing, seed, engine_name, batch_size, key) -> dict:
+    """One cell of `evaluate_saved` as a Ray task: {causal model: IIA}. Paths are meant against the
+    driver's working directory `cwd`."""
+    os.chdir(cwd)
+    model, tokenizer = gpt2.load_classifier(config.model_path)
+    network = Network.load(model, gpt2.encode_prompts(tokenizer), [key[1]])
+    trained = engine.TrainedIntervention.load(Path(results_path) / "interventions" / cell_name(*key))
+    models = [m for family in test_families for m in arithmetic.get_family(family)]
+    with engine.frozen(model):
+        site = gpt2.GPT2Site(model, key[1], config.positions)
+        return _evaluate_in_chunks(network, site, trained, evaluation_pairs(config, all_pairs, n_testing, seed), models, engine_name, batch_size)
 
 
 def _evaluate_in_chunks(network, site, trained, pair_ids, models, engine_name, batch_size, chunk: int = 200_000):

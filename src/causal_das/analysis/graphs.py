@@ -14,7 +14,9 @@ so a truncated or replaced array is detected when it is read.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +29,7 @@ from causal_das import arithmetic_das as ad
 from causal_das.das import engine
 from causal_das.io import atomic_write_json, atomic_writer, read_json, run_metadata
 from causal_das.models import gpt2
-from causal_das.sweep import load_finished, run_cells
+from causal_das.sweep import claim, load_finished, run_cells
 from causal_das.tasks import arithmetic
 
 N = arithmetic.N_TRIPLES
@@ -156,6 +158,9 @@ class GraphsConfig:
     layers: tuple[int, ...] | None = None  # None: every layer of the sweep
     k: int | None = None  # None: the sweep's smallest k below the full swap
     model_path: str | None = None  # None: the network recorded in the sweep
+    executor: str = "local"  # or "ray": one Ray task per graph (see causal_das.executors)
+    ray_address: str | None = None
+    ray_cpus: int | None = None
 
 
 def select_cells(summary: dict, config: GraphsConfig) -> tuple[list[tuple[str, int]], int]:
@@ -177,6 +182,45 @@ def select_cells(summary: dict, config: GraphsConfig) -> tuple[list[tuple[str, i
         raise ValueError(f"the sweep {sweep} has no cell for {m} at layer {layer} with k={k} ({len(missing)} such); "
                          f"it has causal models {summary['causal_models']} and layers {summary['layers']}")
     return [(m, layer) for m in models for layer in layers], k
+
+
+def compute_graph(network, model, sweep: Path, positions, out: Path, k: int, key: tuple[str, int], settings: dict) -> dict:
+    """Builds one graph from the sweep cell `key` = (causal model, layer) and saves it; returns its record."""
+    name, layer = key
+    started = time.perf_counter()
+    trained = engine.TrainedIntervention.load(sweep / "interventions" / ad.cell_name(name, layer, k))
+    site = gpt2.GPT2Site(model, layer, positions)
+    correct = correct_matrix(network, site, trained, arithmetic.get_model(name), progress=f"{name} L{layer}")
+    record = {
+        "experiment": "iia_graph",
+        "causal_model": name,
+        "layer": layer,
+        "k": k,
+        "site": str(site.name),
+        "sweep": str(sweep),
+        **statistics(correct, arithmetic.get_model(name)),
+        "settings": settings,
+        "status": "done",
+        "seconds": time.perf_counter() - started,
+        **run_metadata(),
+    }
+    return save_graph(out, Graph(name, layer, k, correct), record)
+
+
+def graph_task(config: GraphsConfig, cwd: str, k: int, settings_for: dict, key: tuple[str, int]) -> dict:
+    """One graph as a Ray task (paths are meant against the driver's working directory `cwd`)."""
+    os.chdir(cwd)
+    sweep, out = Path(config.sweep_path), Path(config.results_path) / "graphs"
+    path = out / f"{graph_name(key[0], key[1], k)}.json"
+    with claim(path, wait=True):
+        record = load_finished(path, settings_for[key], companions=(path.with_suffix(".npz"),))
+        if record is not None:
+            return record
+        sweep_config = ad.load_sweep_config(sweep)
+        model, tokenizer = gpt2.load_classifier(config.model_path or sweep_config.model_path)
+        network = ad.Network.load(model, gpt2.encode_prompts(tokenizer), [key[1]])
+        with engine.frozen(model):
+            return compute_graph(network, model, sweep, sweep_config.positions, out, k, key, settings_for[key])
 
 
 def run_graphs(config: GraphsConfig) -> dict:
@@ -221,28 +265,16 @@ def run_graphs(config: GraphsConfig) -> dict:
         model, tokenizer = gpt2.load_classifier(model_path)
         if ad.model_fingerprint(model) != summary.get("model_fingerprint"):
             raise ValueError(f"--model_path {model_path} is not the network the sweep in {sweep} was trained on")
+    if todo and config.executor == "ray":
+        from causal_das.executors import ray_map
+
+        task = functools.partial(graph_task, config, os.getcwd(), k, settings_for)
+        records.update(ray_map(task, todo, config.ray_address, config.ray_cpus, desc="IIA graphs"))
+    elif todo:
         network = ad.Network.load(model, gpt2.encode_prompts(tokenizer), sorted({layer for _, layer in todo}))
 
         def compute(key):
-            name, layer = key
-            t0 = time.perf_counter()
-            trained = engine.TrainedIntervention.load(sweep / "interventions" / ad.cell_name(name, layer, k))
-            site = gpt2.GPT2Site(model, layer, sweep_config.positions)
-            correct = correct_matrix(network, site, trained, arithmetic.get_model(name), progress=f"{name} L{layer}")
-            record = {
-                "experiment": "iia_graph",
-                "causal_model": name,
-                "layer": layer,
-                "k": k,
-                "site": str(site.name),
-                "sweep": str(sweep),
-                **statistics(correct, arithmetic.get_model(name)),
-                "settings": settings_for[key],
-                "status": "done",
-                "seconds": time.perf_counter() - t0,
-                **run_metadata(),
-            }
-            return save_graph(out, Graph(name, layer, k, correct), record)
+            return compute_graph(network, model, sweep, sweep_config.positions, out, k, key, settings_for[key])
 
         with engine.frozen(model):
             fresh, _ = run_cells(todo, graph_path, finished, compute, lambda keys: tqdm(keys, desc="IIA graphs", unit="graph"))
