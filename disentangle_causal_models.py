@@ -21,6 +21,7 @@ from causal_das.analysis import disentangle
 from causal_das.analysis import graphs as iia_graphs
 from causal_das.analysis import plots as figures
 from causal_das.cli import ArgumentParser, positive_int, run_main, setup_logging
+from causal_das.devices import add_device_flags
 from causal_das.executors import add_executor_flags
 from causal_das.tasks.arithmetic import MODELS, parse_triple
 
@@ -75,6 +76,7 @@ def build_parser() -> ArgumentParser:
     graphs.add_argument("--low_rank_dim", type=positive_int, default=None, help="k of the cells (default: the sweep's smallest k below the full swap)")
     graphs.add_argument("--model_path", default=None, help="the network (default: the one recorded in the sweep)")
     add_executor_flags(graphs)
+    add_device_flags(graphs)
 
     found = sub("cliques", "maximum cliques of weight-1 edges, removed one by one")
     found.add_argument("--min_size", type=positive_int, default=5, help="stop when the largest clique left is smaller (default 5)")
@@ -105,7 +107,7 @@ def main():
     if args.command == "graphs":
         config = iia_graphs.GraphsConfig(args.sweep_path, args.results_path, tuple(args.causal_models) if args.causal_models else None,
                                          tuple(args.layers) if args.layers else None, args.low_rank_dim, args.model_path,
-                                         args.executor, args.ray_address, args.ray_cpus)
+                                         args.executor, args.ray_address, args.ray_cpus, args.device, args.precision)
         index = iia_graphs.run_graphs(config)
         figures.plot_graphs(f"{args.results_path}/graphs.json", f"{args.results_path}/graphs.png")
         print(iia_graphs.graphs_table(index))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from causal_das import arithmetic_das as ad
 from causal_das.cli import ArgumentParser, positive_int, run_main, setup_logging
+from causal_das.devices import add_device_flags
 from causal_das.executors import add_executor_flags
 from causal_das.io import atomic_write_json
 from causal_das.tasks.arithmetic import FAMILIES, MODELS
@@ -35,6 +36,7 @@ def main():
     parser.add_argument("--output_name", default="evaluation.json", help="file name written into each sweep directory")
     parser.add_argument("--verbose", action="store_true", help="more logging")
     add_executor_flags(parser)
+    add_device_flags(parser)
     args = parser.parse_args()
     setup_logging(args.verbose)
     families = tuple(sorted(FAMILIES)) if args.causal_model_type == "all" else (args.causal_model_type,)
@@ -46,7 +48,8 @@ def main():
 
     for results_path in args.results_path:
         record = ad.evaluate_saved(results_path, families, args.n_testing, args.all_pairs, args.seed, args.engine,
-                                   args.model_path, selected, args.batch_size, args.executor, args.ray_address, args.ray_cpus)
+                                   args.model_path, selected, args.batch_size, args.executor, args.ray_address, args.ray_cpus,
+                                   args.device, args.precision)
         out = Path(results_path) / args.output_name
         atomic_write_json(out, record)
         print(ad.evaluation_table(record))

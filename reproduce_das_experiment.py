@@ -20,7 +20,7 @@ def main():
     args = parser.parse_args()
     setup_logging(args.verbose)
     if args.evaluate_saved:
-        result = mx.evaluate_saved(args.results_path)
+        result = mx.evaluate_saved(args.results_path, args.device, args.precision)
         print(f"re-evaluated saved interventions: {result['layers']} (identical to saved: {result['matches_saved']})")
         return
     mx.layer_sweep_main(args, "hierarchical_equality")

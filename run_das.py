@@ -15,6 +15,7 @@ from dataclasses import replace
 
 from causal_das import arithmetic_das as ad
 from causal_das.cli import ArgumentParser, positive_float, positive_int, run_main, setup_logging
+from causal_das.devices import add_device_flags
 from causal_das.executors import add_executor_flags
 from causal_das.plots import plot_sweep
 from causal_das.tasks.arithmetic import FAMILIES
@@ -46,6 +47,7 @@ def main():
     parser.add_argument("--results_path", default=None, help="directory for cells/, interventions/ and summary.json (default results/gpt2/das_<type>)")
     parser.add_argument("--verbose", action="store_true", help="log per-epoch losses")
     add_executor_flags(parser)
+    add_device_flags(parser)
     args = parser.parse_args()
     setup_logging(args.verbose)
     results_path = args.results_path or f"results/gpt2/das_{args.causal_model_type}"
@@ -55,6 +57,7 @@ def main():
         low_rank_dims=tuple(args.low_rank_dims) if args.low_rank_dims else None,
         n_training=args.n_training, n_testing=args.n_testing, batch_size=args.batch_size, epochs=args.epochs, lr=args.lr,
         positions=tuple(args.positions), engine=args.engine, control=args.control, seed=args.seed, results_path=results_path,
+        device=args.device, precision=args.precision,
     )
     if args.preset == "thesis":
         config = replace(config, **ad.THESIS_PRESET, preset="thesis")

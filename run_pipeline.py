@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from causal_das.cli import ArgumentParser, run_main
+from causal_das.devices import add_device_flags
 from causal_das.io import check_results_path
 
 ROOT = Path(__file__).resolve().parent
@@ -37,6 +38,7 @@ GRAPH_LAYERS = ["1", "6", "11"]  # early (best arithmetic IIA), middle, last: ab
 FAITHFULNESS = "0.8"
 EXAMPLE_TRIPLES = ["3,7,2", "10,1,4", "5,5,5"]
 CONV_LAYERS = ["conv1", "conv2", "conv3"]  # fc1 has 3 units: its own step with 1 dimension
+NO_NETWORK = {"gpt2_figures", "cliques", "divide", "classify", "predict"}  # steps that read results only: no --device
 
 
 def steps(root: Path, quick: bool):
@@ -86,6 +88,7 @@ def main():
     parser.add_argument("--quick", action="store_true", help="tiny sizes for a smoke test")
     names = [name for name, *_ in steps(Path("results"), False)]
     parser.add_argument("--only", nargs="+", choices=names, help="run only these steps")
+    add_device_flags(parser)
     args = parser.parse_args()
     root = check_results_path(args.results_path)
     started = time.perf_counter()
@@ -97,6 +100,8 @@ def main():
             command += ["--engine", args.engine]
         if args.seed is not None:
             command += ["--seed", str(args.seed)]
+        if name not in NO_NETWORK:
+            command += ["--device", args.device, "--precision", args.precision]
         print(f"== {name}: {' '.join(command[1:])}", flush=True)
         start = time.perf_counter()
         if subprocess.run(command, check=False).returncode != 0:

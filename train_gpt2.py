@@ -11,6 +11,7 @@ triples are held out and the held-out accuracy is reported.
 """
 
 from causal_das.cli import ArgumentParser, positive_float, positive_int, run_main, setup_logging
+from causal_das.devices import add_device_flags
 from causal_das.gpt2_training import (
     REQUIRED_HELDOUT_ACCURACY,
     SCRATCH,
@@ -40,6 +41,7 @@ def main():
     parser.add_argument("--heldout_fraction", type=float, default=d.heldout_fraction, help="fraction of triples held out from training (per class)")
     parser.add_argument("--seed", type=int, default=d.seed, help="seed for the split, the initialisation and the batch order")
     parser.add_argument("--verbose", action="store_true", help="log every epoch")
+    add_device_flags(parser)
     args = parser.parse_args()
     setup_logging(args.verbose)
     mode = SCRATCH if args.base_model is None else THESIS_FINETUNE

@@ -8,8 +8,13 @@
 3. The default model (results/gpt2/model): step times, and IIA after training one cell to convergence
    with both engines on the same data, batches and initial W. Target: within 1 point.
 
+With --batch_size 1280 (the thesis preset's batch) it also prints the training cells per hour each
+engine would reach at `--preset thesis` (800 steps per cell: 256,000 pairs x 4 epochs / 1280),
+from the measured step time; evaluation and the random-init control are not included.
+
     python benchmarks/bench_das.py                       # everything (about 15 minutes on 2 cores)
     python benchmarks/bench_das.py --layers 6 --skip_default_model
+    python benchmarks/bench_das.py --device cuda --batch_size 1280 --pyvene_steps 5 --skip_default_model   # on a GPU
 """
 
 import argparse
@@ -22,10 +27,18 @@ import numpy as np
 import torch
 
 from causal_das import arithmetic_das as ad
+from causal_das import devices
 from causal_das.das import engine
 from causal_das.das import pyvene_engine as pe
 from causal_das.models import gpt2
 from causal_das.tasks import arithmetic as A
+
+THESIS_STEPS_PER_CELL = 800  # 256,000 pairs x 4 epochs / batch 1280
+
+
+def synchronize():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 def step_timer(parameters, logits_for, labels, batches):
@@ -33,11 +46,13 @@ def step_timer(parameters, logits_for, labels, batches):
     optimizer = torch.optim.Adam(parameters, lr=0.01)
     seconds = []
     for idx in batches:
+        synchronize()
         start = time.perf_counter()
         loss = torch.nn.functional.cross_entropy(logits_for(idx), labels[idx])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        synchronize()
         seconds.append(time.perf_counter() - start)
     return seconds
 
@@ -45,22 +60,26 @@ def step_timer(parameters, logits_for, labels, batches):
 def measure_layer(model, input_ids, states, layer, k, batches, data, pyvene_steps):
     """(fast step s, floor step s, pyvene step s or None) at one layer, on the same batches."""
     site = gpt2.GPT2Site(model, layer)
-    states = states[layer]
+    device = model.device
+    states, data, input_ids = states[layer].to(device), data.to(device), input_ids.to(device)
+    batches = [idx.to(device) for idx in batches]
     config = engine.DASConfig((k,), seed=0)
-    intervention = engine.initial_intervention(site, config)
+    intervention = engine.initial_intervention(site, config).to(device)
 
     def fast_logits(idx):
         weight = intervention.weight()
-        return site.suffix(engine.interchange(site, intervention, states[data.base[idx]], states[data.sources[idx]], weight))
+        return engine.suffix_logits(site, engine.interchange(site, intervention, states[data.base[idx]], states[data.sources[idx]], weight))
 
     fast = statistics.median(step_timer(intervention.parameters(), fast_logits, data.labels, batches)[1:])
 
     # The floor: the same suffix forward + backward with nothing to intervene (gradient to the input).
     def floor_step(idx):
         hidden = states[data.base[idx]].clone().requires_grad_(True)
+        synchronize()
         start = time.perf_counter()
-        loss = torch.nn.functional.cross_entropy(site.suffix(hidden), data.labels[idx])
+        loss = torch.nn.functional.cross_entropy(engine.suffix_logits(site, hidden), data.labels[idx])
         loss.backward()
+        synchronize()
         return time.perf_counter() - start
 
     floor = statistics.median([floor_step(idx) for idx in batches][1:])
@@ -78,7 +97,7 @@ def measure_layer(model, input_ids, states, layer, k, batches, data, pyvene_step
 
 def thesis_setting(args, report):
     tokenizer = gpt2.build_tokenizer()
-    model = gpt2.build_default_model(tokenizer, width=768, n_layers=12, n_heads=12, seed=0).eval()
+    model = gpt2.build_default_model(tokenizer, width=768, n_layers=12, n_heads=12, seed=0).to(args.device).eval()
     for p in model.parameters():
         p.requires_grad_(False)
     input_ids = gpt2.encode_prompts(tokenizer)
@@ -106,6 +125,14 @@ def thesis_setting(args, report):
         total_fast, total_slow = sum(r["fast"] for r in rows), sum(r["pyvene"] for r in rows)
         print(f"{'sum':>5} {total_fast:12.3f} {'':>13} {'':>11} {total_slow:14.2f} {total_slow / total_fast:8.1f}x")
         report["thesis_setting"]["summed_speedup"] = total_slow / total_fast
+    if args.batch_size == 1280:
+        # A cell at each measured layer in turn: hours = steps x mean step time.
+        cells = {"fast": 3600 / (THESIS_STEPS_PER_CELL * statistics.mean(r["fast"] for r in rows))}
+        if not args.skip_pyvene:
+            cells["pyvene"] = 3600 / (THESIS_STEPS_PER_CELL * statistics.mean(r["pyvene"] for r in rows))
+        print("     --preset thesis training cells per hour (800 steps each, from the mean step time over these layers): "
+              + ", ".join(f"{name} {value:.1f}" for name, value in cells.items()))
+        report["thesis_setting"]["cells_per_hour"] = cells
 
 
 def default_model(args, report):
@@ -113,7 +140,7 @@ def default_model(args, report):
     if not model_path.exists():
         print(f"\n3. skipped: no default model at {model_path} (python train_gpt2.py writes it)")
         return
-    model, tokenizer = gpt2.load_classifier(model_path)
+    model, tokenizer = gpt2.load_classifier(model_path, args.device)
     for p in model.parameters():
         p.requires_grad_(False)
     input_ids = gpt2.encode_prompts(tokenizer)
@@ -180,9 +207,12 @@ def main():
     parser.add_argument("--converge_pairs", type=int, default=8000, help="training pairs for the convergence comparison")
     parser.add_argument("--converge_epochs", type=int, default=40, help="epochs for the convergence comparison")
     parser.add_argument("--output", default=None, help="also write the measurements to this JSON file")
+    devices.add_device_flags(parser)
     args = parser.parse_args()
+    args.device = devices.setup(args.device, args.precision)
     torch.manual_seed(0)
-    report = {"torch_threads": torch.get_num_threads()}
+    report = {"torch_threads": torch.get_num_threads(), "compute": devices.current()}
+    print(f"computing on {devices.describe()}")
     with torch.inference_mode(False):
         if not args.skip_thesis_setting:
             thesis_setting(args, report)

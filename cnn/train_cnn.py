@@ -10,6 +10,7 @@ from pathlib import Path
 
 from causal_das import cnn_experiments as cx
 from causal_das.cli import ArgumentParser, positive_float, positive_int, run_main, setup_logging
+from causal_das.devices import add_device_flags
 
 
 def main():
@@ -24,6 +25,7 @@ def main():
     parser.add_argument("--seed", type=int, default=d.seed, help="seed for the images, the initialisation and the batch order")
     parser.add_argument("--quick", action="store_true", help="tiny sizes for a smoke test (seconds); the accuracy is not meaningful")
     parser.add_argument("--verbose", action="store_true", help="log every epoch's loss")
+    add_device_flags(parser)
     args = parser.parse_args()
     setup_logging(args.verbose)
     if args.quick:

@@ -193,6 +193,26 @@ CASES = [
     # run_pipeline.py
     ("run_pipeline.py", ["--only", "everything"], "invalid choice"),
     ("run_pipeline.py", ["--results_path", "{file}"], "is a file"),
+    ("run_pipeline.py", ["--device", "tpu"], "invalid choice"),
+    # --device / --precision (every script that runs a network)
+    ("run_das.py", ["--model_path", "{gpt2}", "--results_path", "{out}", "--device", "gpu"], "invalid choice"),
+    ("run_das.py", ["--model_path", "{gpt2}", "--results_path", "{out}", "--device", "cpu", "--precision", "tf32"], "tf32 is a CUDA mode"),
+    ("mlp/wrong_causal_graph_ablation_study.py", ["--results_path", "{out}", "--device", "cpu", "--precision", "tf32"], "tf32 is a CUDA mode"),
+    ("cnn/train_cnn.py", ["--output_dir", "{out}", "--precision", "fp16"], "invalid choice"),
+]
+
+# `--device cuda` on a machine whose torch sees no GPU (skipped where one is visible).
+NO_GPU = "sees no CUDA GPU"
+CUDA_CASES = [
+    ("reproduce_das_experiment.py", ["--quick", "--results_path", "{out}", "--device", "cuda"], NO_GPU),
+    ("mlp/pattern_matching_das.py", ["--quick", "--results_path", "{out}", "--device", "cuda"], NO_GPU),
+    ("mlp/wrong_causal_graph_ablation_study.py", ["--quick", "--results_path", "{out}", "--device", "cuda"], NO_GPU),
+    ("train_gpt2.py", ["--output_dir", "{out}", "--device", "cuda"], NO_GPU),
+    ("run_das.py", ["--model_path", "{gpt2}", "--results_path", "{out}", "--device", "cuda"], NO_GPU),
+    ("evaluate_das.py", ["--results_path", "{sweep}", "--device", "cuda"], NO_GPU),
+    ("disentangle_causal_models.py", ["graphs", "--sweep_path", "{sweep}", "--results_path", "{out}", "--device", "cuda"], NO_GPU),
+    ("cnn/train_cnn.py", ["--output_dir", "{out}", "--device", "cuda"], NO_GPU),
+    ("cnn/ellipse_das.py", ["--model_path", "{cnn}", "--results_path", "{out}", "--device", "cuda"], NO_GPU),
 ]
 
 
@@ -218,7 +238,14 @@ def _snapshot(*roots: Path) -> dict:
     return files
 
 
-@pytest.mark.parametrize("script,args,fragment", CASES, ids=[f"{i:02d}-{c[0]}" for i, c in enumerate(CASES)])
+def _cases():
+    import torch
+
+    skip = pytest.mark.skipif(torch.cuda.is_available(), reason="torch sees a GPU here")
+    return [*CASES, *(pytest.param(*case, marks=skip) for case in CUDA_CASES)]
+
+
+@pytest.mark.parametrize("script,args,fragment", _cases(), ids=[f"{i:02d}-{c[0]}" for i, c in enumerate([*CASES, *CUDA_CASES])])
 def test_bad_input_is_one_line_and_writes_nothing(fixtures, tmp_path, monkeypatch, script, args, fragment):
     monkeypatch.chdir(tmp_path)  # default result paths land here, never in the repository
     argv = _expand(args, fixtures, tmp_path)
@@ -238,4 +265,6 @@ def test_the_catalogue_covers_every_script():
     scripts = {c[0] for c in CASES}
     expected = {p.relative_to(ROOT).as_posix() for p in [*ROOT.glob("*.py"), *ROOT.glob("mlp/*.py"), *ROOT.glob("cnn/*.py")]}
     assert scripts == expected
-    assert len(CASES) >= 40
+    network_scripts = expected - {"visualizations.py", "run_pipeline.py"}
+    assert {c[0] for c in CUDA_CASES} == network_scripts
+    assert len(CASES) + len(CUDA_CASES) >= 40

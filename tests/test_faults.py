@@ -118,3 +118,26 @@ def test_two_sweeps_on_one_results_path_share_the_cells(model, reference, tmp_pa
     computed = [int(m.group(1)) if (m := re.search(r"computed (\d+) cell\(s\) here", stdout)) else 0 for stdout, _ in outputs]
     assert sum(computed) == N_CELLS, f"cells computed per run: {computed}; each cell must be computed exactly once"
     assert contents(out) == reference[0]
+
+
+def test_an_interrupted_evaluation_resumes_from_its_finished_cells(model, tmp_path):
+    out = tmp_path / "evaluated"
+    assert subprocess.run(sweep_command(model, out), capture_output=True, cwd=ROOT, timeout=600).returncode == 0
+    evaluate = [sys.executable, str(ROOT / "evaluate_das.py"), "--results_path", str(out), "--n_testing", "200"]
+    first = subprocess.run(evaluate, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert first.returncode == 0, first.stderr
+    expected = strip_timing(json.loads((out / "evaluation.json").read_text()))
+    kept = sorted((out / "evaluations").rglob("*.json"))
+    assert len(kept) == N_CELLS
+    # What a run killed after seven cells leaves, plus one cell file cut short.
+    kept[0].unlink()
+    kept[1].write_text(kept[1].read_text()[:40])
+    rerun = subprocess.run(evaluate, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{N_CELLS - 2} of {N_CELLS} cells were evaluated earlier" in rerun.stdout
+    assert "corrupt or incomplete; recomputing" in rerun.stdout
+    assert strip_timing(json.loads((out / "evaluation.json").read_text())) == expected
+    # Other settings are another evaluation: nothing reused, nothing overwritten.
+    other = subprocess.run([*evaluate[:-1], "150"], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert other.returncode == 0 and "evaluated earlier" not in other.stdout
+    assert len(list((out / "evaluations").rglob("*.json"))) == 2 * N_CELLS

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import logging
 import os
 import time
@@ -25,11 +26,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from causal_das import devices
 from causal_das.das import engine
 from causal_das.io import atomic_write_json, check_results_path, read_json, run_metadata
 from causal_das.metrics import majority_rate
 from causal_das.models import gpt2
-from causal_das.sweep import claim, load_finished, run_cells
+from causal_das.sweep import SettingsMismatch, claim, load_finished, run_cells
 from causal_das.tasks import arithmetic
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,9 @@ class SweepConfig:
     control: str = "random_init"
     seed: int = 0
     results_path: str = "results/gpt2/das_arithmetic"
+    # Where it runs (see `devices`); not part of a cell's settings, so a sweep can be resumed elsewhere.
+    device: str = "auto"
+    precision: str = "auto"
 
     def das_config(self, k: int) -> engine.DASConfig:
         return engine.DASConfig((k,), self.epochs, self.batch_size, self.lr, self.seed)
@@ -212,7 +217,8 @@ def ray_cell(config: SweepConfig, cwd: str, key: tuple[str, int, int]) -> dict:
     finished it), writing the same files as the local executor; returns its record. `cwd` is the
     driver's working directory, against which the config's relative paths are meant."""
     os.chdir(cwd)
-    model, tokenizer = gpt2.load_classifier(config.model_path)
+    device = devices.setup(config.device, config.precision)
+    model, tokenizer = gpt2.load_classifier(config.model_path, device)
     _, layer, k = key
     out_dir = Path(config.results_path)
     settings = {**_settings(config), "model_fingerprint": model_fingerprint(model), "causal_model": key[0], "layer": layer, "k": k}
@@ -233,6 +239,8 @@ def ray_cell(config: SweepConfig, cwd: str, key: tuple[str, int, int]) -> dict:
 def run_sweep(config: SweepConfig, executor: str = "local", ray_address: str | None = None, ray_cpus: int | None = None) -> dict:
     """Runs every unfinished cell of the sweep; writes cells/, interventions/ and summary.json.
     `executor`: "local" (this process) or "ray" (one Ray task per cell; see `executors`)."""
+    # Locally, a bad --device fails before anything is written; Ray tasks resolve it where they run.
+    device = devices.setup(config.device, config.precision) if executor == "local" else None
     model, tokenizer = gpt2.load_classifier(config.model_path)
     layers, ks, n = validate(config, model)
     out_dir = check_results_path(config.results_path)
@@ -267,8 +275,11 @@ def run_sweep(config: SweepConfig, executor: str = "local", ray_address: str | N
     if todo and executor == "ray":
         from causal_das.executors import ray_map
 
-        done.update(ray_map(functools.partial(ray_cell, config, os.getcwd()), todo, ray_address, ray_cpus, desc=f"DAS cells ({config.causal_model_type})"))
+        done.update(ray_map(functools.partial(ray_cell, config, os.getcwd()), todo, ray_address, ray_cpus, device=config.device,
+                            desc=f"DAS cells ({config.causal_model_type})"))
     elif todo:
+        model.to(device)
+        print(f"computing on {devices.describe()}", flush=True)
         needed = sorted({layer for _, layer, _ in todo})
         network = Network.load(model, input_ids, needed)
         control = None
@@ -303,7 +314,8 @@ def run_sweep(config: SweepConfig, executor: str = "local", ray_address: str | N
 def _settings(config: SweepConfig) -> dict:
     """Everything that determines a cell's numbers (not where it is written)."""
     settings = asdict(config)
-    settings.pop("results_path")
+    for where in ("results_path", "device", "precision"):
+        settings.pop(where)
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.items()}
 
 
@@ -360,19 +372,27 @@ def evaluate_saved(
     executor: str = "local",
     ray_address: str | None = None,
     ray_cpus: int | None = None,
+    device: str = "auto",
+    precision: str = "auto",
 ) -> dict:
     """Reloads every saved intervention of a sweep and measures IIA against every causal model of
     `test_families`, on `n_testing` fresh pairs (disjoint from the sweep's training pairs) or on all
     999,000 ordered pairs. Returns the evaluation record (the caller writes it). With `executor`
-    "ray", each cell is evaluated by its own Ray task."""
+    "ray", each cell is evaluated by its own Ray task.
+
+    Each cell's scores are kept in `evaluations/<settings hash>/` inside the sweep as they finish, so
+    an interrupted evaluation resumes: a rerun with the same settings skips evaluated cells (and
+    recomputes one whose W changed since)."""
     results_path = Path(results_path)
-    config = load_sweep_config(results_path)
+    on = devices.setup(device, precision) if executor == "local" else None
+    config = replace(load_sweep_config(results_path), device=device, precision=precision)
     if model_path is not None:
         config = replace(config, model_path=model_path)
     models = [m for family in test_families for m in arithmetic.get_family(family)]
     model, tokenizer = gpt2.load_classifier(config.model_path)
     summary = read_json(results_path / "summary.json")
-    if model_fingerprint(model) != summary.get("model_fingerprint"):
+    fingerprint = model_fingerprint(model)
+    if fingerprint != summary.get("model_fingerprint"):
         raise ValueError(f"--model_path {config.model_path} is not the network the sweep in {results_path} was trained on")
     input_ids = gpt2.encode_prompts(tokenizer)
     test_ids = evaluation_pairs(config, all_pairs, n_testing, seed)
@@ -380,21 +400,37 @@ def evaluate_saved(
     if not rows:
         raise ValueError(f"no cells of {results_path} match the selection")
     keys = [(c["causal_model"], c["layer"], c["k"]) for c in rows]
+    settings = {"sweep_config": _settings(config), "model_fingerprint": fingerprint, "test_models": [m.name for m in models],
+                "pairs": {"n": len(test_ids), "all_pairs": all_pairs, "seed": seed}, "engine": engine_name}
+    cells_dir = evaluation_cells_dir(results_path, settings)
+    # Every saved W is read once first (and let go: a thesis sweep's full-swap W are 85 MB each), so a
+    # missing or corrupt one stops the run before anything is written.
+    for key in keys:
+        engine.TrainedIntervention.load(results_path / "interventions" / cell_name(*key))
     started = time.perf_counter()
     if executor == "ray":
         from causal_das.executors import ray_map
 
         task = functools.partial(evaluate_cell_task, config, os.getcwd(), str(results_path), test_families, all_pairs, n_testing, seed,
-                                 engine_name, batch_size)
-        scores = ray_map(task, keys, ray_address, ray_cpus, desc="evaluate cells")
+                                 engine_name, batch_size, settings)
+        scores = ray_map(task, keys, ray_address, ray_cpus, device=device, desc="evaluate cells")
     else:
+        model.to(on)
         network = Network.load(model, input_ids, sorted({c["layer"] for c in rows}))
-        scores = {}
+
+        def compute(key):
+            site = gpt2.GPT2Site(model, key[1], config.positions)
+            trained = engine.TrainedIntervention.load(results_path / "interventions" / cell_name(*key))
+            iia = _evaluate_in_chunks(network, site, trained, test_ids, models, engine_name, batch_size)
+            return _save_evaluation(cells_dir, results_path, settings, key, iia)
+
         with engine.frozen(model):
-            for key in tqdm(keys, desc="evaluate cells", unit="cell"):
-                trained = engine.TrainedIntervention.load(results_path / "interventions" / cell_name(*key))
-                site = gpt2.GPT2Site(model, key[1], config.positions)
-                scores[key] = _evaluate_in_chunks(network, site, trained, test_ids, models, engine_name, batch_size)
+            records, computed = run_cells(keys, lambda key: _evaluation_path(cells_dir, key),
+                                          lambda key: _finished_evaluation(cells_dir, results_path, settings, key), compute,
+                                          lambda keys: tqdm(keys, desc="evaluate cells", unit="cell"))
+        if computed < len(keys):
+            print(f"{len(keys) - computed} of {len(keys)} cells were evaluated earlier with these settings ({cells_dir}); reused", flush=True)
+        scores = {key: record["iia"] for key, record in records.items()}
     evaluations = [{"trained_on": name, "layer": layer, "k": k, "iia": scores[(name, layer, k)]} for name, layer, k in keys]
     return {
         "experiment": "evaluate_das",
@@ -404,8 +440,39 @@ def evaluate_saved(
         "test_models": [m.name for m in models],
         "pairs": {"n": len(test_ids), "all_pairs": all_pairs, "includes_training_pairs": all_pairs, "seed": seed},
         "cells": evaluations,
+        "evaluation_cells": str(cells_dir),
         "seconds": time.perf_counter() - started,
     }
+
+
+def evaluation_cells_dir(results_path: Path, settings: dict) -> Path:
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    return results_path / "evaluations" / digest
+
+
+def _evaluation_path(cells_dir: Path, key) -> Path:
+    return cells_dir / f"{cell_name(*key)}.json"
+
+
+def _cell_settings(results_path: Path, settings: dict, key) -> dict:
+    """An evaluated cell's settings: the evaluation's, and a hash of the W it evaluated."""
+    weights = results_path / "interventions" / cell_name(*key) / "weights.safetensors"
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest() if weights.is_file() else None
+    return {**settings, "cell": list(key), "weights_sha256": digest}
+
+
+def _finished_evaluation(cells_dir: Path, results_path: Path, settings: dict, key) -> dict | None:
+    try:
+        return load_finished(_evaluation_path(cells_dir, key), _cell_settings(results_path, settings, key), required=("iia",))
+    except SettingsMismatch:
+        print(f"note: {cell_name(*key)} was retrained since it was evaluated; evaluating it again", flush=True)
+        return None
+
+
+def _save_evaluation(cells_dir: Path, results_path: Path, settings: dict, key, iia: dict) -> dict:
+    record = {"cell": list(key), "iia": iia, "settings": _cell_settings(results_path, settings, key), "status": "done", **run_metadata()}
+    atomic_write_json(_evaluation_path(cells_dir, key), record)
+    return record
 
 
 def evaluation_pairs(config: SweepConfig, all_pairs: bool, n_testing: int, seed: int) -> np.ndarray:
@@ -418,17 +485,24 @@ def evaluation_pairs(config: SweepConfig, all_pairs: bool, n_testing: int, seed:
     return arithmetic.draw_pairs(rng, n_testing, exclude=train_ids)
 
 
-def evaluate_cell_task(config, cwd, results_path, test_families, all_pairs, n_testing, seed, engine_name, batch_size, key) -> dict:
-    """One cell of `evaluate_saved` as a Ray task: {causal model: IIA}. Paths are meant against the
-    driver's working directory `cwd`."""
+def evaluate_cell_task(config, cwd, results_path, test_families, all_pairs, n_testing, seed, engine_name, batch_size, settings, key) -> dict:
+    """One cell of `evaluate_saved` as a Ray task: {causal model: IIA}, kept like a local run's.
+    Paths are meant against the driver's working directory `cwd`."""
     os.chdir(cwd)
-    model, tokenizer = gpt2.load_classifier(config.model_path)
-    network = Network.load(model, gpt2.encode_prompts(tokenizer), [key[1]])
-    trained = engine.TrainedIntervention.load(Path(results_path) / "interventions" / cell_name(*key))
-    models = [m for family in test_families for m in arithmetic.get_family(family)]
-    with engine.frozen(model):
-        site = gpt2.GPT2Site(model, key[1], config.positions)
-        return _evaluate_in_chunks(network, site, trained, evaluation_pairs(config, all_pairs, n_testing, seed), models, engine_name, batch_size)
+    results_path = Path(results_path)
+    cells_dir = evaluation_cells_dir(results_path, settings)
+    with claim(_evaluation_path(cells_dir, key), wait=True):
+        record = _finished_evaluation(cells_dir, results_path, settings, key)
+        if record is not None:
+            return record["iia"]
+        model, tokenizer = gpt2.load_classifier(config.model_path, devices.setup(config.device, config.precision))
+        network = Network.load(model, gpt2.encode_prompts(tokenizer), [key[1]])
+        trained = engine.TrainedIntervention.load(results_path / "interventions" / cell_name(*key))
+        models = [m for family in test_families for m in arithmetic.get_family(family)]
+        with engine.frozen(model):
+            site = gpt2.GPT2Site(model, key[1], config.positions)
+            iia = _evaluate_in_chunks(network, site, trained, evaluation_pairs(config, all_pairs, n_testing, seed), models, engine_name, batch_size)
+        return _save_evaluation(cells_dir, results_path, settings, key, iia)["iia"]
 
 
 def _evaluate_in_chunks(network, site, trained, pair_ids, models, engine_name, batch_size, chunk: int = 200_000):

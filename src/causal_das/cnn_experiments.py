@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from causal_das import devices
 from causal_das.das import engine
 from causal_das.io import atomic_write_json, atomic_writer, check_results_path, read_json, run_metadata
 from causal_das.models.cnn import (
@@ -75,6 +76,8 @@ class CNNRunConfig:
     lr: float = 1e-4
     seed: int = 0
     output_dir: str = "results/cnn/model"
+    device: str = "auto"  # see causal_das.devices
+    precision: str = "auto"
 
 
 def train_and_save(config: CNNRunConfig) -> dict:
@@ -82,13 +85,14 @@ def train_and_save(config: CNNRunConfig) -> dict:
     written, so its presence means the model is complete). Returns the training record."""
     from safetensors.torch import save_file
 
+    device = devices.setup(config.device, config.precision)
     out = check_results_path(config.output_dir, "--output_dir")
     streams = rng_streams(config.seed)
     started = time.perf_counter()
     _, train_images, train_labels = images_and_labels(streams["cnn_train"], config.n_train)
     _, test_images, test_labels = images_and_labels(streams["cnn_test"], config.n_test)
     torch.manual_seed(config.seed)
-    model = EllipseCNN()
+    model = EllipseCNN().to(device)  # initialised on the CPU: the same start on every device
     losses = train_cnn(model, train_images, train_labels, CNNTrainConfig(config.epochs, config.batch_size, config.lr, config.seed))
     record = {
         "experiment": "train_cnn",
@@ -103,13 +107,13 @@ def train_and_save(config: CNNRunConfig) -> dict:
         "seconds": time.perf_counter() - started,
     }
     with atomic_writer(out / "model.safetensors", binary=True) as tmp:
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp)
+        save_file({k: v.cpu().contiguous() for k, v in model.state_dict().items()}, tmp)
     atomic_write_json(out / "cnn.json", {"kind": KIND, "layers": list(LAYERS)})
     atomic_write_json(out / "training.json", record)
     return record
 
 
-def load_cnn(path: str | Path) -> EllipseCNN:
+def load_cnn(path: str | Path, device: str | torch.device = "cpu") -> EllipseCNN:
     """The CNN saved by `train_and_save`; one-line ValueErrors that say what to do otherwise."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -130,7 +134,7 @@ def load_cnn(path: str | Path) -> EllipseCNN:
         raise ValueError(f"--model_path {path}: model.safetensors is missing or corrupt ({str(error).splitlines()[0]}); {train_hint}") from None
     if not all(torch.isfinite(p).all() for p in model.parameters()):
         raise ValueError(f"--model_path {path}: model.safetensors contains NaN or inf; {train_hint}")
-    return model.eval()
+    return model.to(device).eval()
 
 
 def random_init_cnn(seed: int) -> EllipseCNN:
@@ -164,6 +168,8 @@ class EllipseDASConfig:
     seed: int = 0
     model_path: str = "results/cnn/model"
     results_path: str = "results/cnn/das"
+    device: str = "auto"  # where it runs (see causal_das.devices); not in a cell's settings
+    precision: str = "auto"
 
     @property
     def das_epochs(self) -> int:
@@ -300,11 +306,12 @@ def run_cell(model, control_model, pools: Pools, config: EllipseDASConfig, subse
 def run_das(config: EllipseDASConfig) -> list[dict]:
     """Runs every (subset, layer) cell not finished yet; returns all cells of this run."""
     config.validate()
-    model = load_cnn(config.model_path)
+    device = devices.setup(config.device, config.precision)
+    model = load_cnn(config.model_path, device)
     out = check_results_path(config.results_path)
     fingerprint = model_fingerprint(model)
     settings = {**config.settings(), "model_fingerprint": fingerprint}
-    control_model = random_init_cnn(config.seed) if config.control == "random_init" else None
+    control_model = random_init_cnn(config.seed).to(device) if config.control == "random_init" else None
     names = {(subset, layer): cell_name(config.mode, subset, layer, config.site_view, config.intervention_size)
              for subset in config.variables for layer in config.layers}
 

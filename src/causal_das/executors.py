@@ -3,7 +3,9 @@
 Ray (DESIGN.md decision 4) is optional and imported only here, only when asked for. Each Ray task
 computes one cell and writes the same files as the local executor, to the same results path (on a
 cluster: a shared file system); the per-cell claims of `sweep.claim` still apply, so a Ray run and a
-local run on one results path share the work. A task asks for one GPU when `gpus_per_task` is 1.
+local run on one results path share the work. A task asks for one GPU when the run is on CUDA:
+`--device cuda`, or `--device auto` on a cluster that has GPUs; each task then resolves `--device`
+on the machine it runs on.
 """
 
 from __future__ import annotations
@@ -42,17 +44,26 @@ def _call(task: Callable, key: Hashable):
     return task(key)
 
 
-def ray_map(task: Callable, keys: list[Hashable], address: str | None = None, cpus: int | None = None, gpus_per_task: int = 0,
+def gpus_per_task(ray, device: str) -> int:
+    """1 when the cells run on CUDA (see the module docstring), else 0."""
+    cluster_gpus = ray.cluster_resources().get("GPU", 0)
+    if device == "cuda" and cluster_gpus < 1:
+        raise ValueError("--device cuda with --executor ray: the Ray cluster has no GPU; use --device cpu (or auto)")
+    return 1 if device == "cuda" or (device == "auto" and cluster_gpus >= 1) else 0
+
+
+def ray_map(task: Callable, keys: list[Hashable], address: str | None = None, cpus: int | None = None, device: str = "cpu",
             desc: str = "cells") -> dict:
-    """Runs `task(key)` for every key as a Ray task (one CPU each, `gpus_per_task` GPUs); returns
-    {key: result} as tasks finish. `task` must be picklable (a module-level function or a partial of one)."""
+    """Runs `task(key)` for every key as a Ray task (one CPU each, and one GPU when `device` puts the
+    cells on CUDA); returns {key: result} as tasks finish. `task` must be picklable (a module-level
+    function or a partial of one)."""
     ray = import_ray()
     started_here = not ray.is_initialized()
     if started_here:
         options = {"address": address} if address else {"num_cpus": cpus}
         ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False, **options)
     try:
-        remote = ray.remote(num_cpus=1, num_gpus=gpus_per_task)(_call)
+        remote = ray.remote(num_cpus=1, num_gpus=gpus_per_task(ray, device))(_call)
         pending = {remote.remote(task, key): key for key in keys}
         results = {}
         with tqdm(total=len(pending), desc=f"{desc} (Ray)", unit="cell") as bar:

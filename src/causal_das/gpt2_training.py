@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from causal_das import devices
 from causal_das.io import atomic_write_json, run_metadata
 from causal_das.models import gpt2
 from causal_das.tasks import arithmetic
@@ -41,6 +42,8 @@ class GPT2RunConfig:
     warmup_fraction: float = SCRATCH["warmup_fraction"]
     heldout_fraction: float = 0.2
     seed: int = 123
+    device: str = "auto"  # see `devices`
+    precision: str = "auto"
 
     def train_config(self) -> gpt2.GPT2TrainConfig:
         return gpt2.GPT2TrainConfig(self.epochs, self.batch_size, self.lr, self.weight_decay, self.warmup_fraction, 1.0, self.seed)
@@ -92,12 +95,14 @@ def train_and_save(config: GPT2RunConfig) -> dict:
     output_dir = Path(config.output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise ValueError(f"--output_dir {output_dir} is a file, not a directory")
+    device = devices.setup(config.device, config.precision)
     started = time.perf_counter()
     if config.base_model is None:
         tokenizer = gpt2.build_tokenizer()
         model = gpt2.build_default_model(tokenizer, config.width, config.n_layers, config.n_heads, config.seed)
     else:
         model, tokenizer = _load_base(config.base_model)
+    model = model.to(device)  # initialised on the CPU: the same start on every device
     input_ids = gpt2.encode_prompts(tokenizer)
     train_idx, heldout_idx = arithmetic.heldout_split(np.random.default_rng(config.seed), config.heldout_fraction)
     torch.manual_seed(config.seed)

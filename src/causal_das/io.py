@@ -92,7 +92,10 @@ def package_versions() -> dict[str, str | None]:
 
 def run_metadata() -> dict:
     """What every result file records besides its config and metrics."""
-    return {"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "versions": package_versions(), "git_commit": git_commit()}
+    from causal_das import devices
+
+    return {"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "versions": package_versions(), "git_commit": git_commit(),
+            "compute": devices.current()}
 
 
 def check_results_path(path: str | os.PathLike, flag: str = "--results_path") -> Path:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from causal_das import devices
 from causal_das.causal_model import CounterfactualData, sample_counterfactuals
 from causal_das.das import engine
 from causal_das.io import atomic_write_json, check_results_path, read_json, run_metadata
@@ -51,6 +52,8 @@ class MLPExperimentConfig:
     export_pyvene: bool = False
     seed: int = 0
     results_path: str = "results/hierarchical_equality"
+    device: str = "auto"  # see causal_das.devices
+    precision: str = "auto"
 
     @property
     def width(self) -> int:
@@ -104,7 +107,8 @@ def train_task_mlp(task: FourObjectTask, config: MLPExperimentConfig, rng: np.ra
     sampler = task.sampler(config.object_dim)
     train_inputs, test_inputs = sampler(rng, config.mlp_train_size), sampler(rng, config.mlp_test_size)
     torch.manual_seed(config.seed)
-    model = MLPClassifier(config.width, config.n_layers)
+    # Initialised on the CPU, then moved: the same start on every device.
+    model = MLPClassifier(config.width, config.n_layers).to(devices.resolve(config.device))
     start = time.perf_counter()
     losses = train_classifier(
         model, encode(train_inputs), model_cm.run_forward(train_inputs)["O"].astype(np.int64),
@@ -122,14 +126,14 @@ def train_task_mlp(task: FourObjectTask, config: MLPExperimentConfig, rng: np.ra
 def random_init_copy(model: MLPClassifier, seed: int) -> MLPClassifier:
     """The control network: same architecture, fresh PyTorch-default weights, never trained."""
     torch.manual_seed(seed + 7919)
-    return MLPClassifier(model.width, model.n_layers, model.n_classes).eval()
+    return MLPClassifier(model.width, model.n_layers, model.n_classes).to(devices.of(model)).eval()
 
 
 def evaluate(model: MLPClassifier, layer: int, trained: engine.TrainedIntervention, data: CounterfactualData, engine_name: str) -> dict:
     site = MLPSite(model, layer)
     predictions = engine.predict(site, trained, to_interchange(data), engine_name).numpy()
     with torch.no_grad():
-        plain = model(torch.from_numpy(encode(data.base))).argmax(-1).numpy()
+        plain = model(torch.from_numpy(encode(data.base)).to(devices.of(model))).argmax(-1).cpu().numpy()
     return {**iia(predictions, data), "baselines": baselines(data, plain)}
 
 
@@ -146,11 +150,11 @@ def save_model(model: MLPClassifier, directory: Path) -> None:
 
     directory.mkdir(parents=True, exist_ok=True)
     with atomic_writer(directory / "mlp.safetensors", binary=True) as tmp:
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp)
+        save_file({k: v.cpu().contiguous() for k, v in model.state_dict().items()}, tmp)
     atomic_write_json(directory / "mlp.json", model.config())
 
 
-def load_model(directory: Path) -> MLPClassifier:
+def load_model(directory: Path, device: str | torch.device = "cpu") -> MLPClassifier:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -160,13 +164,14 @@ def load_model(directory: Path) -> MLPClassifier:
         model.load_state_dict(load_file(str(directory / "mlp.safetensors")))
     except (SafetensorError, OSError, RuntimeError, FileNotFoundError) as error:
         raise ValueError(f"saved MLP {directory / 'mlp.safetensors'} is missing or corrupt ({str(error).splitlines()[0]})") from None
-    return model.eval()
+    return model.to(device).eval()
 
 
 def run_layer_sweep(config: MLPExperimentConfig, experiment: str) -> dict:
     """Hierarchical equality / pattern matching: DAS at each layer with its control. Writes
     `results.json` (and per-layer cells as they finish) under `config.results_path`."""
     config.validate()
+    devices.setup(config.device, config.precision)
     out_dir = check_results_path(config.results_path)
     started = time.perf_counter()
     task = get_task(config.task)
@@ -216,7 +221,7 @@ def subspace_layout(variables, sizes) -> dict[str, list[int]]:
     return layout
 
 
-def evaluate_saved(results_path: str) -> dict:
+def evaluate_saved(results_path: str, device: str = "auto", precision: str = "auto") -> dict:
     """Reloads the saved MLP and interventions of a layer sweep, redraws its test set from the saved
     seed, and re-evaluates. Writes `evaluation.json`; `matches_saved` says whether every IIA is
     identical to the one in `results.json`."""
@@ -228,7 +233,7 @@ def evaluate_saved(results_path: str) -> dict:
     except (KeyError, TypeError) as error:
         raise ValueError(f"{out_dir / 'results.json'} is not a layer-sweep result ({error})") from None
     task = get_task(config.task)
-    model = load_model(out_dir / "model")
+    model = load_model(out_dir / "model", devices.setup(device, precision))
     test_data = sample_counterfactuals(task.causal_model(), task.sampler(config.object_dim), config.das_test_size, rng_streams(config.seed)["das_test"])
     layers, matches = {}, True
     for layer in config.layers:
@@ -252,6 +257,7 @@ def run_ablation(config: MLPExperimentConfig, layer: int) -> dict:
     order (first pair -> dims of the first subspace)."""
     config = replace(config, task="pattern_matching", layers=(layer,))
     config.validate()
+    devices.setup(config.device, config.precision)
     out_dir = check_results_path(config.results_path)
     started = time.perf_counter()
     streams = rng_streams(config.seed)

@@ -26,6 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from causal_das import arithmetic_das as ad
+from causal_das import devices
 from causal_das.das import engine
 from causal_das.io import atomic_write_json, atomic_writer, read_json, run_metadata
 from causal_das.models import gpt2
@@ -161,6 +162,8 @@ class GraphsConfig:
     executor: str = "local"  # or "ray": one Ray task per graph (see causal_das.executors)
     ray_address: str | None = None
     ray_cpus: int | None = None
+    device: str = "auto"  # see causal_das.devices
+    precision: str = "auto"
 
 
 def select_cells(summary: dict, config: GraphsConfig) -> tuple[list[tuple[str, int]], int]:
@@ -217,7 +220,8 @@ def graph_task(config: GraphsConfig, cwd: str, k: int, settings_for: dict, key: 
         if record is not None:
             return record
         sweep_config = ad.load_sweep_config(sweep)
-        model, tokenizer = gpt2.load_classifier(config.model_path or sweep_config.model_path)
+        device = devices.setup(config.device, config.precision)
+        model, tokenizer = gpt2.load_classifier(config.model_path or sweep_config.model_path, device)
         network = ad.Network.load(model, gpt2.encode_prompts(tokenizer), [key[1]])
         with engine.frozen(model):
             return compute_graph(network, model, sweep, sweep_config.positions, out, k, key, settings_for[key])
@@ -227,6 +231,7 @@ def run_graphs(config: GraphsConfig) -> dict:
     """Builds (or reuses, when finished with the same settings) every selected graph; writes
     graphs/<model>/L<layer>_k<k>.{npz,json} and graphs.json under `results_path`."""
     sweep = Path(config.sweep_path)
+    device = devices.setup(config.device, config.precision) if config.executor == "local" else None
     if not (sweep / "summary.json").is_file():
         raise ValueError(f"{sweep} holds no run_das.py results (no summary.json); run run_das.py --results_path {sweep} first")
     summary = read_json(sweep / "summary.json")
@@ -269,8 +274,10 @@ def run_graphs(config: GraphsConfig) -> dict:
         from causal_das.executors import ray_map
 
         task = functools.partial(graph_task, config, os.getcwd(), k, settings_for)
-        records.update(ray_map(task, todo, config.ray_address, config.ray_cpus, desc="IIA graphs"))
+        records.update(ray_map(task, todo, config.ray_address, config.ray_cpus, device=config.device, desc="IIA graphs"))
     elif todo:
+        model.to(device)
+        print(f"computing on {devices.describe()}", flush=True)
         network = ad.Network.load(model, gpt2.encode_prompts(tokenizer), sorted({layer for _, layer in todo}))
 
         def compute(key):

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from causal_das import devices
 from causal_das.das.intervention import DistributedInterchange
 from causal_das.das.site import Site, SiteName
 
@@ -56,6 +57,10 @@ class InterchangeData:
     @property
     def n_variables(self) -> int:
         return self.sources.shape[1]
+
+    def to(self, device: torch.device) -> InterchangeData:
+        move = {name: getattr(self, name).to(device) for name in ("inputs", "base", "sources", "labels")}
+        return InterchangeData(**move)
 
 
 @dataclass(frozen=True)
@@ -149,8 +154,17 @@ def frozen(model: nn.Module):
 
 @torch.no_grad()
 def cache_activations(site: Site, inputs: torch.Tensor, chunk: int = 16384) -> torch.Tensor:
-    """Prefix activations (M, n) of every distinct input, computed once."""
-    return torch.cat([site.prefix(inputs[i : i + chunk]) for i in range(0, len(inputs), chunk)])
+    """Prefix activations (M, n) of every distinct input, computed once, on the network's device
+    (fp32 even when the forward pass runs in bf16: the interchange is done in fp32)."""
+    device = devices.of(site.model)
+    with devices.network_autocast(device):
+        return torch.cat([site.prefix(inputs[i : i + chunk].to(device)).float() for i in range(0, len(inputs), chunk)])
+
+
+def suffix_logits(site: Site, hidden: torch.Tensor) -> torch.Tensor:
+    """The site's suffix on an (intervened) state, in the network precision; fp32 logits."""
+    with devices.network_autocast(hidden.device):
+        return site.suffix(hidden).float()
 
 
 def batch_order(n: int, batch_size: int, epoch: int, seed: int) -> list[torch.Tensor]:
@@ -179,6 +193,7 @@ def interchange(site: Site, intervention: DistributedInterchange, base: torch.Te
     coordinates = getattr(site, "coordinates", None)
     if coordinates is None:
         return intervention(base, sources, weight)
+    coordinates = coordinates.to(base.device)  # a no-op on the CPU; sites build it there
     mixed = intervention(base[:, coordinates], sources[:, :, coordinates], weight)
     return base.index_copy(1, coordinates, mixed)
 
@@ -194,7 +209,10 @@ def train(
         raise ValueError(f"unknown engine {engine!r}; choose one of {ENGINES}")
     if data.n_variables != len(config.subspace_sizes):
         raise ValueError(f"data has {data.n_variables} source(s) per example but {len(config.subspace_sizes)} subspace(s) were given")
-    intervention = initial_intervention(site, config)
+    # W starts from a CPU generator, so a seed gives the same start on every device.
+    device = devices.of(site.model)
+    intervention = initial_intervention(site, config).to(device)
+    data = data.to(device)
     start = time.perf_counter()
     if not intervention.trainable:
         weight, history = intervention.weight().detach(), {"epochs": [], "note": "k = n: a full swap, nothing to train"}
@@ -205,7 +223,7 @@ def train(
 
         weight, history = train_pyvene(site, data, config, intervention.weight().detach(), desc)
     history["train_seconds"] = time.perf_counter() - start
-    return TrainedIntervention(str(site.name), site.n, tuple(config.subspace_sizes), weight, engine, history)
+    return TrainedIntervention(str(site.name), site.n, tuple(config.subspace_sizes), weight.cpu(), engine, history)
 
 
 def optimise(parameters, logits_for, data: InterchangeData, config: DASConfig, desc: str) -> dict:
@@ -217,6 +235,7 @@ def optimise(parameters, logits_for, data: InterchangeData, config: DASConfig, d
         total_loss, correct = 0.0, 0
         batches = batch_order(len(data), config.batch_size, epoch, config.seed)
         for idx in tqdm(batches, desc=f"{desc} epoch {epoch + 1}/{config.epochs}", leave=False):
+            idx = idx.to(data.labels.device)
             logits = logits_for(idx)
             loss = nn.functional.cross_entropy(logits, data.labels[idx])
             optimizer.zero_grad(set_to_none=True)
@@ -230,12 +249,11 @@ def optimise(parameters, logits_for, data: InterchangeData, config: DASConfig, d
 
 
 def _train_fast(site, data, config, intervention, desc, activations=None):
-    if activations is None:
-        activations = cache_activations(site, data.inputs)
+    activations = cache_activations(site, data.inputs) if activations is None else activations.to(data.labels.device)
 
     def logits_for(idx):
         weight = intervention.weight()  # once per step, shared by every subspace
-        return site.suffix(interchange(site, intervention, activations[data.base[idx]], activations[data.sources[idx]], weight))
+        return suffix_logits(site, interchange(site, intervention, activations[data.base[idx]], activations[data.sources[idx]], weight))
 
     with frozen(site.model):
         history = optimise(intervention.parameters(), logits_for, data, config, desc)
@@ -250,24 +268,26 @@ def predict(
     batch_size: int = 8192,
     activations: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The intervened network's predicted class for every example (N,). `activations` as in `train`."""
+    """The intervened network's predicted class for every example (N,), on the CPU. `activations` as
+    in `train`."""
     if str(site.name) != trained.site:
         raise ValueError(f"intervention was trained at {trained.site}, not at {site.name}")
+    device = devices.of(site.model)
+    data = data.to(device)
     if engine == "pyvene":
         from causal_das.das.pyvene_engine import predict_pyvene
 
-        return predict_pyvene(site, trained, data, batch_size)
-    intervention = trained.module()
-    if activations is None:
-        activations = cache_activations(site, data.inputs)
+        return predict_pyvene(site, trained, data, batch_size).cpu()
+    intervention = trained.module().to(device)
+    activations = cache_activations(site, data.inputs) if activations is None else activations.to(device)
     out = []
     with torch.no_grad(), frozen(site.model):
         weight = intervention.weight()
         for start in range(0, len(data), batch_size):
-            idx = torch.arange(start, min(start + batch_size, len(data)))
+            idx = torch.arange(start, min(start + batch_size, len(data)), device=device)
             hidden = interchange(site, intervention, activations[data.base[idx]], activations[data.sources[idx]], weight)
-            out.append(site.suffix(hidden).argmax(-1))
-    return torch.cat(out)
+            out.append(suffix_logits(site, hidden).argmax(-1))
+    return torch.cat(out).cpu()
 
 
 def config_dict(config: DASConfig) -> dict:

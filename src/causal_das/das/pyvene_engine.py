@@ -19,6 +19,8 @@ import os
 
 import torch
 
+from causal_das import devices
+
 log = logging.getLogger(__name__)
 
 
@@ -62,6 +64,8 @@ def build_intervenable(site, n: int, subspace_sizes: tuple[int, ...], weight: to
         intervenable = pv.IntervenableModel(config, spec.model)
     intervenable.disable_model_gradients()
     spec.model.eval()
+    # pyvene creates its interventions on the CPU; put them beside the network.
+    intervenable.set_device(devices.of(spec.model), set_model=False)
     if weight is not None:
         load_weight(intervenable, weight)
     return intervenable, spec
@@ -81,11 +85,11 @@ def load_weight(intervenable, weight: torch.Tensor) -> None:
     """Sets the shared W of every intervention (through pyvene's orthogonal parametrisation)."""
     for module in _unique_interventions(intervenable):
         with torch.no_grad():
-            module.rotate_layer.weight = weight.detach().clone()
+            module.rotate_layer.weight = weight.detach().clone().to(module.rotate_layer.weight.device)
 
 
 def read_weight(intervenable) -> torch.Tensor:
-    return _unique_interventions(intervenable)[0].rotate_layer.weight.detach().clone()
+    return _unique_interventions(intervenable)[0].rotate_layer.weight.detach().cpu().clone()
 
 
 def _subspace_lists(subspace_sizes, batch):

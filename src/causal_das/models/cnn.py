@@ -195,7 +195,8 @@ class CNNTrainConfig:
 def train_cnn(model: EllipseCNN, images: np.ndarray, labels: np.ndarray, config: CNNTrainConfig) -> list[float]:
     """Adam on binary cross-entropy (the seed's recipe); returns each epoch's mean loss."""
     generator = torch.Generator().manual_seed(config.seed)
-    x, y = torch.as_tensor(images), torch.as_tensor(labels, dtype=torch.float32)
+    device = next(model.parameters()).device
+    x, y = torch.as_tensor(images).to(device), torch.as_tensor(labels, dtype=torch.float32).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     losses = []
     model.train()
@@ -204,7 +205,7 @@ def train_cnn(model: EllipseCNN, images: np.ndarray, labels: np.ndarray, config:
         total, batches = 0.0, 0
         bar = tqdm(range(0, len(x), config.batch_size), desc=f"train CNN epoch {epoch + 1}/{config.epochs}", leave=False)
         for start in bar:
-            idx = order[start : start + config.batch_size]
+            idx = order[start : start + config.batch_size].to(device)
             loss = nn.functional.binary_cross_entropy_with_logits(model(x[idx]), y[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -220,5 +221,5 @@ def train_cnn(model: EllipseCNN, images: np.ndarray, labels: np.ndarray, config:
 def predict_classes(model: EllipseCNN, images: np.ndarray | torch.Tensor, batch_size: int = 4096) -> np.ndarray:
     """The CNN's class (0/1) for each image."""
     model.eval()
-    x = torch.as_tensor(images)
-    return torch.cat([(model(x[i : i + batch_size]) > 0).long() for i in range(0, len(x), batch_size)]).numpy()
+    x, device = torch.as_tensor(images), next(model.parameters()).device
+    return torch.cat([(model(x[i : i + batch_size].to(device)) > 0).long().cpu() for i in range(0, len(x), batch_size)]).numpy()

@@ -72,8 +72,8 @@ def random_init_copy(model, seed: int):
     """The control network: the same configuration, freshly initialised, never trained."""
     from transformers import GPT2ForSequenceClassification
 
-    torch.manual_seed(seed + 7919)
-    return GPT2ForSequenceClassification(model.config).eval()
+    torch.manual_seed(seed + 7919)  # built on the CPU, so the copy is the same on every device
+    return GPT2ForSequenceClassification(model.config).to(model.device).eval()
 
 
 def encode_prompts(tokenizer) -> torch.Tensor:
@@ -102,9 +102,9 @@ def prepare_pretrained(model, tokenizer) -> None:
     model.config.pad_token_id = tokenizer.pad_token_id
 
 
-def load_classifier(path: str | os.PathLike):
-    """(model, tokenizer) saved by `train_gpt2.py` (or any GPT-2 sequence classifier with 28
-    classes); one-line ValueErrors that say what to do when the path is not such a model."""
+def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu"):
+    """(model on `device`, tokenizer) saved by `train_gpt2.py` (or any GPT-2 sequence classifier with
+    28 classes); one-line ValueErrors that say what to do when the path is not such a model."""
     from transformers import AutoConfig, AutoTokenizer, GPT2ForSequenceClassification
 
     path = str(path)
@@ -131,7 +131,7 @@ def load_classifier(path: str | os.PathLike):
         tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError, RuntimeError, SafetensorError) as error:
         raise ValueError(f"--model_path {path} could not be loaded ({str(error).splitlines()[0]})") from None
-    return model.eval(), tokenizer
+    return model.to(device).eval(), tokenizer
 
 
 # -- running the network in pieces ---------------------------------------------------------------
@@ -168,7 +168,7 @@ def block_outputs(model, input_ids: torch.Tensor, layers, chunk: int = 4096) -> 
     layers = sorted(set(layers))
     out = {layer: [] for layer in layers}
     for i in range(0, len(input_ids), chunk):
-        hidden, done = embed(model, input_ids[i : i + chunk]), 0
+        hidden, done = embed(model, input_ids[i : i + chunk].to(model.device)), 0
         for layer in layers:
             hidden = run_blocks(model, hidden, done, layer + 1)
             done = layer + 1
@@ -265,7 +265,8 @@ class GPT2TrainConfig:
 @torch.no_grad()
 def predictions(model, input_ids: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     model.eval()
-    return torch.cat([model(input_ids=input_ids[i : i + batch_size]).logits.argmax(-1) for i in range(0, len(input_ids), batch_size)])
+    return torch.cat([model(input_ids=input_ids[i : i + batch_size].to(model.device)).logits.argmax(-1).cpu()
+                      for i in range(0, len(input_ids), batch_size)])
 
 
 def train_classifier(model, input_ids: torch.Tensor, train_idx: np.ndarray, heldout_idx: np.ndarray, config: GPT2TrainConfig) -> list[dict]:
@@ -280,6 +281,8 @@ def train_classifier(model, input_ids: torch.Tensor, train_idx: np.ndarray, held
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = get_linear_schedule_with_warmup(optimizer, int(config.warmup_fraction * total), total)
     generator = torch.Generator().manual_seed(config.seed)
+    device = model.device
+    ids_on_device, labels_on_device = input_ids.to(device), labels.to(device)
     history = []
     bar = tqdm(range(config.epochs), desc="train GPT-2", unit="epoch")
     for epoch in bar:
@@ -287,8 +290,8 @@ def train_classifier(model, input_ids: torch.Tensor, train_idx: np.ndarray, held
         order = train_idx[torch.randperm(len(train_idx), generator=generator)]
         total_loss = 0.0
         for start in range(0, len(order), config.batch_size):
-            idx = order[start : start + config.batch_size]
-            loss = nn.functional.cross_entropy(model(input_ids=input_ids[idx]).logits, labels[idx])
+            idx = order[start : start + config.batch_size].to(device)
+            loss = nn.functional.cross_entropy(model(input_ids=ids_on_device[idx]).logits, labels_on_device[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)

@@ -75,7 +75,7 @@ class MLPClassifier(nn.Module):
         )
         model = MLPForClassification(config)
         model.load_state_dict(self.state_dict())
-        return model.eval()
+        return model.to(self.score.weight.device).eval()
 
 
 class MLPSite:
@@ -119,7 +119,8 @@ def train_classifier(
 ) -> list[float]:
     """Trains `model` with Adam and cross-entropy; returns the mean loss of each epoch."""
     generator = torch.Generator().manual_seed(config.seed)
-    x, y = torch.as_tensor(inputs), torch.as_tensor(labels, dtype=torch.long)
+    device = next(model.parameters()).device
+    x, y = torch.as_tensor(inputs).to(device), torch.as_tensor(labels, dtype=torch.long).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     losses = []
     model.train()
@@ -128,7 +129,7 @@ def train_classifier(
         total, batches = 0.0, 0
         bar = tqdm(range(0, len(x), config.batch_size), desc=f"{desc} epoch {epoch + 1}/{config.epochs}", leave=False)
         for start in bar:
-            idx = order[start : start + config.batch_size]
+            idx = order[start : start + config.batch_size].to(device)
             loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -143,6 +144,7 @@ def train_classifier(
 @torch.no_grad()
 def accuracy(model: nn.Module, inputs: np.ndarray, labels: np.ndarray, batch_size: int = 65536) -> float:
     model.eval()
-    x, y = torch.as_tensor(inputs), torch.as_tensor(labels, dtype=torch.long)
+    device = next(model.parameters()).device
+    x, y = torch.as_tensor(inputs).to(device), torch.as_tensor(labels, dtype=torch.long).to(device)
     correct = sum((model(x[i : i + batch_size]).argmax(-1) == y[i : i + batch_size]).sum().item() for i in range(0, len(x), batch_size))
     return correct / len(x)

@@ -1,0 +1,90 @@
+"""Where networks run and at what precision: the `--device` and `--precision` flags of every script
+that runs a network.
+
+`--device auto` (the default) uses CUDA when torch sees a GPU, else the CPU. Networks are built and
+seeded on the CPU and then moved, so a seed gives the same initial weights and the same initial W on
+any device; the engines follow the device of the network they are given (cached activations, W,
+the batches all live there) and hand results back on the CPU.
+
+Precision, `--precision auto` (the default): on CUDA, TF32 matrix products (fp32 storage, fp32
+accumulation, a 10-bit mantissa in the products), which DAS tolerates; on the CPU, plain fp32.
+`bf16` is opt-in on either: the frozen network's forward passes (the prefix that fills the
+activation cache, the suffix after the site) run under bf16 autocast, while the activation cache,
+W, its QR, the interchange and the loss stay fp32. The pyvene engine ignores bf16 (its rotation
+would be cast as well).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "tf32", "bf16")
+
+# What this process computes on, set by `setup`; recorded in every result file (io.run_metadata).
+_current = {"device": "cpu", "precision": "fp32"}
+
+
+def resolve(name: str) -> torch.device:
+    """`auto` -> cuda if torch sees a GPU, else cpu; ValueError for cuda without a GPU."""
+    if name not in DEVICES:
+        raise ValueError(f"unknown device {name!r}; choose one of {', '.join(DEVICES)}")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+        raise ValueError(f"--device cuda: torch {torch.__version__} ({build}) sees no CUDA GPU; use --device cpu (or auto)")
+    return torch.device(name)
+
+
+def setup(device: str = "auto", precision: str = "auto") -> torch.device:
+    """Resolves `device`, sets this process's matmul precision for it, and returns the device."""
+    resolved = resolve(device)
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        precision = "tf32" if resolved.type == "cuda" else "fp32"
+    if precision == "tf32" and resolved.type != "cuda":
+        raise ValueError("--precision tf32 is a CUDA mode; on the CPU use fp32 (the default) or bf16")
+    if resolved.type == "cuda":
+        tf32 = precision in ("tf32", "bf16")
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+    _current.update(device=str(resolved), precision=precision)
+    return resolved
+
+
+def current() -> dict[str, str]:
+    """{"device": ..., "precision": ...} as last set by `setup` (cpu, fp32 before any)."""
+    info = dict(_current)
+    if info["device"].startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(torch.device(info["device"]))
+    return info
+
+
+def describe() -> str:
+    info = current()
+    where = f"{info['device']} ({info['gpu']})" if "gpu" in info else info["device"]
+    return f"{where}, {info['precision']}"
+
+
+def network_autocast(device: torch.device):
+    """The context the frozen network's forward passes run in: bf16 autocast when asked for."""
+    if _current["precision"] != "bf16":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def of(module: torch.nn.Module) -> torch.device:
+    """The device a network's parameters live on."""
+    return next(module.parameters()).device
+
+
+def add_device_flags(parser) -> None:
+    parser.add_argument("--device", choices=DEVICES, default="auto",
+                        help="where networks run: auto (CUDA when torch sees a GPU, else CPU), cpu or cuda")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="auto: TF32 matrix products on CUDA, fp32 on CPU; fp32; tf32 (CUDA only); bf16: the frozen network's "
+                             "forward passes under bf16 autocast, W and the interchange in fp32 (fast engine)")
