@@ -141,3 +141,22 @@ def test_an_interrupted_evaluation_resumes_from_its_finished_cells(model, tmp_pa
     other = subprocess.run([*evaluate[:-1], "150"], capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert other.returncode == 0 and "evaluated earlier" not in other.stdout
     assert len(list((out / "evaluations").rglob("*.json"))) == 2 * N_CELLS
+
+
+def test_an_interrupted_mlp_layer_sweep_resumes(tmp_path):
+    command = [sys.executable, str(ROOT / "reproduce_das_experiment.py"), "--quick", "--control", "none", "--results_path"]
+    whole = subprocess.run([*command, str(tmp_path / "whole")], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert whole.returncode == 0, whole.stderr
+    out = tmp_path / "resumed"
+    assert subprocess.run([*command, str(out)], capture_output=True, cwd=ROOT, timeout=600).returncode == 0
+    # What a run killed during layer 2 leaves: the model, layers 0 and 1, no results.json.
+    (out / "results.json").unlink()
+    (out / "cells" / "L2.json").unlink()
+    rerun = subprocess.run([*command, str(out)], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "layer 0: finished earlier" in rerun.stdout and "layer 1: finished earlier" in rerun.stdout
+    assert "layer 2: finished earlier" not in rerun.stdout
+    assert contents(out) == contents(tmp_path / "whole")
+    # Other settings on the same path are recomputed, not mixed in.
+    other = subprocess.run([*command, str(out), "--seed", "5"], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert other.returncode == 0 and "finished earlier" not in other.stdout

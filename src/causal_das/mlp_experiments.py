@@ -23,6 +23,7 @@ from causal_das.das import engine
 from causal_das.io import atomic_write_json, check_results_path, read_json, run_metadata
 from causal_das.metrics import baselines, iia
 from causal_das.models.mlp import MLPClassifier, MLPSite, MLPTrainConfig, accuracy, train_classifier
+from causal_das.sweep import SettingsMismatch, load_finished
 from causal_das.tasks.four_objects import FourObjectTask, encode, get_task
 
 log = logging.getLogger(__name__)
@@ -167,23 +168,59 @@ def load_model(directory: Path, device: str | torch.device = "cpu") -> MLPClassi
     return model.to(device).eval()
 
 
+def run_settings(config: MLPExperimentConfig) -> dict:
+    """What a saved MLP or layer cell must have been computed with to be reused (not where it is
+    written or run, nor which other layers the run covers)."""
+    return {k: v for k, v in config.to_dict().items() if k not in ("results_path", "device", "precision", "export_pyvene", "layers")}
+
+
+def _reusable(path: Path, settings: dict, companions: tuple[Path, ...]) -> dict | None:
+    """A finished record computed with `settings`, else None; a record from other settings is
+    recomputed (and overwritten) rather than refused: these runs take seconds."""
+    try:
+        return load_finished(path, settings, companions=companions)
+    except SettingsMismatch:
+        return None
+
+
+def trained_mlp(task: FourObjectTask, config: MLPExperimentConfig, out_dir: Path, rng: np.random.Generator) -> tuple[MLPClassifier, dict]:
+    """The task's MLP: reloaded from `out_dir/model` when a run with the same settings saved it,
+    else trained and saved (weights first, its training record last)."""
+    settings = run_settings(config)
+    record_path = out_dir / "model" / "training.json"
+    record = _reusable(record_path, settings, companions=(out_dir / "model" / "mlp.safetensors",))
+    if record is not None:
+        return load_model(out_dir / "model", devices.resolve(config.device)), record["mlp"]
+    model, mlp_info = train_task_mlp(task, config, rng)
+    save_model(model, out_dir / "model")
+    atomic_write_json(record_path, {"status": "done", "settings": settings, "mlp": mlp_info})
+    return model, mlp_info
+
+
 def run_layer_sweep(config: MLPExperimentConfig, experiment: str) -> dict:
     """Hierarchical equality / pattern matching: DAS at each layer with its control. Writes
-    `results.json` (and per-layer cells as they finish) under `config.results_path`."""
+    `results.json` (and per-layer cells as they finish) under `config.results_path`. A rerun with
+    the same settings reuses the saved MLP and the finished layers, so an interrupted run resumes."""
     config.validate()
     devices.setup(config.device, config.precision)
     out_dir = check_results_path(config.results_path)
     started = time.perf_counter()
     task = get_task(config.task)
     streams = rng_streams(config.seed)
-    model, mlp_info = train_task_mlp(task, config, streams["mlp_data"])
-    save_model(model, out_dir / "model")
+    model, mlp_info = trained_mlp(task, config, out_dir, streams["mlp_data"])
     causal_model = task.causal_model()
     train_data = sample_counterfactuals(causal_model, task.sampler(config.object_dim), config.das_train_size, streams["das_train"])
     test_data = sample_counterfactuals(causal_model, task.sampler(config.object_dim), config.das_test_size, streams["das_test"])
     control_model = random_init_copy(model, config.seed) if config.control == "random_init" else None
     layers = {}
+    settings = run_settings(config)
     for layer in config.layers:
+        cell_path = out_dir / "cells" / f"L{layer}.json"
+        record = _reusable(cell_path, settings, companions=(out_dir / "interventions" / f"L{layer}" / "weights.safetensors",))
+        if record is not None and not config.export_pyvene:  # an export is redone from a fresh W
+            print(f"layer {layer}: finished earlier with these settings (IIA {record['iia']:.3f}), reused", flush=True)
+            layers[str(layer)] = {k: v for k, v in record.items() if k not in ("layer", "status", "settings")}
+            continue
         trained, result = align_layer(model, layer, train_data, test_data, config, f"DAS layer {layer}")
         trained.save(out_dir / "interventions" / f"L{layer}")
         if config.export_pyvene:
@@ -195,7 +232,7 @@ def run_layer_sweep(config: MLPExperimentConfig, experiment: str) -> dict:
             _, control = align_layer(control_model, layer, train_data, test_data, config, f"control layer {layer}")
             result["control_random_init"] = {"iia": control["iia"], "by_subset": control["by_subset"]}
         layers[str(layer)] = result
-        atomic_write_json(out_dir / "cells" / f"L{layer}.json", {"layer": layer, **result})
+        atomic_write_json(cell_path, {"layer": layer, "status": "done", "settings": settings, **result})
         log.info("layer %d: IIA %.3f", layer, result["iia"])
     payload = {
         "experiment": experiment,
