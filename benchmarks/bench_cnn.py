@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 from causal_das import cnn_experiments as cx
+from causal_das import devices
 from causal_das.models.cnn import LAYERS, VIEWS, CNNSite
 from causal_das.tasks import ellipse
 
@@ -30,11 +31,13 @@ def main():
     parser.add_argument("--n_train", type=int, default=d.n_train, help="training pairs")
     parser.add_argument("--n_test", type=int, default=2000, help="test pairs")
     parser.add_argument("--epochs", type=int, default=1, help="DAS epochs (1 is enough for a time ratio)")
+    devices.add_device_flags(parser)
     args = parser.parse_args()
     config = cx.EllipseDASConfig(mode=args.mode, layers=(args.layer,), site_view=args.site_view, intervention_size=args.intervention_size,
                                  n_train=args.n_train, n_test=args.n_test, epochs=args.epochs)
     config.validate()
-    model = cx.load_cnn(args.model_path)
+    model = cx.load_cnn(args.model_path, devices.setup(args.device, args.precision))  # W comes back to the CPU: timings include the sync
+    print(f"computing on {devices.describe()}")
     pools = cx.Pools.draw(config)
     subset = config.variables[0]
     train_pairs, test_pairs = pools.pairs(config, subset)

@@ -11,6 +11,7 @@ each on the same test set, and the training-time ratio, measured side by side in
 import argparse
 import time
 
+from causal_das import devices
 from causal_das.causal_model import sample_counterfactuals
 from causal_das.das import engine
 from causal_das.metrics import iia
@@ -26,8 +27,11 @@ def main():
     parser.add_argument("--das_train_size", type=int, default=defaults.das_train_size, help="counterfactual training examples")
     parser.add_argument("--das_epochs", type=int, default=defaults.das_epochs, help="DAS epochs")
     parser.add_argument("--seed", type=int, default=0, help="seed for data, MLP and W")
+    devices.add_device_flags(parser)
     args = parser.parse_args()
-    config = MLPExperimentConfig(das_train_size=args.das_train_size, das_epochs=args.das_epochs, seed=args.seed)
+    config = MLPExperimentConfig(das_train_size=args.das_train_size, das_epochs=args.das_epochs, seed=args.seed, device=args.device)
+    devices.setup(args.device, args.precision)
+    print(f"computing on {devices.describe()}")
     task = get_task(config.task)
     streams = rng_streams(config.seed)
     model, info = train_task_mlp(task, config, streams["mlp_data"])
