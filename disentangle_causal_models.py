@@ -20,7 +20,7 @@ Subcommands, in the order they build on each other (each writes JSON and a figur
 from causal_das.analysis import disentangle
 from causal_das.analysis import graphs as iia_graphs
 from causal_das.analysis import plots as figures
-from causal_das.cli import ArgumentParser, positive_int, run_main, setup_logging
+from causal_das.cli import ArgumentParser, non_negative_float, positive_int, run_main, setup_logging
 from causal_das.devices import add_device_flags
 from causal_das.executors import add_executor_flags
 from causal_das.tasks.arithmetic import MODELS, parse_triple
@@ -80,7 +80,7 @@ def build_parser() -> ArgumentParser:
 
     found = sub("cliques", "maximum cliques of weight-1 edges, removed one by one")
     found.add_argument("--min_size", type=positive_int, default=5, help="stop when the largest clique left is smaller (default 5)")
-    found.add_argument("--exact_seconds", type=float, default=10.0,
+    found.add_argument("--exact_seconds", type=non_negative_float, default=10.0,
                        help="time allowed for each exact maximum clique before the greedy approximation is used (0: always greedy)")
 
     divide = sub("divide", "assign triples to causal models, greedily, at a faithfulness threshold")

@@ -14,7 +14,7 @@ from causal_das import arithmetic_das as ad
 from causal_das.cli import ArgumentParser, positive_int, run_main, setup_logging
 from causal_das.devices import add_device_flags
 from causal_das.executors import add_executor_flags
-from causal_das.io import atomic_write_json
+from causal_das.io import atomic_write_json, check_results_path
 from causal_das.tasks.arithmetic import FAMILIES, MODELS
 
 
@@ -46,6 +46,14 @@ def main():
                 and (args.layers is None or cell["layer"] in args.layers)
                 and (args.low_rank_dims is None or cell["k"] in args.low_rank_dims))
 
+    for results_path in args.results_path:  # every output place is checked before anything is evaluated
+        if Path(results_path).is_file():
+            parser.error(f"--results_path {results_path} is a file; pass a sweep directory written by run_das.py")
+        out = Path(results_path) / args.output_name
+        if out.is_dir():
+            parser.error(f"--output_name {args.output_name}: {out} is a directory; pass a file name")
+        if out.parent != Path(results_path):  # an --output_name with directories: they must be creatable
+            check_results_path(out.parent, "--output_name")
     for results_path in args.results_path:
         record = ad.evaluate_saved(results_path, families, args.n_testing, args.all_pairs, args.seed, args.engine,
                                    args.model_path, selected, args.batch_size, args.executor, args.ray_address, args.ray_cpus,

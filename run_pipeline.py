@@ -15,21 +15,31 @@ Runs, in order, each as its own script (exactly what you would type):
  11. cnn/ellipse_das.py: circularity+colour at conv1 single-source (rows and flat views) and
      multi-source; each variable alone at conv1, conv2, conv3 and fc1 -> results/cnn/das/
 
+ 12. compare_results.py                      -> results/comparison.json: this run beside results/reference/
+
     python run_pipeline.py                 # default sizes (about 15-18 minutes on 2 CPU cores)
     python run_pipeline.py --quick         # smoke test (about a minute); numbers are not meaningful
     python run_pipeline.py --engine pyvene # every DAS run through pyvene (much slower)
 
-Finished DAS cells are kept: rerunning after an interruption resumes the sweeps.
+Every result records the flags and the inputs it was made from, so a rerun reuses what is up to date
+(a second run takes seconds), recomputes what an input change made stale (saying so, one line per
+step) and resumes after an interruption. The committed reference (results/reference/) is never read
+as a cache: the last step only compares with it.
 """
 
-import subprocess
+import os
+import runpy
 import sys
 import time
 from pathlib import Path
 
-from causal_das.cli import ArgumentParser, run_main
-from causal_das.devices import add_device_flags
-from causal_das.io import check_results_path
+# Before transformers is imported: its weight-loading bars for these tiny local models are noise.
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+from causal_das.cli import ArgumentParser, run_main  # noqa: E402
+from causal_das.devices import add_device_flags  # noqa: E402
+from causal_das.io import check_results_path  # noqa: E402
+from causal_das.progress import INNER_BARS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 TINY_GPT2 = ["--epochs", "3", "--width", "16", "--n_layers", "3", "--n_heads", "2"]
@@ -38,7 +48,8 @@ GRAPH_LAYERS = ["1", "6", "11"]  # early (best arithmetic IIA), middle, last: ab
 FAITHFULNESS = "0.8"
 EXAMPLE_TRIPLES = ["3,7,2", "10,1,4", "5,5,5"]
 CONV_LAYERS = ["conv1", "conv2", "conv3"]  # fc1 has 3 units: its own step with 1 dimension
-NO_NETWORK = {"gpt2_figures", "cliques", "divide", "classify", "predict"}  # steps that read results only: no --device
+NO_NETWORK = {"gpt2_figures", "cliques", "divide", "classify", "predict", "compare"}  # steps that read results only: no --device
+REFERENCE = ROOT / "results" / "reference"
 
 
 def steps(root: Path, quick: bool):
@@ -77,7 +88,23 @@ def steps(root: Path, quick: bool):
         ("cnn_multi", "cnn/ellipse_das.py", [*cnn_das, "--mode", "multi"], True),
         ("cnn_layers", "cnn/ellipse_das.py", [*cnn_das, "--variables", *ellipse_vars, "--layer", *(["conv1", "conv3"] if quick else CONV_LAYERS)], True),
         ("cnn_layers_fc1", "cnn/ellipse_das.py", [*cnn_das, "--variables", *ellipse_vars, "--layer", "fc1", "--intervention_size", "1"], True),
+        ("compare", "compare_results.py", ["--run", str(root), "--reference", str(REFERENCE)], False),
     ]
+
+
+def run_step(script: str, arguments: list[str]) -> int:
+    """Runs `python script arguments` in this process (as the bad-input tests do): the same argv,
+    the same `__main__`, without paying torch's and transformers' import once per step. Returns
+    its exit code."""
+    argv = sys.argv
+    sys.argv = [str(ROOT / script), *arguments]
+    try:
+        runpy.run_path(str(ROOT / script), run_name="__main__")
+    except SystemExit as stop:
+        return stop.code if isinstance(stop.code, int) else 1
+    finally:
+        sys.argv = argv
+    return 0
 
 
 def main():
@@ -91,20 +118,24 @@ def main():
     add_device_flags(parser)
     args = parser.parse_args()
     root = check_results_path(args.results_path)
+    os.environ[INNER_BARS] = "0"  # one progress bar per step
     started = time.perf_counter()
     for name, script, arguments, takes_engine in steps(root, args.quick):
         if args.only and name not in args.only:
             continue
-        command = [sys.executable, str(ROOT / script), *arguments]
+        if name == "compare" and (args.quick or not REFERENCE.is_dir() or root.resolve() == REFERENCE.resolve()):
+            why = "--quick sizes are not comparable" if args.quick else "it is this run" if REFERENCE.is_dir() else "it does not exist"
+            print(f"== compare: skipped ({REFERENCE}: {why})", flush=True)
+            continue
         if takes_engine:
-            command += ["--engine", args.engine]
-        if args.seed is not None:
-            command += ["--seed", str(args.seed)]
+            arguments = [*arguments, "--engine", args.engine]
+        if args.seed is not None and name != "compare":
+            arguments = [*arguments, "--seed", str(args.seed)]
         if name not in NO_NETWORK:
-            command += ["--device", args.device, "--precision", args.precision]
-        print(f"== {name}: {' '.join(command[1:])}", flush=True)
+            arguments = [*arguments, "--device", args.device, "--precision", args.precision]
+        print(f"== {name}: {script} {' '.join(arguments)}", flush=True)
         start = time.perf_counter()
-        if subprocess.run(command, check=False).returncode != 0:
+        if run_step(script, arguments) != 0:
             raise ValueError(f"step {name} failed (its error is above); finished steps keep their results")
         print(f"== {name} done in {time.perf_counter() - start:.0f} s\n", flush=True)
     print(f"main job finished in {(time.perf_counter() - started) / 60:.1f} minutes; results in {root}/")

@@ -10,7 +10,15 @@ triples are held out and the held-out accuracy is reported.
     python train_gpt2.py --base_model gpt2 --output_dir models/gpt2_finetuned
 """
 
-from causal_das.cli import ArgumentParser, positive_float, positive_int, run_main, setup_logging
+from causal_das.cli import (
+    ArgumentParser,
+    finite_float,
+    non_negative_float,
+    positive_float,
+    positive_int,
+    run_main,
+    setup_logging,
+)
 from causal_das.devices import add_device_flags
 from causal_das.gpt2_training import (
     REQUIRED_HELDOUT_ACCURACY,
@@ -35,11 +43,13 @@ def main():
     parser.add_argument("--batch_size", type=positive_int, default=d.batch_size, help="training batch size")
     parser.add_argument("--lr", type=positive_float, default=None,
                         help=f"peak AdamW learning rate (default {SCRATCH['lr']} from scratch, {THESIS_FINETUNE['lr']} fine-tuning)")
-    parser.add_argument("--weight_decay", type=float, default=d.weight_decay, help="AdamW weight decay")
-    parser.add_argument("--warmup_fraction", type=float, default=None,
+    parser.add_argument("--weight_decay", type=non_negative_float, default=d.weight_decay, help="AdamW weight decay")
+    parser.add_argument("--warmup_fraction", type=finite_float, default=None,
                         help=f"fraction of steps of linear warm-up before the linear decay (default {SCRATCH['warmup_fraction']} from scratch, 0 fine-tuning)")
-    parser.add_argument("--heldout_fraction", type=float, default=d.heldout_fraction, help="fraction of triples held out from training (per class)")
+    parser.add_argument("--heldout_fraction", type=finite_float, default=d.heldout_fraction, help="fraction of triples held out from training (per class)")
     parser.add_argument("--seed", type=int, default=d.seed, help="seed for the split, the initialisation and the batch order")
+    parser.add_argument("--retrain", action="store_true",
+                        help="train even if --output_dir holds a network trained with these flags (by default it is reused)")
     parser.add_argument("--verbose", action="store_true", help="log every epoch")
     add_device_flags(parser)
     args = parser.parse_args()

@@ -24,6 +24,8 @@ def main():
     parser.add_argument("--lr", type=positive_float, default=d.lr, help="Adam learning rate")
     parser.add_argument("--seed", type=int, default=d.seed, help="seed for the images, the initialisation and the batch order")
     parser.add_argument("--quick", action="store_true", help="tiny sizes for a smoke test (seconds); the accuracy is not meaningful")
+    parser.add_argument("--retrain", action="store_true",
+                        help="train even if --output_dir holds a CNN trained with these flags (by default it is reused)")
     parser.add_argument("--verbose", action="store_true", help="log every epoch's loss")
     add_device_flags(parser)
     args = parser.parse_args()

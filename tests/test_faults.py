@@ -92,7 +92,7 @@ def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(model, reference
         assert json.loads(path.read_text())["status"] == "done"
     rerun = subprocess.run(sweep_command(model, out), capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert rerun.returncode == 0, rerun.stderr
-    assert f"{done} of {N_CELLS} cells already finished" in rerun.stdout
+    assert f"reusing {done} of {N_CELLS} cells" in rerun.stdout
     assert contents(out) == reference[0]
 
 
@@ -103,7 +103,7 @@ def test_truncated_cell_is_recomputed(model, reference, tmp_path):
     victim.write_text(victim.read_text()[:50])
     rerun = subprocess.run(sweep_command(model, out), capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert rerun.returncode == 0, rerun.stderr
-    assert "corrupt or incomplete; recomputing" in rerun.stdout and "computed 1 cell(s) here" in rerun.stdout
+    assert f"recomputing 1 of {N_CELLS} cells: some files were corrupt or incomplete" in rerun.stdout and "computed 1 cell(s) here" in rerun.stdout
     assert contents(out) == reference[0]
 
 
@@ -134,12 +134,12 @@ def test_an_interrupted_evaluation_resumes_from_its_finished_cells(model, tmp_pa
     kept[1].write_text(kept[1].read_text()[:40])
     rerun = subprocess.run(evaluate, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert rerun.returncode == 0, rerun.stderr
-    assert f"{N_CELLS - 2} of {N_CELLS} cells were evaluated earlier" in rerun.stdout
-    assert "corrupt or incomplete; recomputing" in rerun.stdout
+    assert f"reusing {N_CELLS - 2} of {N_CELLS} cell evaluations" in rerun.stdout
+    assert f"recomputing 1 of {N_CELLS} cell evaluations: some files were corrupt or incomplete" in rerun.stdout
     assert strip_timing(json.loads((out / "evaluation.json").read_text())) == expected
     # Other settings are another evaluation: nothing reused, nothing overwritten.
     other = subprocess.run([*evaluate[:-1], "150"], capture_output=True, text=True, cwd=ROOT, timeout=600)
-    assert other.returncode == 0 and "evaluated earlier" not in other.stdout
+    assert other.returncode == 0 and "reusing" not in other.stdout
     assert len(list((out / "evaluations").rglob("*.json"))) == 2 * N_CELLS
 
 
@@ -154,9 +154,8 @@ def test_an_interrupted_mlp_layer_sweep_resumes(tmp_path):
     (out / "cells" / "L2.json").unlink()
     rerun = subprocess.run([*command, str(out)], capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert rerun.returncode == 0, rerun.stderr
-    assert "layer 0: finished earlier" in rerun.stdout and "layer 1: finished earlier" in rerun.stdout
-    assert "layer 2: finished earlier" not in rerun.stdout
+    assert "reusing 2 of 3 layers" in rerun.stdout
     assert contents(out) == contents(tmp_path / "whole")
     # Other settings on the same path are recomputed, not mixed in.
     other = subprocess.run([*command, str(out), "--seed", "5"], capture_output=True, text=True, cwd=ROOT, timeout=600)
-    assert other.returncode == 0 and "finished earlier" not in other.stdout
+    assert other.returncode == 0 and "reusing" not in other.stdout and "recomputing 3 of 3 layers: the flags changed" in other.stdout

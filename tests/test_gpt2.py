@@ -122,7 +122,7 @@ def test_sweep_files_resume_and_corruption(trained_model_dir, tmp_path, capsys):
     mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "cells").rglob("*.json")}
     capsys.readouterr()
     ad.run_sweep(config)
-    assert "3 of 3 cells already finished" in capsys.readouterr().out
+    assert "reusing 3 of 3 cells" in capsys.readouterr().out
     assert mtimes == {p: p.stat().st_mtime_ns for p in (tmp_path / "cells").rglob("*.json")}
     # A truncated cell is recomputed, with a message, and comes back identical apart from timing.
     cell_file.write_text(cell_file.read_text()[:100])
@@ -134,7 +134,7 @@ def test_sweep_files_resume_and_corruption(trained_model_dir, tmp_path, capsys):
     # A cell whose saved W is gone (a fresh clone of results/ has JSON but no weights) is recomputed.
     (tmp_path / "interventions" / "PXY_Z" / "L01_k4" / "weights.safetensors").unlink()
     ad.run_sweep(config)
-    assert "no saved intervention" in capsys.readouterr().out
+    assert "recomputing 1 of 3 cells: their saved files are missing" in capsys.readouterr().out
     assert json.loads(cell_file.read_text())["iia"] == cell["iia"]
     # Other settings on the same results path: refused, nothing overwritten.
     with pytest.raises(ValueError, match="other settings"):

@@ -31,7 +31,8 @@ from causal_das.das import engine
 from causal_das.io import atomic_write_json, check_results_path, read_json, run_metadata
 from causal_das.metrics import majority_rate
 from causal_das.models import gpt2
-from causal_das.sweep import SettingsMismatch, claim, load_finished, run_cells
+from causal_das.provenance import Tally, file_sha256, load_current, model_fingerprint
+from causal_das.sweep import claim, run_cells
 from causal_das.tasks import arithmetic
 
 log = logging.getLogger(__name__)
@@ -77,15 +78,6 @@ def thesis_k(n: int) -> tuple[int, ...]:
 def default_k(n: int) -> tuple[int, ...]:
     """Default sweep: thesis k = 256 and the full swap, scaled (for the default model: 16 and 288)."""
     return scaled_k((256, 4608), n)
-
-
-def model_fingerprint(model) -> str:
-    """A hash of the weights: cells computed on another network are never mixed in."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 def rng_streams(seed: int) -> dict[str, np.random.Generator]:
@@ -177,7 +169,8 @@ def baselines(network: Network, causal_model, test_ids: np.ndarray) -> dict[str,
     }
 
 
-def run_cell(network, control, causal_model, layer, k, train_ids, test_ids, config: SweepConfig, out_dir: Path, settings: dict) -> dict:
+def run_cell(network, control, causal_model, layer, k, train_ids, test_ids, config: SweepConfig, out_dir: Path, settings: dict,
+             inputs: dict) -> dict:
     family = arithmetic.get_family(config.causal_model_type)
     started = time.perf_counter()
     site = gpt2.GPT2Site(network.model, layer, config.positions)
@@ -207,7 +200,7 @@ def run_cell(network, control, causal_model, layer, k, train_ids, test_ids, conf
         control_trained = engine.train(control_site, train_data, config.das_config(k), config.engine, desc=f"control {desc}", activations=control_activations)
         control_iia, _ = evaluate_cell(control, control_site, control_trained, test_ids, family, config.engine)
         record["control_random_init"] = {"iia": control_iia, "iia_own_model": control_iia[causal_model.name]}
-    record.update(settings=settings, status="done", seconds=time.perf_counter() - started, **run_metadata())
+    record.update(settings=settings, inputs=inputs, status="done", seconds=time.perf_counter() - started, **run_metadata())
     atomic_write_json(out_dir / "cells" / f"{cell_name(causal_model.name, layer, k)}.json", record)
     return record
 
@@ -221,11 +214,12 @@ def ray_cell(config: SweepConfig, cwd: str, key: tuple[str, int, int]) -> dict:
     model, tokenizer = gpt2.load_classifier(config.model_path, device)
     _, layer, k = key
     out_dir = Path(config.results_path)
-    settings = {**_settings(config), "model_fingerprint": model_fingerprint(model), "causal_model": key[0], "layer": layer, "k": k}
+    settings = {**_settings(config), "causal_model": key[0], "layer": layer, "k": k}
+    inputs = {"model_fingerprint": model_fingerprint(model)}
     path = out_dir / "cells" / f"{cell_name(*key)}.json"
     weights = out_dir / "interventions" / cell_name(*key) / "weights.safetensors"
     with claim(path, wait=True):
-        record = load_finished(path, settings, companions=(weights,))
+        record = load_current(path, settings, inputs, companions=(weights,))
         if record is not None:
             return record
         input_ids = gpt2.encode_prompts(tokenizer)
@@ -233,7 +227,7 @@ def ray_cell(config: SweepConfig, cwd: str, key: tuple[str, int, int]) -> dict:
         control = Network.load(gpt2.random_init_copy(model, config.seed), input_ids, [layer]) if config.control == "random_init" else None
         train_ids, test_ids = sweep_pairs(config)
         with engine.frozen(model):
-            return run_cell(network, control, arithmetic.get_model(key[0]), layer, k, train_ids, test_ids, config, out_dir, settings)
+            return run_cell(network, control, arithmetic.get_model(key[0]), layer, k, train_ids, test_ids, config, out_dir, settings, inputs)
 
 
 def run_sweep(config: SweepConfig, executor: str = "local", ray_address: str | None = None, ray_cpus: int | None = None) -> dict:
@@ -250,8 +244,8 @@ def run_sweep(config: SweepConfig, executor: str = "local", ray_address: str | N
     fingerprint = model_fingerprint(model)
     train_ids, test_ids = sweep_pairs(config)
     cells = [(m, layer, k) for m in family for layer in layers for k in ks]
-    settings_for = {(m.name, layer, k): {**_settings(config), "model_fingerprint": fingerprint, "causal_model": m.name, "layer": layer, "k": k}
-                    for m, layer, k in cells}
+    settings_for = {(m.name, layer, k): {**_settings(config), "causal_model": m.name, "layer": layer, "k": k} for m, layer, k in cells}
+    inputs = {"model_fingerprint": fingerprint}
 
     by_name = {m.name: m for m in family}
 
@@ -259,19 +253,18 @@ def run_sweep(config: SweepConfig, executor: str = "local", ray_address: str | N
     def cell_path(key):
         return out_dir / "cells" / f"{cell_name(*key)}.json"
 
-    def finished(key):
+    def finished(key, tally=None):
         weights = out_dir / "interventions" / cell_name(*key) / "weights.safetensors"
-        return load_finished(cell_path(key), settings_for[key], companions=(weights,))
+        return load_current(cell_path(key), settings_for[key], inputs, companions=(weights,), tally=tally)
 
-    todo, done = [], {}
+    todo, done, tally = [], {}, Tally("cells")
     for m, layer, k in cells:
-        record = finished((m.name, layer, k))
+        record = finished((m.name, layer, k), tally)
         if record is None:
             todo.append((m.name, layer, k))
         else:
             done[(m.name, layer, k)] = record
-    if done:
-        print(f"{len(done)} of {len(cells)} cells already finished in {out_dir}; running the other {len(todo)}", flush=True)
+    tally.print()
     if todo and executor == "ray":
         from causal_das.executors import ray_map
 
@@ -288,13 +281,14 @@ def run_sweep(config: SweepConfig, executor: str = "local", ray_address: str | N
 
         def compute(key):
             name, layer, k = key
-            return run_cell(network, control, by_name[name], layer, k, train_ids, test_ids, config, out_dir, settings_for[key])
+            return run_cell(network, control, by_name[name], layer, k, train_ids, test_ids, config, out_dir, settings_for[key], inputs)
 
         with engine.frozen(model):
             records, computed = run_cells(todo, cell_path, finished, compute,
                                           lambda cells: tqdm(cells, desc=f"DAS cells ({config.causal_model_type})", unit="cell"))
         done.update(records)
-        print(f"computed {computed} cell(s) here; {len(todo) - computed} finished by another run on this results path", flush=True)
+        others = len(todo) - computed
+        print(f"computed {computed} cell(s) here" + (f"; {others} finished by another run on this results path" if others else ""), flush=True)
     summary = {
         "experiment": "run_das",
         "config": _settings(config),
@@ -393,16 +387,23 @@ def evaluate_saved(
     summary = read_json(results_path / "summary.json")
     fingerprint = model_fingerprint(model)
     if fingerprint != summary.get("model_fingerprint"):
-        raise ValueError(f"--model_path {config.model_path} is not the network the sweep in {results_path} was trained on")
+        if model_path is not None:
+            raise ValueError(f"--model_path {config.model_path} is not the network the sweep in {results_path} was trained on")
+        raise ValueError(f"the network at {config.model_path} changed since the sweep in {results_path} was trained; rerun "
+                         f"run_das.py --model_path {config.model_path} --results_path {results_path} first (it recomputes the stale cells)")
     input_ids = gpt2.encode_prompts(tokenizer)
     test_ids = evaluation_pairs(config, all_pairs, n_testing, seed)
     rows = [c for c in summary["cells"] if cell_filter is None or cell_filter(c)]
     if not rows:
         raise ValueError(f"no cells of {results_path} match the selection")
     keys = [(c["causal_model"], c["layer"], c["k"]) for c in rows]
-    settings = {"sweep_config": _settings(config), "model_fingerprint": fingerprint, "test_models": [m.name for m in models],
+    settings = {"sweep_config": _settings(config), "test_models": [m.name for m in models],
                 "pairs": {"n": len(test_ids), "all_pairs": all_pairs, "seed": seed}, "engine": engine_name}
     cells_dir = evaluation_cells_dir(results_path, settings)
+    tally = Tally("cell evaluations")
+    for key in keys:
+        _finished_evaluation(cells_dir, results_path, settings, fingerprint, key, tally)
+    tally.print()
     # Every saved W is read once first (and let go: a thesis sweep's full-swap W are 85 MB each), so a
     # missing or corrupt one stops the run before anything is written.
     for key in keys:
@@ -412,7 +413,7 @@ def evaluate_saved(
         from causal_das.executors import ray_map
 
         task = functools.partial(evaluate_cell_task, config, os.getcwd(), str(results_path), test_families, all_pairs, n_testing, seed,
-                                 engine_name, batch_size, settings)
+                                 engine_name, batch_size, settings, fingerprint)
         scores = ray_map(task, keys, ray_address, ray_cpus, device=device, desc="evaluate cells")
     else:
         model.to(on)
@@ -422,14 +423,12 @@ def evaluate_saved(
             site = gpt2.GPT2Site(model, key[1], config.positions)
             trained = engine.TrainedIntervention.load(results_path / "interventions" / cell_name(*key))
             iia = _evaluate_in_chunks(network, site, trained, test_ids, models, engine_name, batch_size)
-            return _save_evaluation(cells_dir, results_path, settings, key, iia)
+            return _save_evaluation(cells_dir, results_path, settings, fingerprint, key, iia)
 
         with engine.frozen(model):
             records, computed = run_cells(keys, lambda key: _evaluation_path(cells_dir, key),
-                                          lambda key: _finished_evaluation(cells_dir, results_path, settings, key), compute,
+                                          lambda key: _finished_evaluation(cells_dir, results_path, settings, fingerprint, key), compute,
                                           lambda keys: tqdm(keys, desc="evaluate cells", unit="cell"))
-        if computed < len(keys):
-            print(f"{len(keys) - computed} of {len(keys)} cells were evaluated earlier with these settings ({cells_dir}); reused", flush=True)
         scores = {key: record["iia"] for key, record in records.items()}
     evaluations = [{"trained_on": name, "layer": layer, "k": k, "iia": scores[(name, layer, k)]} for name, layer, k in keys]
     return {
@@ -454,23 +453,19 @@ def _evaluation_path(cells_dir: Path, key) -> Path:
     return cells_dir / f"{cell_name(*key)}.json"
 
 
-def _cell_settings(results_path: Path, settings: dict, key) -> dict:
-    """An evaluated cell's settings: the evaluation's, and a hash of the W it evaluated."""
-    weights = results_path / "interventions" / cell_name(*key) / "weights.safetensors"
-    digest = hashlib.sha256(weights.read_bytes()).hexdigest() if weights.is_file() else None
-    return {**settings, "cell": list(key), "weights_sha256": digest}
+def _cell_inputs(results_path: Path, fingerprint: str, key) -> dict:
+    """What an evaluated cell was derived from: the network and the W it evaluated."""
+    return {"model_fingerprint": fingerprint, "weights_sha256": file_sha256(results_path / "interventions" / cell_name(*key) / "weights.safetensors")}
 
 
-def _finished_evaluation(cells_dir: Path, results_path: Path, settings: dict, key) -> dict | None:
-    try:
-        return load_finished(_evaluation_path(cells_dir, key), _cell_settings(results_path, settings, key), required=("iia",))
-    except SettingsMismatch:
-        print(f"note: {cell_name(*key)} was retrained since it was evaluated; evaluating it again", flush=True)
-        return None
+def _finished_evaluation(cells_dir: Path, results_path: Path, settings: dict, fingerprint: str, key, tally=None) -> dict | None:
+    return load_current(_evaluation_path(cells_dir, key), {**settings, "cell": list(key)}, _cell_inputs(results_path, fingerprint, key),
+                        required=("iia",), tally=tally, mixing="recompute")
 
 
-def _save_evaluation(cells_dir: Path, results_path: Path, settings: dict, key, iia: dict) -> dict:
-    record = {"cell": list(key), "iia": iia, "settings": _cell_settings(results_path, settings, key), "status": "done", **run_metadata()}
+def _save_evaluation(cells_dir: Path, results_path: Path, settings: dict, fingerprint: str, key, iia: dict) -> dict:
+    record = {"cell": list(key), "iia": iia, "settings": {**settings, "cell": list(key)}, "inputs": _cell_inputs(results_path, fingerprint, key),
+              "status": "done", **run_metadata()}
     atomic_write_json(_evaluation_path(cells_dir, key), record)
     return record
 
@@ -485,14 +480,15 @@ def evaluation_pairs(config: SweepConfig, all_pairs: bool, n_testing: int, seed:
     return arithmetic.draw_pairs(rng, n_testing, exclude=train_ids)
 
 
-def evaluate_cell_task(config, cwd, results_path, test_families, all_pairs, n_testing, seed, engine_name, batch_size, settings, key) -> dict:
+def evaluate_cell_task(config, cwd, results_path, test_families, all_pairs, n_testing, seed, engine_name, batch_size, settings, fingerprint,
+                       key) -> dict:
     """One cell of `evaluate_saved` as a Ray task: {causal model: IIA}, kept like a local run's.
     Paths are meant against the driver's working directory `cwd`."""
     os.chdir(cwd)
     results_path = Path(results_path)
     cells_dir = evaluation_cells_dir(results_path, settings)
     with claim(_evaluation_path(cells_dir, key), wait=True):
-        record = _finished_evaluation(cells_dir, results_path, settings, key)
+        record = _finished_evaluation(cells_dir, results_path, settings, fingerprint, key)
         if record is not None:
             return record["iia"]
         model, tokenizer = gpt2.load_classifier(config.model_path, devices.setup(config.device, config.precision))
@@ -502,7 +498,7 @@ def evaluate_cell_task(config, cwd, results_path, test_families, all_pairs, n_te
         with engine.frozen(model):
             site = gpt2.GPT2Site(model, key[1], config.positions)
             iia = _evaluate_in_chunks(network, site, trained, evaluation_pairs(config, all_pairs, n_testing, seed), models, engine_name, batch_size)
-        return _save_evaluation(cells_dir, results_path, settings, key, iia)["iia"]
+        return _save_evaluation(cells_dir, results_path, settings, fingerprint, key, iia)["iia"]
 
 
 def _evaluate_in_chunks(network, site, trained, pair_ids, models, engine_name, batch_size, chunk: int = 200_000):

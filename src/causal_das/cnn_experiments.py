@@ -36,19 +36,14 @@ from causal_das.models.cnn import (
     site_geometry,
     train_cnn,
 )
-from causal_das.sweep import load_finished, run_cells
+from causal_das.provenance import Tally, load_current, model_fingerprint, trained_earlier
+from causal_das.sweep import run_cells
 from causal_das.tasks import ellipse
 
 log = logging.getLogger(__name__)
 
 KIND = "ellipse_cnn"  # written into cnn.json: what --model_path must hold
 SEED_EPOCHS = {"single": 3, "multi": 2}  # the seed notebook's DAS epochs per mode
-
-
-def model_fingerprint(model) -> str:
-    from causal_das.arithmetic_das import model_fingerprint as fingerprint
-
-    return fingerprint(model)
 
 
 def rng_streams(seed: int) -> dict[str, np.random.Generator]:
@@ -78,15 +73,24 @@ class CNNRunConfig:
     output_dir: str = "results/cnn/model"
     device: str = "auto"  # see causal_das.devices
     precision: str = "auto"
+    retrain: bool = False  # train even when output_dir holds a CNN trained with these flags
+
+    def settings(self) -> dict:
+        """The flags that determine the trained CNN (not where it is written or run)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("output_dir", "device", "precision", "retrain")}
 
 
 def train_and_save(config: CNNRunConfig) -> dict:
     """Trains the CNN, writes `model.safetensors`, `cnn.json` and `training.json` (the last one
-    written, so its presence means the model is complete). Returns the training record."""
+    written, so its presence means the model is complete). Returns the training record. A CNN already
+    trained there with the same flags (whose weights are the ones recorded) is reused."""
     from safetensors.torch import save_file
 
     device = devices.setup(config.device, config.precision)
     out = check_results_path(config.output_dir, "--output_dir")
+    earlier = trained_earlier(out, config.settings(), lambda: load_cnn(out), config.retrain)
+    if earlier is not None:
+        return earlier
     streams = rng_streams(config.seed)
     started = time.perf_counter()
     _, train_images, train_labels = images_and_labels(streams["cnn_train"], config.n_train)
@@ -105,6 +109,9 @@ def train_and_save(config: CNNRunConfig) -> dict:
         "parameters": sum(p.numel() for p in model.parameters()),
         "model_fingerprint": model_fingerprint(model),
         "seconds": time.perf_counter() - started,
+        "settings": config.settings(),
+        "inputs": {},
+        "status": "done",
     }
     with atomic_writer(out / "model.safetensors", binary=True) as tmp:
         save_file({k: v.cpu().contiguous() for k, v in model.state_dict().items()}, tmp)
@@ -120,8 +127,10 @@ def load_cnn(path: str | Path, device: str | torch.device = "cpu") -> EllipseCNN
 
     path = Path(path)
     train_hint = f"train it first: python cnn/train_cnn.py --output_dir {path}"
+    if path.is_file():
+        raise ValueError(f"--model_path {path} is a file, not a model directory; pass the directory cnn/train_cnn.py wrote")
     if not path.is_dir():
-        raise ValueError(f"--model_path {path} does not exist or is not a directory; {train_hint}")
+        raise ValueError(f"--model_path {path} does not exist; {train_hint}")
     marker = path / "cnn.json"
     if not marker.is_file():
         raise ValueError(f"--model_path {path} holds no ellipse CNN ({marker.name} is missing); {train_hint}")
@@ -309,8 +318,7 @@ def run_das(config: EllipseDASConfig) -> list[dict]:
     device = devices.setup(config.device, config.precision)
     model = load_cnn(config.model_path, device)
     out = check_results_path(config.results_path)
-    fingerprint = model_fingerprint(model)
-    settings = {**config.settings(), "model_fingerprint": fingerprint}
+    settings, inputs = config.settings(), {"model_fingerprint": model_fingerprint(model)}
     control_model = random_init_cnn(config.seed).to(device) if config.control == "random_init" else None
     names = {(subset, layer): cell_name(config.mode, subset, layer, config.site_view, config.intervention_size)
              for subset in config.variables for layer in config.layers}
@@ -318,9 +326,9 @@ def run_das(config: EllipseDASConfig) -> list[dict]:
     def cell_path(key):
         return out / "cells" / f"{names[key]}.json"
 
-    def finished(key):
-        return load_finished(cell_path(key), settings, required=("iia", "baselines"),
-                             companions=(out / "interventions" / names[key] / "weights.safetensors",))
+    def finished(key, tally=None):
+        return load_current(cell_path(key), settings, inputs, required=("iia", "baselines"),
+                            companions=(out / "interventions" / names[key] / "weights.safetensors",), tally=tally)
 
     shared: dict = {}  # the image pools and the CNN's plain predictions, made when a cell first needs them
 
@@ -331,20 +339,20 @@ def run_das(config: EllipseDASConfig) -> list[dict]:
             shared["plain"] = predict_classes(model, shared["pools"].test_images)
         result, trained = run_cell(model, control_model, shared["pools"], config, subset, layer, shared["plain"])
         trained.save(out / "interventions" / names[key])
-        payload = {"cell": names[key], "status": "done", "settings": settings, "model_path": config.model_path, **run_metadata(), **result}
+        payload = {"cell": names[key], "status": "done", "settings": settings, "inputs": inputs, "model_path": config.model_path, **run_metadata(), **result}
         atomic_write_json(cell_path(key), payload)
         print(f"{names[key]}: IIA {result['iia']:.3f}" + (f" (control {result['control_random_init']['iia']:.3f})" if control_model else ""),
               flush=True)
         return payload
 
-    records, todo = {}, []
+    records, todo, tally = {}, [], Tally("cells")
     for key in names:
-        record = finished(key)
+        record = finished(key, tally)
         if record is None:
             todo.append(key)
         else:
-            print(f"{names[key]}: finished earlier (IIA {record['iia']:.3f}), skipped", flush=True)
             records[key] = record
+    tally.print()
     fresh, _ = run_cells(todo, cell_path, finished, compute, lambda keys: keys)
     records.update(fresh)
     return [records[key] for key in names]

@@ -17,6 +17,9 @@ would be cast as well).
 from __future__ import annotations
 
 import contextlib
+import functools
+import platform
+from pathlib import Path
 
 import torch
 
@@ -57,11 +60,25 @@ def setup(device: str = "auto", precision: str = "auto") -> torch.device:
 
 
 def current() -> dict[str, str]:
-    """{"device": ..., "precision": ...} as last set by `setup` (cpu, fp32 before any)."""
-    info = dict(_current)
+    """{"device", "precision", "cpu", "cpu_capability"[, "gpu"]} as last set by `setup` (cpu, fp32
+    before any). The machine is recorded because another CPU (or GPU) rounds differently: the same
+    flags and seed give identical files on one machine, and may differ in the last digits on another."""
+    info = {**_current, **cpu_info()}
     if info["device"].startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(torch.device(info["device"]))
     return info
+
+
+@functools.cache
+def cpu_info() -> dict[str, str]:
+    """The CPU's model name and the instruction set torch's CPU kernels use (e.g. AVX2, AVX512)."""
+    name = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    return {"cpu": name, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
 
 def describe() -> str:

@@ -15,8 +15,9 @@ import numpy as np
 import torch
 
 from causal_das import devices
-from causal_das.io import atomic_write_json, run_metadata
+from causal_das.io import atomic_write_json, check_results_path, run_metadata
 from causal_das.models import gpt2
+from causal_das.provenance import model_fingerprint, trained_earlier
 from causal_das.tasks import arithmetic
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,11 @@ class GPT2RunConfig:
     seed: int = 123
     device: str = "auto"  # see `devices`
     precision: str = "auto"
+    retrain: bool = False  # train even when output_dir holds a network trained with these flags
+
+    def settings(self) -> dict:
+        """The flags that determine the trained network (not where it is written or run)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("output_dir", "device", "precision", "retrain")}
 
     def train_config(self) -> gpt2.GPT2TrainConfig:
         return gpt2.GPT2TrainConfig(self.epochs, self.batch_size, self.lr, self.weight_decay, self.warmup_fraction, 1.0, self.seed)
@@ -52,6 +58,10 @@ class GPT2RunConfig:
 def _load_base(name: str):
     from transformers import AutoConfig, AutoTokenizer, GPT2ForSequenceClassification
 
+    if Path(name).exists() and not Path(name).is_dir():
+        # transformers reads a config.json given as a file, then fails with a traceback on the tokenizer.
+        raise ValueError(f"--base_model {name} is a file, not a model directory; pass a hub name or the directory "
+                         "a GPT-2 was saved to with save_pretrained")
     try:
         config = AutoConfig.from_pretrained(name)
     except (OSError, ValueError) as error:
@@ -91,11 +101,14 @@ def _save_atomically(model, tokenizer, output_dir: Path, extra: dict) -> None:
 
 def train_and_save(config: GPT2RunConfig) -> dict:
     """Trains, writes the model, tokenizer, `training.json` and `training_curves.png` to
-    `config.output_dir`, and returns the training record."""
+    `config.output_dir`, and returns the training record. A network already trained there with the
+    same flags (and whose weights are the ones its record names) is reused, not retrained."""
     output_dir = Path(config.output_dir)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise ValueError(f"--output_dir {output_dir} is a file, not a directory")
     device = devices.setup(config.device, config.precision)
+    check_results_path(output_dir, "--output_dir")
+    earlier = trained_earlier(output_dir, config.settings(), lambda: gpt2.load_classifier(output_dir)[0], config.retrain)
+    if earlier is not None:
+        return earlier
     started = time.perf_counter()
     if config.base_model is None:
         tokenizer = gpt2.build_tokenizer()
@@ -130,6 +143,10 @@ def train_and_save(config: GPT2RunConfig) -> dict:
         ],
         "history": history,
         "seconds": time.perf_counter() - started,
+        "model_fingerprint": model_fingerprint(model),
+        "settings": config.settings(),
+        "inputs": {},
+        "status": "done",
     }
     _save_atomically(model, tokenizer, output_dir, {"training.json": record})
     from causal_das.plots import plot_training_curves

@@ -23,7 +23,7 @@ from causal_das.das import engine
 from causal_das.io import atomic_write_json, check_results_path, read_json, run_metadata
 from causal_das.metrics import baselines, iia
 from causal_das.models.mlp import MLPClassifier, MLPSite, MLPTrainConfig, accuracy, train_classifier
-from causal_das.sweep import SettingsMismatch, load_finished
+from causal_das.provenance import Tally, load_current, model_fingerprint
 from causal_das.tasks.four_objects import FourObjectTask, encode, get_task
 
 log = logging.getLogger(__name__)
@@ -174,27 +174,31 @@ def run_settings(config: MLPExperimentConfig) -> dict:
     return {k: v for k, v in config.to_dict().items() if k not in ("results_path", "device", "precision", "export_pyvene", "layers")}
 
 
-def _reusable(path: Path, settings: dict, companions: tuple[Path, ...]) -> dict | None:
-    """A finished record computed with `settings`, else None; a record from other settings is
-    recomputed (and overwritten) rather than refused: these runs take seconds."""
-    try:
-        return load_finished(path, settings, companions=companions)
-    except SettingsMismatch:
-        return None
+def _reusable(path: Path, settings: dict, inputs: dict, companions: tuple[Path, ...], tally: Tally | None = None) -> dict | None:
+    """A finished record computed with `settings` from `inputs`, else None. A record from other
+    settings is recomputed (and overwritten) rather than refused: these runs take seconds."""
+    return load_current(path, settings, inputs, companions=companions, tally=tally, mixing="recompute")
 
 
-def trained_mlp(task: FourObjectTask, config: MLPExperimentConfig, out_dir: Path, rng: np.random.Generator) -> tuple[MLPClassifier, dict]:
-    """The task's MLP: reloaded from `out_dir/model` when a run with the same settings saved it,
-    else trained and saved (weights first, its training record last)."""
+def trained_mlp(task: FourObjectTask, config: MLPExperimentConfig, out_dir: Path, rng: np.random.Generator) -> tuple[MLPClassifier, dict, str]:
+    """(the task's MLP, its training info, its weights fingerprint): reloaded from `out_dir/model`
+    when a run with the same settings saved it (and its weights are the ones recorded), else
+    trained and saved (weights first, its training record last)."""
     settings = run_settings(config)
     record_path = out_dir / "model" / "training.json"
-    record = _reusable(record_path, settings, companions=(out_dir / "model" / "mlp.safetensors",))
+    tally = Tally("model/training.json")
+    record = _reusable(record_path, settings, {}, companions=(out_dir / "model" / "mlp.safetensors",), tally=tally)
     if record is not None:
-        return load_model(out_dir / "model", devices.resolve(config.device)), record["mlp"]
+        model = load_model(out_dir / "model", devices.resolve(config.device))
+        if model_fingerprint(model) == record.get("mlp_fingerprint"):
+            return model, record["mlp"], record["mlp_fingerprint"]
+        tally.retract_reuse("its weights are not the ones it records")
+    tally.print()
     model, mlp_info = train_task_mlp(task, config, rng)
     save_model(model, out_dir / "model")
-    atomic_write_json(record_path, {"status": "done", "settings": settings, "mlp": mlp_info})
-    return model, mlp_info
+    fingerprint = model_fingerprint(model)
+    atomic_write_json(record_path, {"status": "done", "settings": settings, "inputs": {}, "mlp_fingerprint": fingerprint, "mlp": mlp_info})
+    return model, mlp_info, fingerprint
 
 
 def run_layer_sweep(config: MLPExperimentConfig, experiment: str) -> dict:
@@ -207,19 +211,23 @@ def run_layer_sweep(config: MLPExperimentConfig, experiment: str) -> dict:
     started = time.perf_counter()
     task = get_task(config.task)
     streams = rng_streams(config.seed)
-    model, mlp_info = trained_mlp(task, config, out_dir, streams["mlp_data"])
+    model, mlp_info, fingerprint = trained_mlp(task, config, out_dir, streams["mlp_data"])
     causal_model = task.causal_model()
     train_data = sample_counterfactuals(causal_model, task.sampler(config.object_dim), config.das_train_size, streams["das_train"])
     test_data = sample_counterfactuals(causal_model, task.sampler(config.object_dim), config.das_test_size, streams["das_test"])
     control_model = random_init_copy(model, config.seed) if config.control == "random_init" else None
     layers = {}
-    settings = run_settings(config)
+    settings, inputs = run_settings(config), {"mlp_fingerprint": fingerprint}
+    cached, tally = {}, Tally("layers")
+    for layer in config.layers:
+        weights = out_dir / "interventions" / f"L{layer}" / "weights.safetensors"
+        cached[layer] = _reusable(out_dir / "cells" / f"L{layer}.json", settings, inputs, (weights,), tally)
+    tally.print()
     for layer in config.layers:
         cell_path = out_dir / "cells" / f"L{layer}.json"
-        record = _reusable(cell_path, settings, companions=(out_dir / "interventions" / f"L{layer}" / "weights.safetensors",))
+        record = cached[layer]
         if record is not None and not config.export_pyvene:  # an export is redone from a fresh W
-            print(f"layer {layer}: finished earlier with these settings (IIA {record['iia']:.3f}), reused", flush=True)
-            layers[str(layer)] = {k: v for k, v in record.items() if k not in ("layer", "status", "settings")}
+            layers[str(layer)] = {k: v for k, v in record.items() if k not in ("layer", "status", "settings", "inputs")}
             continue
         trained, result = align_layer(model, layer, train_data, test_data, config, f"DAS layer {layer}")
         trained.save(out_dir / "interventions" / f"L{layer}")
@@ -232,7 +240,7 @@ def run_layer_sweep(config: MLPExperimentConfig, experiment: str) -> dict:
             _, control = align_layer(control_model, layer, train_data, test_data, config, f"control layer {layer}")
             result["control_random_init"] = {"iia": control["iia"], "by_subset": control["by_subset"]}
         layers[str(layer)] = result
-        atomic_write_json(cell_path, {"layer": layer, "status": "done", "settings": settings, **result})
+        atomic_write_json(cell_path, {"layer": layer, "status": "done", "settings": settings, "inputs": inputs, **result})
         log.info("layer %d: IIA %.3f", layer, result["iia"])
     payload = {
         "experiment": experiment,
@@ -298,8 +306,14 @@ def run_ablation(config: MLPExperimentConfig, layer: int) -> dict:
     out_dir = check_results_path(config.results_path)
     started = time.perf_counter()
     streams = rng_streams(config.seed)
-    model, mlp_info = train_task_mlp(get_task("pattern_matching"), config, streams["mlp_data"])
-    save_model(model, out_dir / "model")
+    model, mlp_info, fingerprint = trained_mlp(get_task("pattern_matching"), config, out_dir, streams["mlp_data"])
+    settings, inputs = {**run_settings(config), "layer": layer}, {"mlp_fingerprint": fingerprint}
+    tally = Tally("results.json")
+    saved = _reusable(out_dir / "results.json", settings, inputs, tuple(out_dir / "interventions" / t / "weights.safetensors" for t in ABLATION_TASKS),
+                      tally)
+    tally.print()
+    if saved is not None:
+        return saved
     control_model = random_init_copy(model, config.seed) if config.control == "random_init" else None
     names = [get_task(t).pattern for t in ABLATION_TASKS]
     datasets = {}
@@ -337,6 +351,9 @@ def run_ablation(config: MLPExperimentConfig, layer: int) -> dict:
         "details": details,
         "mlp": mlp_info,
         "seconds": time.perf_counter() - started,
+        "settings": settings,
+        "inputs": inputs,
+        "status": "done",
     }
     atomic_write_json(out_dir / "results.json", payload)
     return payload

@@ -14,6 +14,8 @@ interchange gives that model's counterfactual label.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from causal_das.tasks import arithmetic
@@ -72,7 +74,11 @@ def fit_tree(x: np.ndarray, y: np.ndarray, max_depths: tuple[int, ...], folds: i
     splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
     scores = {}
     for depth in max_depths:
-        fold_scores = cross_val_score(DecisionTreeClassifier(max_depth=depth, random_state=seed), x, y, cv=splitter, scoring="accuracy")
+        with warnings.catch_warnings():
+            # A class with a single triple (e.g. a division set of one) cannot be in every fold;
+            # sklearn warns once per depth and scores it in the one fold that holds it, which is right.
+            warnings.filterwarnings("ignore", message="The least populated class in y has only", category=UserWarning)
+            fold_scores = cross_val_score(DecisionTreeClassifier(max_depth=depth, random_state=seed), x, y, cv=splitter, scoring="accuracy")
         scores[int(depth)] = (float(fold_scores.mean()), float(fold_scores.std(ddof=1) / np.sqrt(len(fold_scores))))
     best = max(scores, key=lambda d: (scores[d][0], -d))
     chosen = min(d for d, (mean, _) in scores.items() if mean >= scores[best][0] - scores[best][1])

@@ -1,6 +1,8 @@
 """The steps of `disentangle_causal_models.py` after the graphs: cliques, division, classification
 and prediction. Each reads the graphs (and the previous step's JSON), writes its JSON atomically
-and then its figure."""
+and then its figure. Each result records its flags and its inputs (the graph arrays' sha256, the
+division it classifies), so a rerun with the same flags on the same graphs reuses it, and a rerun
+after the graphs changed recomputes it (see `provenance`)."""
 
 from __future__ import annotations
 
@@ -13,18 +15,53 @@ from causal_das.analysis import classification, cliques, division
 from causal_das.analysis import plots as figures
 from causal_das.analysis.graphs import load_graphs
 from causal_das.io import atomic_write_json, read_json, run_metadata
+from causal_das.provenance import Tally, digest, load_current
 from causal_das.tasks import arithmetic
+
+
+def graph_hashes(results_path: Path) -> dict[str, str | None]:
+    """{graph record: its array's sha256} for every graph listed in graphs.json (the inputs of every
+    step below); {} when there is no graphs.json (the step then fails with its own message)."""
+    index_path = results_path / "graphs.json"
+    if not index_path.is_file():
+        return {}
+    hashes = {}
+    for row in read_json(index_path).get("graphs") or []:
+        record_path = results_path / row["record"]
+        hashes[row["record"]] = read_json(record_path).get("array_sha256") if record_path.is_file() else None
+    return hashes
+
+
+def _reusable(path: Path, settings: dict, inputs: dict, figure: Path, plot) -> dict | None:
+    """The record at `path` if it was made with these flags from these inputs (its figure redrawn if
+    missing), else None; prints one line either way when a record existed."""
+    tally = Tally(path.name)
+    record = load_current(path, settings, inputs, tally=tally, mixing="recompute")
+    tally.print()
+    if record is not None and not figure.is_file():
+        plot(path, figure)
+    return record
+
+
+def _write(path: Path, record: dict, settings: dict, inputs: dict, figure: Path, plot) -> dict:
+    record = {**record, "settings": settings, "inputs": inputs, "status": "done"}
+    atomic_write_json(path, record)
+    plot(path, figure)
+    return record
 
 
 def run_cliques(results_path: str | Path, min_size: int, exact_seconds: float) -> dict:
     results_path = Path(results_path)
+    settings, inputs = {"min_size": min_size, "exact_seconds": exact_seconds}, {"graphs": graph_hashes(results_path)}
+    path, figure = results_path / "cliques.json", results_path / "cliques.png"
+    record = _reusable(path, settings, inputs, figure, figures.plot_cliques)
+    if record is not None:
+        return record
     index, graphs = load_graphs(results_path)
     started = time.perf_counter()
     result = cliques.analyse(graphs, min_size, exact_seconds, progress=lambda items: tqdm(list(items), desc="cliques", unit="graph"))
     record = {"experiment": "cliques", "k": index["k"], **result, "seconds": time.perf_counter() - started, **run_metadata()}
-    atomic_write_json(results_path / "cliques.json", record)
-    figures.plot_cliques(results_path / "cliques.json", results_path / "cliques.png")
-    return record
+    return _write(path, record, settings, inputs, figure, figures.plot_cliques)
 
 
 def _layers_with_all(graphs: dict, order: list[str], layers) -> list[int]:
@@ -41,6 +78,12 @@ def _layers_with_all(graphs: dict, order: list[str], layers) -> list[int]:
 def run_division(results_path: str | Path, faithfulness: float, order: list[str] | None, layers=None) -> dict:
     division.check_faithfulness(faithfulness)
     results_path = Path(results_path)
+    settings = {"faithfulness": faithfulness, "order": list(order) if order else None, "layers": list(layers) if layers is not None else None}
+    inputs = {"graphs": graph_hashes(results_path)}
+    path, figure = results_path / "division.json", results_path / "division.png"
+    record = _reusable(path, settings, inputs, figure, figures.plot_division)
+    if record is not None:
+        return record
     index, graphs = load_graphs(results_path)
     names = index["causal_models"]
     order = list(order) if order else list(names)
@@ -52,9 +95,7 @@ def run_division(results_path: str | Path, faithfulness: float, order: list[str]
         weights = {m: graphs[(m, layer)].weight for m in order}
         rows.append({"layer": layer, **division.divide(weights, order, faithfulness)})
     record = {"experiment": "division", "k": index["k"], "faithfulness": faithfulness, "order": order, "layers": rows, **run_metadata()}
-    atomic_write_json(results_path / "division.json", record)
-    figures.plot_division(results_path / "division.json", results_path / "division.png")
-    return record
+    return _write(path, record, settings, inputs, figure, figures.plot_division)
 
 
 def _division_at(results_path: Path, layer: int | None) -> dict:
@@ -83,6 +124,12 @@ def _division_at(results_path: Path, layer: int | None) -> dict:
 def run_classification(results_path: str | Path, layer: int | None, test_fraction: float, max_depth: int, folds: int, seed: int) -> dict:
     results_path = Path(results_path)
     division_record, row = _division_at(results_path, layer)
+    settings = {"layer": layer, "test_fraction": test_fraction, "max_depth": max_depth, "folds": folds, "seed": seed}
+    inputs = {"graphs": graph_hashes(results_path), "division": digest({"order": division_record["order"], "row": row})}
+    path, figure = results_path / "classification.json", results_path / "classification_tree.png"
+    record = _reusable(path, settings, inputs, figure, figures.plot_tree)
+    if record is not None:
+        return record
     _, graphs = load_graphs(results_path)
     correct = {m: graphs[(m, row["layer"])].correct for m in division_record["order"]}
     started = time.perf_counter()
@@ -100,9 +147,7 @@ def run_classification(results_path: str | Path, layer: int | None, test_fractio
         "seconds": time.perf_counter() - started,
         **run_metadata(),
     }
-    atomic_write_json(results_path / "classification.json", record)
-    figures.plot_tree(results_path / "classification.json", results_path / "classification_tree.png")
-    return record
+    return _write(path, record, settings, inputs, figure, figures.plot_tree)
 
 
 def classification_summary(record: dict) -> str:

@@ -28,9 +28,11 @@ from tqdm.auto import tqdm
 from causal_das import arithmetic_das as ad
 from causal_das import devices
 from causal_das.das import engine
-from causal_das.io import atomic_write_json, atomic_writer, read_json, run_metadata
+from causal_das.io import atomic_write_json, atomic_writer, check_results_path, read_json, run_metadata
 from causal_das.models import gpt2
-from causal_das.sweep import claim, load_finished, run_cells
+from causal_das.progress import inner as inner_bar
+from causal_das.provenance import Tally, file_sha256, load_current
+from causal_das.sweep import claim, run_cells
 from causal_das.tasks import arithmetic
 
 N = arithmetic.N_TRIPLES
@@ -65,7 +67,7 @@ def correct_matrix(network: ad.Network, site, trained, causal_model, bases_per_c
     sources = np.arange(N)
     chunks = range(0, N, bases_per_chunk)
     bar = {"desc": progress} if progress else {"disable": True}  # an explicit disable=False would override TQDM_DISABLE
-    for start in tqdm(chunks, unit="chunk", leave=False, **bar):
+    for start in inner_bar(chunks, unit="chunk", **bar):
         bases = np.arange(start, min(start + bases_per_chunk, N))
         base = np.repeat(bases, N)
         source = np.tile(sources, len(bases))
@@ -187,7 +189,7 @@ def select_cells(summary: dict, config: GraphsConfig) -> tuple[list[tuple[str, i
     return [(m, layer) for m in models for layer in layers], k
 
 
-def compute_graph(network, model, sweep: Path, positions, out: Path, k: int, key: tuple[str, int], settings: dict) -> dict:
+def compute_graph(network, model, sweep: Path, positions, out: Path, k: int, key: tuple[str, int], spec: tuple[dict, dict]) -> dict:
     """Builds one graph from the sweep cell `key` = (causal model, layer) and saves it; returns its record."""
     name, layer = key
     started = time.perf_counter()
@@ -202,7 +204,8 @@ def compute_graph(network, model, sweep: Path, positions, out: Path, k: int, key
         "site": str(site.name),
         "sweep": str(sweep),
         **statistics(correct, arithmetic.get_model(name)),
-        "settings": settings,
+        "settings": spec[0],
+        "inputs": spec[1],
         "status": "done",
         "seconds": time.perf_counter() - started,
         **run_metadata(),
@@ -210,13 +213,13 @@ def compute_graph(network, model, sweep: Path, positions, out: Path, k: int, key
     return save_graph(out, Graph(name, layer, k, correct), record)
 
 
-def graph_task(config: GraphsConfig, cwd: str, k: int, settings_for: dict, key: tuple[str, int]) -> dict:
+def graph_task(config: GraphsConfig, cwd: str, k: int, spec_for: dict, key: tuple[str, int]) -> dict:
     """One graph as a Ray task (paths are meant against the driver's working directory `cwd`)."""
     os.chdir(cwd)
     sweep, out = Path(config.sweep_path), Path(config.results_path) / "graphs"
     path = out / f"{graph_name(key[0], key[1], k)}.json"
     with claim(path, wait=True):
-        record = load_finished(path, settings_for[key], companions=(path.with_suffix(".npz"),))
+        record = load_current(path, *spec_for[key], companions=(path.with_suffix(".npz"),))
         if record is not None:
             return record
         sweep_config = ad.load_sweep_config(sweep)
@@ -224,7 +227,17 @@ def graph_task(config: GraphsConfig, cwd: str, k: int, settings_for: dict, key: 
         model, tokenizer = gpt2.load_classifier(config.model_path or sweep_config.model_path, device)
         network = ad.Network.load(model, gpt2.encode_prompts(tokenizer), [key[1]])
         with engine.frozen(model):
-            return compute_graph(network, model, sweep, sweep_config.positions, out, k, key, settings_for[key])
+            return compute_graph(network, model, sweep, sweep_config.positions, out, k, key, spec_for[key])
+
+
+def graph_spec(sweep: Path, name: str, layer: int, k: int) -> tuple[dict, dict]:
+    """(settings, inputs) of the graph of one sweep cell. Settings: the sweep's flags (a graph of a
+    sweep made with other flags is not mixed in); inputs: the cell's own inputs (the network) and the
+    sha256 of its trained W, so a recomputed cell makes its graph stale."""
+    cell = read_json(sweep / "cells" / f"{ad.cell_name(name, layer, k)}.json")
+    weights = sweep / "interventions" / ad.cell_name(name, layer, k) / "weights.safetensors"
+    settings = {"sweep_cell_settings": cell.get("settings"), "causal_model": name, "layer": layer, "k": k}
+    return settings, {"sweep_cell": cell.get("inputs"), "weights_sha256": file_sha256(weights)}
 
 
 def run_graphs(config: GraphsConfig) -> dict:
@@ -237,43 +250,45 @@ def run_graphs(config: GraphsConfig) -> dict:
     summary = read_json(sweep / "summary.json")
     selected, k = select_cells(summary, config)
     sweep_config = ad.load_sweep_config(sweep)
-    out = Path(config.results_path) / "graphs"
-    settings_for = {}
-    for name, layer in selected:
-        cell = read_json(sweep / "cells" / f"{ad.cell_name(name, layer, k)}.json")
-        settings_for[(name, layer)] = {"sweep_cell_settings": cell.get("settings"), "causal_model": name, "layer": layer, "k": k}
+    out = check_results_path(config.results_path) / "graphs"
+    spec_for = {(name, layer): graph_spec(sweep, name, layer, k) for name, layer in selected}
 
     def graph_path(key):
         return out / f"{graph_name(key[0], key[1], k)}.json"
 
-    def finished(key):
+    def finished(key, tally=None):
         path = graph_path(key)
-        record = load_finished(path, settings_for[key], companions=(path.with_suffix(".npz"),))
+        record = load_current(path, *spec_for[key], companions=(path.with_suffix(".npz"),), tally=tally)
         if record is not None:
             try:
                 load_graph(path)
-            except ValueError as error:
-                print(f"note: {error}; recomputing", flush=True)
+            except ValueError:
+                if tally is not None:
+                    tally.retract_reuse("some arrays were truncated or changed")
                 return None
         return record
 
-    records, todo = {}, []
+    records, todo, tally = {}, [], Tally("graphs")
     for key in selected:
-        record = finished(key)
+        record = finished(key, tally)
         if record is None:
             todo.append(key)
         else:
             records[key] = record
+    tally.print()
     started = time.perf_counter()
     if todo:
         model_path = config.model_path or sweep_config.model_path
         model, tokenizer = gpt2.load_classifier(model_path)
         if ad.model_fingerprint(model) != summary.get("model_fingerprint"):
-            raise ValueError(f"--model_path {model_path} is not the network the sweep in {sweep} was trained on")
+            if config.model_path is not None:
+                raise ValueError(f"--model_path {model_path} is not the network the sweep in {sweep} was trained on")
+            raise ValueError(f"the network at {model_path} changed since the sweep in {sweep} was trained; rerun "
+                             f"run_das.py --model_path {model_path} --results_path {sweep} first (it recomputes the stale cells)")
     if todo and config.executor == "ray":
         from causal_das.executors import ray_map
 
-        task = functools.partial(graph_task, config, os.getcwd(), k, settings_for)
+        task = functools.partial(graph_task, config, os.getcwd(), k, spec_for)
         records.update(ray_map(task, todo, config.ray_address, config.ray_cpus, device=config.device, desc="IIA graphs"))
     elif todo:
         model.to(device)
@@ -281,7 +296,7 @@ def run_graphs(config: GraphsConfig) -> dict:
         network = ad.Network.load(model, gpt2.encode_prompts(tokenizer), sorted({layer for _, layer in todo}))
 
         def compute(key):
-            return compute_graph(network, model, sweep, sweep_config.positions, out, k, key, settings_for[key])
+            return compute_graph(network, model, sweep, sweep_config.positions, out, k, key, spec_for[key])
 
         with engine.frozen(model):
             fresh, _ = run_cells(todo, graph_path, finished, compute, lambda keys: tqdm(keys, desc="IIA graphs", unit="graph"))

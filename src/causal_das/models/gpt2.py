@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
+from causal_das import progress
+from causal_das.das.engine import DivergenceGuard
 from causal_das.das.site import PyveneSpec, SiteName
 from causal_das.tasks import arithmetic
 
@@ -110,6 +111,9 @@ def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu")
     path = str(path)
     if not Path(path).exists():
         raise ValueError(f"--model_path {path} does not exist; train the model first: python train_gpt2.py --output_dir {path}")
+    if not Path(path).is_dir():
+        # transformers reads a config.json given as a file, then fails deep inside torch.load on the weights.
+        raise ValueError(f"--model_path {path} is a file, not a model directory; pass the directory train_gpt2.py wrote")
     try:
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as error:
@@ -271,7 +275,8 @@ def predictions(model, input_ids: torch.Tensor, batch_size: int = 1000) -> torch
 
 def train_classifier(model, input_ids: torch.Tensor, train_idx: np.ndarray, heldout_idx: np.ndarray, config: GPT2TrainConfig) -> list[dict]:
     """AdamW with a linear schedule (after `warmup_fraction` of linear warm-up) and gradient clipping,
-    on the training triples only; returns one record per epoch with loss and both accuracies."""
+    on the training triples only; returns one record per epoch with loss and both accuracies
+    (ValueError if training diverges, see `DivergenceGuard`)."""
     from transformers import get_linear_schedule_with_warmup
 
     labels = torch.as_tensor(arithmetic.LABELS)
@@ -283,21 +288,24 @@ def train_classifier(model, input_ids: torch.Tensor, train_idx: np.ndarray, held
     generator = torch.Generator().manual_seed(config.seed)
     device = model.device
     ids_on_device, labels_on_device = input_ids.to(device), labels.to(device)
+    guard = DivergenceGuard("training of the GPT-2 classifier", "lower the learning rate (--lr)")
     history = []
-    bar = tqdm(range(config.epochs), desc="train GPT-2", unit="epoch")
+    bar = progress.bar(range(config.epochs), desc="train GPT-2", unit="epoch")
     for epoch in bar:
         model.train()
         order = train_idx[torch.randperm(len(train_idx), generator=generator)]
         total_loss = 0.0
-        for start in range(0, len(order), config.batch_size):
+        for step, start in enumerate(range(0, len(order), config.batch_size), 1):
             idx = order[start : start + config.batch_size].to(device)
             loss = nn.functional.cross_entropy(model(input_ids=ids_on_device[idx]).logits, labels_on_device[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-            optimizer.step()
+            guard.step(optimizer, epoch + 1, step)
             schedule.step()
-            total_loss += loss.item() * len(idx)
+            value = loss.item()
+            guard.check(value, epoch + 1, step)
+            total_loss += value * len(idx)
         predicted = predictions(model, input_ids)
         correct = (predicted == labels).numpy()
         record = {

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
+from causal_das import progress
+from causal_das.das.engine import DivergenceGuard
 from causal_das.das.site import PyveneSpec, SiteName
 
 log = logging.getLogger(__name__)
@@ -117,24 +118,28 @@ class MLPTrainConfig:
 def train_classifier(
     model: nn.Module, inputs: np.ndarray, labels: np.ndarray, config: MLPTrainConfig, desc: str = "train MLP"
 ) -> list[float]:
-    """Trains `model` with Adam and cross-entropy; returns the mean loss of each epoch."""
+    """Trains `model` with Adam and cross-entropy; returns the mean loss of each epoch (ValueError if
+    training diverges, see `DivergenceGuard`)."""
     generator = torch.Generator().manual_seed(config.seed)
     device = next(model.parameters()).device
     x, y = torch.as_tensor(inputs).to(device), torch.as_tensor(labels, dtype=torch.long).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    guard = DivergenceGuard("training of the MLP classifier", "lower the MLP learning rate (--mlp_lr)")
     losses = []
     model.train()
     for epoch in range(config.epochs):
         order = torch.randperm(len(x), generator=generator)
         total, batches = 0.0, 0
-        bar = tqdm(range(0, len(x), config.batch_size), desc=f"{desc} epoch {epoch + 1}/{config.epochs}", leave=False)
-        for start in bar:
+        bar = progress.inner(range(0, len(x), config.batch_size), desc=f"{desc} epoch {epoch + 1}/{config.epochs}")
+        for step, start in enumerate(bar, 1):
             idx = order[start : start + config.batch_size].to(device)
             loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
-            total, batches = total + loss.item(), batches + 1
+            guard.step(optimizer, epoch + 1, step)
+            value = loss.item()
+            guard.check(value, epoch + 1, step)
+            total, batches = total + value, batches + 1
         losses.append(total / batches)
         log.info("%s epoch %d: loss %.4f", desc, epoch + 1, losses[-1])
     model.eval()
