@@ -237,7 +237,7 @@ CASES = [
     ("cnn/ellipse_das.py", ["--model_path", "{cnn}", "--results_path", "{out}", "--lr", "nan"], "must be a finite number"),
     ("cnn/ellipse_das.py", ["--model_path", "{cnn}", "--results_path", "{file}"], "is a file"),
     ("cnn/ellipse_das.py", ["--model_path", "{cnn}", "--results_path", "/proc/nope"], "cannot be created"),
-    ("cnn/ellipse_das.py", ["--model_path", "{cnn}/model.safetensors", "--results_path", "{out}"], "is not a directory"),
+    ("cnn/ellipse_das.py", ["--model_path", "{cnn}/model.safetensors", "--results_path", "{out}"], "is a file, not a model directory"),
     ("cnn/ellipse_das.py", ["--model_path", "{cnn}", "--results_path", "{out}", "--variables", "size"], "unknown variable"),
     ("cnn/ellipse_das.py", ["--model_path", "{cnn}", "--results_path", "{out}", "--intervention_size", "449"], "do not fit the conv1 site"),
     ("cnn/ellipse_das.py", ["--model_path", "{cnn}", "--results_path", "{out}", "--mode", "multi", "--variables", "area"], "at least two variables"),
