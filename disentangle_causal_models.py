@@ -17,12 +17,11 @@ Subcommands, in the order they build on each other (each writes JSON and a figur
     python disentangle_causal_models.py predict 3,7,2 10,1,4 5+5+5
 """
 
-from causal_das.analysis import disentangle
-from causal_das.analysis import graphs as iia_graphs
-from causal_das.analysis import plots as figures
-from causal_das.cli import ArgumentParser, non_negative_float, positive_int, run_main, setup_logging
-from causal_das.devices import add_device_flags
-from causal_das.executors import add_executor_flags
+from causal_das.experiments import disentangling, iia_graphs
+from causal_das.plots import disentangling as figures
+from causal_das.runtime.cli import ArgumentParser, non_negative_float, positive_int, run_main, setup_logging
+from causal_das.runtime.devices import add_device_flags
+from causal_das.runtime.executors import add_executor_flags
 from causal_das.tasks.arithmetic import MODELS, parse_triple
 
 RESULTS = "results/gpt2/disentangling"
@@ -115,22 +114,22 @@ def main():
     elif args.command == "cliques":
         from causal_das.analysis.cliques import cliques_table
 
-        record = disentangle.run_cliques(args.results_path, args.min_size, args.exact_seconds)
+        record = disentangling.run_cliques(args.results_path, args.min_size, args.exact_seconds)
         print(cliques_table(record))
         print(f"wrote {args.results_path}/cliques.json and cliques.png")
     elif args.command == "divide":
         from causal_das.analysis.division import division_table
 
-        record = disentangle.run_division(args.results_path, args.faithfulness, args.order, args.layers)
+        record = disentangling.run_division(args.results_path, args.faithfulness, args.order, args.layers)
         print(division_table(record))
         print(f"wrote {args.results_path}/division.json and division.png")
     elif args.command == "classify":
-        record = disentangle.run_classification(args.results_path, args.layer, args.test_fraction, args.max_depth, args.folds, args.seed)
-        print(disentangle.classification_summary(record))
+        record = disentangling.run_classification(args.results_path, args.layer, args.test_fraction, args.max_depth, args.folds, args.seed)
+        print(disentangling.classification_summary(record))
         print(f"rules:\n{record['rules']}")
         print(f"wrote {args.results_path}/classification.json and classification_tree.png")
     else:
-        print(disentangle.prediction_table(disentangle.predict(args.results_path, args.triples)))
+        print(disentangling.prediction_table(disentangling.predict(args.results_path, args.triples)))
 
 
 if __name__ == "__main__":

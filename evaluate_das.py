@@ -10,11 +10,11 @@ pairs. Writes the JSON the figures read.
 
 from pathlib import Path
 
-from causal_das import arithmetic_das as ad
-from causal_das.cli import ArgumentParser, positive_int, run_main, setup_logging
-from causal_das.devices import add_device_flags
-from causal_das.executors import add_executor_flags
-from causal_das.io import atomic_write_json, check_results_path
+from causal_das.experiments import gpt2_evaluation
+from causal_das.runtime.cli import ArgumentParser, positive_int, run_main, setup_logging
+from causal_das.runtime.devices import add_device_flags
+from causal_das.runtime.executors import add_executor_flags
+from causal_das.runtime.io import atomic_write_json, check_results_path
 from causal_das.tasks.arithmetic import FAMILIES, MODELS
 
 
@@ -55,12 +55,12 @@ def main():
         if out.parent != Path(results_path):  # an --output_name with directories: they must be creatable
             check_results_path(out.parent, "--output_name")
     for results_path in args.results_path:
-        record = ad.evaluate_saved(results_path, families, args.n_testing, args.all_pairs, args.seed, args.engine,
+        record = gpt2_evaluation.evaluate_saved(results_path, families, args.n_testing, args.all_pairs, args.seed, args.engine,
                                    args.model_path, selected, args.batch_size, args.executor, args.ray_address, args.ray_cpus,
                                    args.device, args.precision)
         out = Path(results_path) / args.output_name
         atomic_write_json(out, record)
-        print(ad.evaluation_table(record))
+        print(gpt2_evaluation.evaluation_table(record))
         print(f"wrote {out}")
 
 

@@ -7,23 +7,23 @@ baselines and a random-init control.
     python reproduce_das_experiment.py --evaluate_saved # reload saved model + W, re-measure IIA
 """
 
-from causal_das import mlp_experiments as mx
-from causal_das.cli import ArgumentParser, add_common_flags, run_main, setup_logging
+from causal_das.experiments import mlp as mlp_experiment
+from causal_das.runtime.cli import ArgumentParser, add_common_flags, run_main, setup_logging
 
 
 def main():
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
-    mx.add_mlp_flags(parser)
+    mlp_experiment.add_mlp_flags(parser)
     add_common_flags(parser, "results/hierarchical_equality")
     parser.add_argument("--evaluate_saved", action="store_true",
                         help="do not train: reload the model and interventions saved in --results_path and re-measure IIA")
     args = parser.parse_args()
     setup_logging(args.verbose)
     if args.evaluate_saved:
-        result = mx.evaluate_saved(args.results_path, args.device, args.precision)
+        result = mlp_experiment.evaluate_saved(args.results_path, args.device, args.precision)
         print(f"re-evaluated saved interventions: {result['layers']} (identical to saved: {result['matches_saved']})")
         return
-    mx.layer_sweep_main(args, "hierarchical_equality")
+    mlp_experiment.layer_sweep_main(args, "hierarchical_equality")
 
 
 if __name__ == "__main__":

@@ -13,17 +13,17 @@ resumes where it stopped. summary.json gathers every cell.
 
 from dataclasses import replace
 
-from causal_das import arithmetic_das as ad
-from causal_das.cli import ArgumentParser, positive_float, positive_int, run_main, setup_logging
-from causal_das.devices import add_device_flags
-from causal_das.executors import add_executor_flags
-from causal_das.plots import plot_sweep
+from causal_das.experiments import gpt2_sweep
+from causal_das.plots.gpt2 import plot_sweep
+from causal_das.runtime.cli import ArgumentParser, positive_float, positive_int, run_main, setup_logging
+from causal_das.runtime.devices import add_device_flags
+from causal_das.runtime.executors import add_executor_flags
 from causal_das.tasks.arithmetic import FAMILIES
 
 
 def main():
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
-    d = ad.SweepConfig()
+    d = gpt2_sweep.SweepConfig()
     parser.add_argument("--model_path", default=d.model_path, help="a GPT-2 sequence classifier saved by train_gpt2.py (or any with 28 classes)")
     parser.add_argument("--causal_model_type", choices=sorted(FAMILIES), default=d.causal_model_type,
                         help="family of causal models: arithmetic ((X+Y)+Z, (X+Z)+Y, X+(Y+Z)) or simple ((X)+Y+Z, X+(Y)+Z, X+Y+(Z), (X+Y+Z))")
@@ -51,7 +51,7 @@ def main():
     args = parser.parse_args()
     setup_logging(args.verbose)
     results_path = args.results_path or f"results/gpt2/das_{args.causal_model_type}"
-    config = ad.SweepConfig(
+    config = gpt2_sweep.SweepConfig(
         model_path=args.model_path, causal_model_type=args.causal_model_type,
         layers=tuple(args.layers) if args.layers else None,
         low_rank_dims=tuple(args.low_rank_dims) if args.low_rank_dims else None,
@@ -60,10 +60,10 @@ def main():
         device=args.device, precision=args.precision,
     )
     if args.preset == "thesis":
-        config = replace(config, **ad.THESIS_PRESET, preset="thesis")
-    summary = ad.run_sweep(config, args.executor, args.ray_address, args.ray_cpus)
+        config = replace(config, **gpt2_sweep.THESIS_PRESET, preset="thesis")
+    summary = gpt2_sweep.run_sweep(config, args.executor, args.ray_address, args.ray_cpus)
     figure = plot_sweep(f"{results_path}/summary.json", f"{results_path}/iia_per_layer.png")
-    print(ad.summary_table(summary))
+    print(gpt2_sweep.summary_table(summary))
     print(f"\nwrote {len(summary['cells'])} cells, {results_path}/summary.json and {figure}")
 
 

@@ -36,10 +36,10 @@ from pathlib import Path
 # Before transformers is imported: its weight-loading bars for these tiny local models are noise.
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
-from causal_das.cli import ArgumentParser, run_main  # noqa: E402
-from causal_das.devices import add_device_flags  # noqa: E402
-from causal_das.io import check_results_path  # noqa: E402
-from causal_das.progress import INNER_BARS  # noqa: E402
+from causal_das.runtime.cli import ArgumentParser, run_main  # noqa: E402
+from causal_das.runtime.devices import add_device_flags  # noqa: E402
+from causal_das.runtime.io import check_results_path  # noqa: E402
+from causal_das.runtime.progress import INNER_BARS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 TINY_GPT2 = ["--epochs", "3", "--width", "16", "--n_layers", "3", "--n_heads", "2"]

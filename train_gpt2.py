@@ -10,7 +10,14 @@ triples are held out and the held-out accuracy is reported.
     python train_gpt2.py --base_model gpt2 --output_dir models/gpt2_finetuned
 """
 
-from causal_das.cli import (
+from causal_das.experiments.gpt2_training import (
+    REQUIRED_HELDOUT_ACCURACY,
+    SCRATCH,
+    THESIS_FINETUNE,
+    GPT2RunConfig,
+    train_and_save,
+)
+from causal_das.runtime.cli import (
     ArgumentParser,
     finite_float,
     non_negative_float,
@@ -19,14 +26,7 @@ from causal_das.cli import (
     run_main,
     setup_logging,
 )
-from causal_das.devices import add_device_flags
-from causal_das.gpt2_training import (
-    REQUIRED_HELDOUT_ACCURACY,
-    SCRATCH,
-    THESIS_FINETUNE,
-    GPT2RunConfig,
-    train_and_save,
-)
+from causal_das.runtime.devices import add_device_flags
 
 
 def main():

@@ -13,8 +13,8 @@
 
 from pathlib import Path
 
-from causal_das import plots
-from causal_das.cli import ArgumentParser, run_main
+from causal_das.plots import gpt2 as figures
+from causal_das.runtime.cli import ArgumentParser, run_main
 
 EXPERIMENTS = ("sanity_check", "empirical", "overview", "training")
 
@@ -44,17 +44,17 @@ def main():
         for fmt in args.formats:
             if experiment == "sanity_check":
                 summary = require(arithmetic / "summary.json", sweep_hint.format("arithmetic", arithmetic))
-                out = plots.plot_sanity_check(summary, root / f"sanity_check.{fmt}", arithmetic / "evaluation.json")
+                out = figures.plot_sanity_check(summary, root / f"sanity_check.{fmt}", arithmetic / "evaluation.json")
             elif experiment == "empirical":
-                out = plots.plot_empirical(require(simple / "summary.json", sweep_hint.format("simple", simple)), root / f"empirical.{fmt}")
+                out = figures.plot_empirical(require(simple / "summary.json", sweep_hint.format("simple", simple)), root / f"empirical.{fmt}")
             elif experiment == "overview":
                 summaries = [path / "summary.json" for path in (arithmetic, simple) if (path / "summary.json").is_file()]
                 if not summaries:
                     raise ValueError(f"no sweep under {root} (neither das_arithmetic/summary.json nor das_simple/summary.json); run run_das.py first")
-                out = plots.plot_overview(summaries, root / f"overview.{fmt}")
+                out = figures.plot_overview(summaries, root / f"overview.{fmt}")
             else:
                 training = require(root / "model" / "training.json", f"train the model with `python train_gpt2.py --output_dir {root / 'model'}` first")
-                out = plots.plot_training_curves(training, root / "model" / f"training_curves.{fmt}")
+                out = figures.plot_training_curves(training, root / "model" / f"training_curves.{fmt}")
             print(f"wrote {out}")
 
 

@@ -17,8 +17,9 @@ JSON and W under --results_path; a rerun skips finished cells. After the run, ev
 import argparse
 from pathlib import Path
 
-from causal_das import cnn_experiments as cx
-from causal_das.cli import (
+from causal_das.experiments import cnn_das
+from causal_das.models.cnn import LAYERS, VIEWS
+from causal_das.runtime.cli import (
     ArgumentParser,
     add_common_flags,
     positive_float,
@@ -26,7 +27,6 @@ from causal_das.cli import (
     run_main,
     setup_logging,
 )
-from causal_das.models.cnn import LAYERS, VIEWS
 from causal_das.tasks import ellipse
 
 QUICK = dict(n_train=512, n_test=256, epochs=1)
@@ -41,7 +41,7 @@ def variable_subset(text: str) -> tuple[str, ...]:
 
 def main():
     parser = ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
-    d = cx.EllipseDASConfig()
+    d = cnn_das.EllipseDASConfig()
     parser.add_argument("--variables", type=variable_subset, nargs="+", default=None,
                         help=f"one or more variable subsets, each comma-separated from {', '.join(ellipse.VARIABLES)} "
                              "(default circularity,colour); 'circularity colour area' runs three single-variable cells")
@@ -63,21 +63,21 @@ def main():
     add_common_flags(parser, d.results_path)
     args = parser.parse_args()
     setup_logging(args.verbose)
-    values = {k: v for k, v in vars(args).items() if k in cx.EllipseDASConfig.__dataclass_fields__}
+    values = {k: v for k, v in vars(args).items() if k in cnn_das.EllipseDASConfig.__dataclass_fields__}
     values["variables"] = tuple(dict.fromkeys(args.variables or d.variables))
     values["layers"] = tuple(dict.fromkeys(args.layer))
     if args.quick:
         values.update(QUICK)
-    config = cx.EllipseDASConfig(**values)
-    cells = cx.run_das(config)
+    config = cnn_das.EllipseDASConfig(**values)
+    cells = cnn_das.run_das(config)
     out = Path(config.results_path)
-    summary = cx.summarise(out)
-    from causal_das.plots import plot_ellipse_das, plot_ellipse_layers
+    summary = cnn_das.summarise(out)
+    from causal_das.plots.cnn import plot_ellipse_das, plot_ellipse_layers
 
     figures = [plot_ellipse_das(out / "summary.json", out / "iia.png")]
     if summary["layer_table"]:
         figures.append(plot_ellipse_layers(out / "summary.json", out / "layers.png"))
-    print(cx.table_text(cells))
+    print(cnn_das.table_text(cells))
     print(f"wrote {len(cells)} cell(s) under {out}/cells/, {out}/summary.json ({len(summary['cells'])} cells) and "
           + ", ".join(map(str, figures)))
 

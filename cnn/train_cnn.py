@@ -8,14 +8,14 @@ default (50,000 images, Adam 1e-4, batch 256, 5 epochs; held-out accuracy ~0.91 
 
 from pathlib import Path
 
-from causal_das import cnn_experiments as cx
-from causal_das.cli import ArgumentParser, positive_float, positive_int, run_main, setup_logging
-from causal_das.devices import add_device_flags
+from causal_das.experiments import cnn_training
+from causal_das.runtime.cli import ArgumentParser, positive_float, positive_int, run_main, setup_logging
+from causal_das.runtime.devices import add_device_flags
 
 
 def main():
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
-    d = cx.CNNRunConfig()
+    d = cnn_training.CNNRunConfig()
     parser.add_argument("--output_dir", default=d.output_dir, help="where model.safetensors, cnn.json, training.json and examples.png go")
     parser.add_argument("--n_train", type=positive_int, default=d.n_train, help="training images")
     parser.add_argument("--n_test", type=positive_int, default=d.n_test, help="held-out images for the reported accuracy")
@@ -32,9 +32,9 @@ def main():
     setup_logging(args.verbose)
     if args.quick:
         args.n_train, args.n_test, args.epochs = 2048, 512, 1
-    config = cx.CNNRunConfig(**{k: v for k, v in vars(args).items() if k in cx.CNNRunConfig.__dataclass_fields__})
-    record = cx.train_and_save(config)
-    figure = cx.plot_examples(Path(config.output_dir) / "examples.png", config.seed)
+    config = cnn_training.CNNRunConfig(**{k: v for k, v in vars(args).items() if k in cnn_training.CNNRunConfig.__dataclass_fields__})
+    record = cnn_training.train_and_save(config)
+    figure = cnn_training.plot_examples(Path(config.output_dir) / "examples.png", config.seed)
     print(
         f"ellipse CNN ({record['parameters']:,} parameters): held-out accuracy {record['heldout_accuracy']:.4f} on {config.n_test} images "
         f"(majority {record['heldout_majority']:.3f}), training accuracy {record['train_accuracy']:.4f}, {record['seconds']:.0f} s\n"

@@ -6,17 +6,17 @@ alignment); report IIA per layer with baselines and a random-init control.
     python mlp/pattern_matching_das.py --layers 1 --engine pyvene
 """
 
-from causal_das import mlp_experiments as mx
-from causal_das.cli import ArgumentParser, add_common_flags, run_main, setup_logging
+from causal_das.experiments import mlp as mlp_experiment
+from causal_das.runtime.cli import ArgumentParser, add_common_flags, run_main, setup_logging
 
 
 def main():
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
-    mx.add_mlp_flags(parser)
+    mlp_experiment.add_mlp_flags(parser)
     add_common_flags(parser, "results/pattern_matching")
     args = parser.parse_args()
     setup_logging(args.verbose)
-    mx.layer_sweep_main(args, "pattern_matching")
+    mlp_experiment.layer_sweep_main(args, "pattern_matching")
 
 
 if __name__ == "__main__":

@@ -313,10 +313,10 @@ def test_ellipse_das_bad_input_is_one_line(trained_cnn, tmp_path, args, message)
 
 
 def test_ellipse_das_refuses_a_model_of_another_kind(tmp_path):
-    from causal_das.mlp_experiments import save_model
+    from causal_das.models import mlp
     from causal_das.models.mlp import MLPClassifier
 
-    save_model(MLPClassifier(16), tmp_path / "mlp")
+    mlp.save(MLPClassifier(16), tmp_path / "mlp")
     proc = run(DAS, "--quick", "--model_path", tmp_path / "mlp", "--results_path", tmp_path / "das", check=False)
     assert proc.returncode == 2 and "holds no ellipse CNN" in proc.stderr and "Traceback" not in proc.stderr
     (tmp_path / "bad").mkdir()

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from causal_das import arithmetic_das as ad
 from causal_das.das import engine
 from causal_das.das import pyvene_engine as pe
+from causal_das.experiments import gpt2_sweep
 from causal_das.models import gpt2
 from causal_das.tasks import arithmetic as A
 
@@ -94,13 +94,13 @@ def small_sweep(model_dir, results_path, **overrides):
     settings = dict(model_path=str(model_dir), layers=(0, 2), low_rank_dims=(4, 96), n_training=512, n_testing=400,
                     batch_size=128, epochs=1, results_path=str(results_path))
     settings.update(overrides)
-    return ad.SweepConfig(**settings)
+    return gpt2_sweep.SweepConfig(**settings)
 
 
 def test_full_swap_iia_is_the_networks_accuracy_on_sources(trained_model_dir, tmp_path):
     """k = n at all positions replaces the whole state by the source's: IIA must equal, exactly, the rate
     at which the network's own prediction on the source matches the counterfactual label."""
-    summary = ad.run_sweep(small_sweep(trained_model_dir, tmp_path, causal_model_type="simple"))
+    summary = gpt2_sweep.run_sweep(small_sweep(trained_model_dir, tmp_path, causal_model_type="simple"))
     full = [c for c in summary["cells"] if c["full_swap"]]
     assert len(full) == 4 * 2
     for cell in full:
@@ -112,7 +112,7 @@ def test_full_swap_iia_is_the_networks_accuracy_on_sources(trained_model_dir, tm
 
 def test_sweep_files_resume_and_corruption(trained_model_dir, tmp_path, capsys):
     config = small_sweep(trained_model_dir, tmp_path, layers=(1,), low_rank_dims=(4,))
-    first = ad.run_sweep(config)
+    first = gpt2_sweep.run_sweep(config)
     cell_file = tmp_path / "cells" / "PXY_Z" / "L01_k4.json"
     cell = json.loads(cell_file.read_text())
     assert set(cell["iia"]) == {"(X+Y)+Z", "(X+Z)+Y", "X+(Y+Z)"} and "control_random_init" in cell
@@ -121,24 +121,24 @@ def test_sweep_files_resume_and_corruption(trained_model_dir, tmp_path, capsys):
     # A rerun skips every finished cell.
     mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "cells").rglob("*.json")}
     capsys.readouterr()
-    ad.run_sweep(config)
+    gpt2_sweep.run_sweep(config)
     assert "reusing 3 of 3 cells" in capsys.readouterr().out
     assert mtimes == {p: p.stat().st_mtime_ns for p in (tmp_path / "cells").rglob("*.json")}
     # A truncated cell is recomputed, with a message, and comes back identical apart from timing.
     cell_file.write_text(cell_file.read_text()[:100])
-    again = ad.run_sweep(config)
+    again = gpt2_sweep.run_sweep(config)
     assert "corrupt" in capsys.readouterr().out
     recomputed = json.loads(cell_file.read_text())
     assert recomputed["iia"] == cell["iia"] and recomputed["train_history"]["epochs"] == cell["train_history"]["epochs"]
     assert [c["iia"] for c in again["cells"]] == [c["iia"] for c in first["cells"]]
     # A cell whose saved W is gone (a fresh clone of results/ has JSON but no weights) is recomputed.
     (tmp_path / "interventions" / "PXY_Z" / "L01_k4" / "weights.safetensors").unlink()
-    ad.run_sweep(config)
+    gpt2_sweep.run_sweep(config)
     assert "recomputing 1 of 3 cells: their saved files are missing" in capsys.readouterr().out
     assert json.loads(cell_file.read_text())["iia"] == cell["iia"]
     # Other settings on the same results path: refused, nothing overwritten.
     with pytest.raises(ValueError, match="other settings"):
-        ad.run_sweep(small_sweep(trained_model_dir, tmp_path, layers=(1,), low_rank_dims=(4,), lr=0.5))
+        gpt2_sweep.run_sweep(small_sweep(trained_model_dir, tmp_path, layers=(1,), low_rank_dims=(4,), lr=0.5))
 
 
 def test_scripts_end_to_end(trained_model_dir, tmp_path):
@@ -160,15 +160,15 @@ def test_scripts_end_to_end(trained_model_dir, tmp_path):
     assert (simple / "evaluation.json").is_file()
     # The saved W reproduces the sweep's own test numbers through the pyvene engine too.
     summary = json.loads((arithmetic / "summary.json").read_text())
-    config = ad.load_sweep_config(arithmetic)
+    config = gpt2_sweep.load_sweep_config(arithmetic)
     model, tokenizer = gpt2.load_classifier(trained_model_dir)
-    _, test_ids = ad.sweep_pairs(config)
-    network = ad.Network.load(model, gpt2.encode_prompts(tokenizer), [2])
+    _, test_ids = gpt2_sweep.sweep_pairs(config)
+    network = gpt2_sweep.Network.load(model, gpt2.encode_prompts(tokenizer), [2])
     cell = summary["cells"][0]
-    trained = engine.TrainedIntervention.load(arithmetic / "interventions" / ad.cell_name(cell["causal_model"], 2, 4))
+    trained = engine.TrainedIntervention.load(arithmetic / "interventions" / gpt2_sweep.cell_name(cell["causal_model"], 2, 4))
     family = A.FAMILIES["arithmetic"]
-    fast, _ = ad.evaluate_cell(network, gpt2.GPT2Site(model, 2), trained, test_ids, family, "fast")
-    slow, _ = ad.evaluate_cell(network, gpt2.GPT2Site(model, 2), trained, test_ids, family, "pyvene")
+    fast, _ = gpt2_sweep.evaluate_cell(network, gpt2.GPT2Site(model, 2), trained, test_ids, family, "fast")
+    slow, _ = gpt2_sweep.evaluate_cell(network, gpt2.GPT2Site(model, 2), trained, test_ids, family, "pyvene")
     assert fast == slow == cell["iia"]
 
 
@@ -217,7 +217,7 @@ def test_evaluate_das_bad_input(trained_model_dir, tmp_path):
     assert proc.returncode == 2 and "does not exist" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     # A sweep directory whose saved W is damaged: one line naming the file.
     sweep = tmp_path / "sweep"
-    ad.run_sweep(small_sweep(trained_model_dir, sweep, layers=(0,), low_rank_dims=(4,), control="none", causal_model_type="arithmetic"))
+    gpt2_sweep.run_sweep(small_sweep(trained_model_dir, sweep, layers=(0,), low_rank_dims=(4,), control="none", causal_model_type="arithmetic"))
     weights = next((sweep / "interventions").rglob("weights.safetensors"))
     weights.write_bytes(b"garbage")
     proc = run("evaluate_das.py", "--results_path", sweep, check=False)

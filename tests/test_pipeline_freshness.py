@@ -52,7 +52,7 @@ def as_if_trained_elsewhere(model_dir: Path) -> None:
     from safetensors.torch import load_file, save_file
 
     from causal_das.models import gpt2
-    from causal_das.provenance import model_fingerprint
+    from causal_das.runtime.provenance import model_fingerprint
 
     weights = load_file(str(model_dir / "model.safetensors"))
     generator = torch.Generator().manual_seed(0)

@@ -26,7 +26,7 @@ def test_ray_executor_writes_the_local_executors_files(tmp_path):
 
 
 def test_missing_ray_is_one_clear_line(monkeypatch):
-    from causal_das import executors
+    from causal_das.runtime import executors
 
     monkeypatch.setitem(sys.modules, "ray", None)  # makes `import ray` fail as if it were not installed
     with pytest.raises(ValueError, match="pip install -r requirements-ray.txt"):

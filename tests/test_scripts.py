@@ -87,10 +87,10 @@ def test_pattern_matching_quick_has_its_own_alignment_per_layer(tmp_path):
 
     from causal_das.das import engine
     from causal_das.das import pyvene_engine as pe
-    from causal_das.mlp_experiments import load_model
+    from causal_das.models import mlp
     from causal_das.models.mlp import MLPSite
 
-    site = MLPSite(load_model(tmp_path / "model"), 2)
+    site = MLPSite(mlp.load(tmp_path / "model"), 2)
     intervenable, spec = pe.load_exported(site, tmp_path / "interventions/L2/pyvene")
     trained = engine.TrainedIntervention.load(tmp_path / "interventions/L2")
     x = torch.randn(12, 16)
@@ -164,7 +164,7 @@ def test_corrupted_saved_intervention(quick_sweep, tmp_path):
 
 
 def test_unknown_task_in_config():
-    from causal_das.mlp_experiments import MLPExperimentConfig
+    from causal_das.experiments.mlp import MLPExperimentConfig
 
     with pytest.raises(ValueError, match="unknown task"):
         MLPExperimentConfig(task="aabbcc").validate()

@@ -1,2 +1,3 @@
-"""Disentangling: IIA graphs over the 1000 triples, cliques, division of the inputs among causal
-models, and classification of new inputs (`disentangle_causal_models.py`)."""
+"""The disentangling algorithms, on arrays: IIA graphs over the 1000 triples (`graphs`), cliques,
+the division of the inputs among causal models, and classification of new inputs. The steps that
+run them on result files are `experiments.iia_graphs` and `experiments.disentangling`."""

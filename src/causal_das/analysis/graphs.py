@@ -6,33 +6,21 @@ gives the counterfactual label; the weight of the undirected edge {i, j} is the 
 orientations, (correct[i, j] + correct[j, i]) / 2, so 0, 0.5 or 1. The diagonal (base = source) is
 not an interchange pair and is stored as False.
 
-A graph is computed with the fast engine on cached block outputs: one batch is one base against all
-1000 sources, and only the blocks after the site run. Each graph is a compressed array (`.npz`,
-the bit-packed `correct` matrix) beside a JSON record with its statistics and the array's sha256,
-so a truncated or replaced array is detected when it is read.
+`correct_matrix` computes one with the fast engine on cached block outputs: one batch is one base
+against all 1000 sources, and only the blocks after the site run. The graphs step that computes,
+stores and reuses them is `experiments.iia_graphs`.
 """
+
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import os
-import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from causal_das import arithmetic_das as ad
-from causal_das import devices
 from causal_das.das import engine
-from causal_das.io import atomic_write_json, atomic_writer, check_results_path, read_json, run_metadata
-from causal_das.models import gpt2
-from causal_das.progress import inner as inner_bar
-from causal_das.provenance import Tally, file_sha256, load_current
-from causal_das.sweep import claim, run_cells
+from causal_das.runtime.progress import inner as inner_bar
 from causal_das.tasks import arithmetic
 
 N = arithmetic.N_TRIPLES
@@ -56,13 +44,10 @@ class Graph:
         return self.correct & self.correct.T
 
 
-def graph_name(causal_model: str, layer: int, k: int) -> str:
-    return ad.cell_name(causal_model, layer, k)
-
-
-def correct_matrix(network: ad.Network, site, trained, causal_model, bases_per_chunk: int = 25, progress: str | None = None) -> np.ndarray:
+def correct_matrix(network, site, trained, causal_model, bases_per_chunk: int = 25, progress: str | None = None) -> np.ndarray:
     """(1000, 1000) bool: the intervened prediction equals the counterfactual label, every ordered
-    pair; each forward batch is one base with all 1000 sources (measured fastest on 2 cores)."""
+    pair. `network` holds the prompts (`input_ids`) and each layer's cached block outputs (`states`),
+    as `experiments.gpt2_sweep.Network` does; each forward batch is one base with all 1000 sources (measured fastest on 2 cores)."""
     correct = np.zeros((N, N), dtype=bool)
     sources = np.arange(N)
     chunks = range(0, N, bases_per_chunk)
@@ -112,246 +97,3 @@ def statistics(correct: np.ndarray, causal_model) -> dict:
             "isolated": int(np.sum(degrees == 0)),
         },
     }
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def save_graph(directory: Path, graph: Graph, record: dict) -> dict:
-    """Writes `<name>.npz` then `<name>.json` (the JSON last, so its presence means both are whole)."""
-    base = directory / graph_name(graph.causal_model, graph.layer, graph.k)
-    array_path = base.with_suffix(".npz")
-    with atomic_writer(array_path, binary=True) as tmp, open(tmp, "wb") as handle:
-        np.savez_compressed(handle, correct_packed=np.packbits(graph.correct, axis=1), shape=np.array(graph.correct.shape))
-    record = {**record, "array_file": array_path.name, "array_sha256": _sha256(array_path)}
-    atomic_write_json(base.with_suffix(".json"), record)
-    return record
-
-
-def load_graph(record_path: str | Path) -> Graph:
-    """The graph whose JSON record is at `record_path`; ValueError naming the file if the record or
-    its array is missing, truncated or does not match."""
-    record_path = Path(record_path)
-    rerun = "rerun `python disentangle_causal_models.py graphs` to recompute it"
-    if not record_path.is_file():
-        raise ValueError(f"graph record {record_path} is missing; {rerun}")
-    record = read_json(record_path)
-    try:
-        array_path = record_path.parent / record["array_file"]
-        expected_sha, name, layer, k = record["array_sha256"], record["causal_model"], int(record["layer"]), int(record["k"])
-    except (KeyError, TypeError, ValueError):
-        raise ValueError(f"{record_path} is not a graph record (no array_file/array_sha256/causal_model/layer/k); {rerun}") from None
-    if not array_path.is_file():
-        raise ValueError(f"graph array {array_path} is missing; {rerun}")
-    if _sha256(array_path) != expected_sha:
-        raise ValueError(f"graph array {array_path} is truncated or was changed (its sha256 differs from {record_path.name}); {rerun}")
-    with np.load(array_path) as arrays:
-        correct = np.unpackbits(arrays["correct_packed"], axis=1, count=N).astype(bool)
-    if correct.shape != (N, N):
-        raise ValueError(f"graph array {array_path} has shape {correct.shape}, expected ({N}, {N}); {rerun}")
-    return Graph(name, layer, k, correct)
-
-
-@dataclass(frozen=True)
-class GraphsConfig:
-    sweep_path: str = "results/gpt2/das_arithmetic"
-    results_path: str = "results/gpt2/disentangling"
-    causal_models: tuple[str, ...] | None = None  # None: every model of the sweep
-    layers: tuple[int, ...] | None = None  # None: every layer of the sweep
-    k: int | None = None  # None: the sweep's smallest k below the full swap
-    model_path: str | None = None  # None: the network recorded in the sweep
-    executor: str = "local"  # or "ray": one Ray task per graph (see causal_das.executors)
-    ray_address: str | None = None
-    ray_cpus: int | None = None
-    device: str = "auto"  # see causal_das.devices
-    precision: str = "auto"
-
-
-def select_cells(summary: dict, config: GraphsConfig) -> tuple[list[tuple[str, int]], int]:
-    """([(causal model, layer)], k) of the sweep's cells to build graphs for; ValueError when the
-    sweep has none of them."""
-    sweep = Path(config.sweep_path)
-    cells = {(c["causal_model"], c["layer"], c["k"]) for c in summary.get("cells", [])}
-    if not cells:
-        raise ValueError(f"{sweep / 'summary.json'} lists no DAS cells; run run_das.py with --results_path {sweep} first")
-    ks = sorted({k for _, _, k in cells})
-    k = config.k if config.k is not None else next((v for v in ks if v < summary["n"]), ks[0])
-    if k not in ks:
-        raise ValueError(f"--low_rank_dim {k} is not in the sweep {sweep} (it has k = {ks})")
-    models = list(config.causal_models) if config.causal_models is not None else list(summary["causal_models"])
-    layers = list(config.layers) if config.layers is not None else list(summary["layers"])
-    missing = [(m, layer) for m in models for layer in layers if (m, layer, k) not in cells]
-    if missing:
-        m, layer = missing[0]
-        raise ValueError(f"the sweep {sweep} has no cell for {m} at layer {layer} with k={k} ({len(missing)} such); "
-                         f"it has causal models {summary['causal_models']} and layers {summary['layers']}")
-    return [(m, layer) for m in models for layer in layers], k
-
-
-def compute_graph(network, model, sweep: Path, positions, out: Path, k: int, key: tuple[str, int], spec: tuple[dict, dict]) -> dict:
-    """Builds one graph from the sweep cell `key` = (causal model, layer) and saves it; returns its record."""
-    name, layer = key
-    started = time.perf_counter()
-    trained = engine.TrainedIntervention.load(sweep / "interventions" / ad.cell_name(name, layer, k))
-    site = gpt2.GPT2Site(model, layer, positions)
-    correct = correct_matrix(network, site, trained, arithmetic.get_model(name), progress=f"{name} L{layer}")
-    record = {
-        "experiment": "iia_graph",
-        "causal_model": name,
-        "layer": layer,
-        "k": k,
-        "site": str(site.name),
-        "sweep": str(sweep),
-        **statistics(correct, arithmetic.get_model(name)),
-        "settings": spec[0],
-        "inputs": spec[1],
-        "status": "done",
-        "seconds": time.perf_counter() - started,
-        **run_metadata(),
-    }
-    return save_graph(out, Graph(name, layer, k, correct), record)
-
-
-def graph_task(config: GraphsConfig, cwd: str, k: int, spec_for: dict, key: tuple[str, int]) -> dict:
-    """One graph as a Ray task (paths are meant against the driver's working directory `cwd`)."""
-    os.chdir(cwd)
-    sweep, out = Path(config.sweep_path), Path(config.results_path) / "graphs"
-    path = out / f"{graph_name(key[0], key[1], k)}.json"
-    with claim(path, wait=True):
-        record = load_current(path, *spec_for[key], companions=(path.with_suffix(".npz"),))
-        if record is not None:
-            return record
-        sweep_config = ad.load_sweep_config(sweep)
-        device = devices.setup(config.device, config.precision)
-        model, tokenizer = gpt2.load_classifier(config.model_path or sweep_config.model_path, device)
-        network = ad.Network.load(model, gpt2.encode_prompts(tokenizer), [key[1]])
-        with engine.frozen(model):
-            return compute_graph(network, model, sweep, sweep_config.positions, out, k, key, spec_for[key])
-
-
-def graph_spec(sweep: Path, name: str, layer: int, k: int) -> tuple[dict, dict]:
-    """(settings, inputs) of the graph of one sweep cell. Settings: the sweep's flags (a graph of a
-    sweep made with other flags is not mixed in); inputs: the cell's own inputs (the network) and the
-    sha256 of its trained W, so a recomputed cell makes its graph stale."""
-    cell = read_json(sweep / "cells" / f"{ad.cell_name(name, layer, k)}.json")
-    weights = sweep / "interventions" / ad.cell_name(name, layer, k) / "weights.safetensors"
-    settings = {"sweep_cell_settings": cell.get("settings"), "causal_model": name, "layer": layer, "k": k}
-    return settings, {"sweep_cell": cell.get("inputs"), "weights_sha256": file_sha256(weights)}
-
-
-def run_graphs(config: GraphsConfig) -> dict:
-    """Builds (or reuses, when finished with the same settings) every selected graph; writes
-    graphs/<model>/L<layer>_k<k>.{npz,json} and graphs.json under `results_path`."""
-    sweep = Path(config.sweep_path)
-    device = devices.setup(config.device, config.precision) if config.executor == "local" else None
-    if not (sweep / "summary.json").is_file():
-        raise ValueError(f"{sweep} holds no run_das.py results (no summary.json); run run_das.py --results_path {sweep} first")
-    summary = read_json(sweep / "summary.json")
-    selected, k = select_cells(summary, config)
-    sweep_config = ad.load_sweep_config(sweep)
-    out = check_results_path(config.results_path) / "graphs"
-    spec_for = {(name, layer): graph_spec(sweep, name, layer, k) for name, layer in selected}
-
-    def graph_path(key):
-        return out / f"{graph_name(key[0], key[1], k)}.json"
-
-    def finished(key, tally=None):
-        path = graph_path(key)
-        record = load_current(path, *spec_for[key], companions=(path.with_suffix(".npz"),), tally=tally)
-        if record is not None:
-            try:
-                load_graph(path)
-            except ValueError:
-                if tally is not None:
-                    tally.retract_reuse("some arrays were truncated or changed")
-                return None
-        return record
-
-    records, todo, tally = {}, [], Tally("graphs")
-    for key in selected:
-        record = finished(key, tally)
-        if record is None:
-            todo.append(key)
-        else:
-            records[key] = record
-    tally.print()
-    started = time.perf_counter()
-    if todo:
-        model_path = config.model_path or sweep_config.model_path
-        model, tokenizer = gpt2.load_classifier(model_path)
-        if ad.model_fingerprint(model) != summary.get("model_fingerprint"):
-            if config.model_path is not None:
-                raise ValueError(f"--model_path {model_path} is not the network the sweep in {sweep} was trained on")
-            raise ValueError(f"the network at {model_path} changed since the sweep in {sweep} was trained; rerun "
-                             f"run_das.py --model_path {model_path} --results_path {sweep} first (it recomputes the stale cells)")
-    if todo and config.executor == "ray":
-        from causal_das.executors import ray_map
-
-        task = functools.partial(graph_task, config, os.getcwd(), k, spec_for)
-        records.update(ray_map(task, todo, config.ray_address, config.ray_cpus, device=config.device, desc="IIA graphs"))
-    elif todo:
-        model.to(device)
-        print(f"computing on {devices.describe()}", flush=True)
-        network = ad.Network.load(model, gpt2.encode_prompts(tokenizer), sorted({layer for _, layer in todo}))
-
-        def compute(key):
-            return compute_graph(network, model, sweep, sweep_config.positions, out, k, key, spec_for[key])
-
-        with engine.frozen(model):
-            fresh, _ = run_cells(todo, graph_path, finished, compute, lambda keys: tqdm(keys, desc="IIA graphs", unit="graph"))
-        records.update(fresh)
-    index = {
-        "experiment": "iia_graphs",
-        "sweep": str(sweep),
-        "k": k,
-        "causal_models": list(dict.fromkeys(m for m, _ in selected)),
-        "layers": list(dict.fromkeys(layer for _, layer in selected)),
-        "graphs": [_index_row(records[key], out) for key in selected],
-        "seconds": time.perf_counter() - started,
-        **run_metadata(),
-    }
-    atomic_write_json(Path(config.results_path) / "graphs.json", index)
-    return index
-
-
-def _index_row(record: dict, out: Path) -> dict:
-    keys = ("causal_model", "layer", "k", "mean_iia", "mean_iia_label_changing_pairs", "weight_fractions", "n_edges_weight_1",
-            "fraction_weight_1_same_intermediate", "degree_weight_1", "seconds")
-    row = {key: record[key] for key in keys}
-    row["record"] = f"graphs/{graph_name(record['causal_model'], record['layer'], record['k'])}.json"
-    return row
-
-
-def load_graphs(results_path: str | Path) -> tuple[dict, dict[tuple[str, int], Graph]]:
-    """(graphs.json, {(causal model, layer): Graph}) from a results directory; ValueError if there is
-    none or any array is missing or truncated."""
-    results_path = Path(results_path)
-    index_path = results_path / "graphs.json"
-    if not index_path.is_file():
-        raise ValueError(f"{results_path} holds no IIA graphs (no graphs.json); run `python disentangle_causal_models.py graphs "
-                         f"--results_path {results_path}` first")
-    index = read_json(index_path)
-    rows = index.get("graphs") or []
-    if not rows:
-        raise ValueError(f"{index_path} lists no graphs; rerun `python disentangle_causal_models.py graphs`")
-    graphs = {}
-    for row in rows:
-        graph = load_graph(results_path / row["record"])
-        graphs[(graph.causal_model, graph.layer)] = graph
-    return index, graphs
-
-
-def graphs_table(index: dict) -> str:
-    lines = [f"IIA graphs (k={index['k']}): mean IIA over 999,000 ordered pairs; fraction of the 499,500 edges with weight 0 / 0.5 / 1"]
-    lines.append("(IIA if label changes: only pairs whose counterfactual label differs from the base's; w=1 same P: share of weight-1 "
-                 "edges joining triples with equal intermediate value, which an intervention that does nothing also gets right)")
-    lines.append(f"{'causal model':>12} {'layer':>5} {'mean IIA':>9} {'IIA if label changes':>21} {'w=0':>7} {'w=0.5':>7} {'w=1':>7} "
-                 f"{'w=1 same P':>11} {'mean deg(w=1)':>14} {'seconds':>8}")
-    for g in index["graphs"]:
-        f = g["weight_fractions"]
-        same = g["fraction_weight_1_same_intermediate"]
-        lines.append(f"{g['causal_model']:>12} {g['layer']:>5} {g['mean_iia']:>9.3f} {g['mean_iia_label_changing_pairs']:>21.3f} "
-                     f"{f['0']:>7.3f} {f['0.5']:>7.3f} {f['1']:>7.3f} {('-' if same is None else format(same, '.3f')):>11} "
-                     f"{g['degree_weight_1']['mean']:>14.1f} {g['seconds']:>8.1f}")
-    return "\n".join(lines)

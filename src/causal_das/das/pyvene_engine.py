@@ -19,7 +19,8 @@ import os
 
 import torch
 
-from causal_das import devices
+from causal_das.das.training import optimise
+from causal_das.runtime import devices
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +117,6 @@ def intervened_logits(intervenable, spec, subspace_sizes, base_inputs, source_in
 
 def train_pyvene(site, data, config, initial_weight: torch.Tensor, desc: str = "DAS (pyvene)"):
     """Trains with pyvene on the same batches, in the same order, from the same W as the fast engine."""
-    from causal_das.das.engine import optimise
-
     intervenable, spec = build_intervenable(site, site.n, tuple(config.subspace_sizes), initial_weight)
     params = {id(p): p for p in intervenable.get_trainable_parameters()}  # linked: listed twice
 

@@ -21,14 +21,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from causal_das import progress
-from causal_das.das.engine import DivergenceGuard
 from causal_das.das.site import PyveneSpec, SiteName
+from causal_das.das.training import DivergenceGuard
+from causal_das.models.training import fit, load_weights, save_weights
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +186,36 @@ class _PyveneCNN(nn.Module):
         return self._cnn_site.suffix(self.site(state).flatten(1))
 
 
+KIND = "ellipse_cnn"  # written into cnn.json: what --model_path must hold
+
+
+def save(model: EllipseCNN, directory: Path) -> None:
+    """`model.safetensors` and the `cnn.json` marker (what kind of model the directory holds)."""
+    from causal_das.runtime.io import atomic_write_json
+
+    save_weights(model, directory / "model.safetensors")
+    atomic_write_json(directory / "cnn.json", {"kind": KIND, "layers": list(LAYERS)})
+
+
+def load(path: str | Path, device: str | torch.device = "cpu") -> EllipseCNN:
+    """The CNN `save` wrote (cnn/train_cnn.py); one-line ValueErrors that say what to do otherwise."""
+    from causal_das.runtime.io import read_json
+
+    path = Path(path)
+    train_hint = f"train it first: python cnn/train_cnn.py --output_dir {path}"
+    if path.is_file():
+        raise ValueError(f"--model_path {path} is a file, not a model directory; pass the directory cnn/train_cnn.py wrote")
+    if not path.is_dir():
+        raise ValueError(f"--model_path {path} does not exist; {train_hint}")
+    marker = path / "cnn.json"
+    if not marker.is_file():
+        raise ValueError(f"--model_path {path} holds no ellipse CNN ({marker.name} is missing); {train_hint}")
+    if read_json(marker).get("kind") != KIND:
+        raise ValueError(f"--model_path {path} holds a model of another kind ({marker} does not say {KIND!r}); {train_hint}")
+    model = load_weights(EllipseCNN(), path / "model.safetensors", f"--model_path {path}: model.safetensors", train_hint)
+    return model.to(device).eval()
+
+
 @dataclass(frozen=True)
 class CNNTrainConfig:
     epochs: int = 5
@@ -196,30 +227,14 @@ class CNNTrainConfig:
 def train_cnn(model: EllipseCNN, images: np.ndarray, labels: np.ndarray, config: CNNTrainConfig) -> list[float]:
     """Adam on binary cross-entropy (the seed's recipe); returns each epoch's mean loss (ValueError if
     training diverges, see `DivergenceGuard`)."""
-    generator = torch.Generator().manual_seed(config.seed)
     device = next(model.parameters()).device
     x, y = torch.as_tensor(images).to(device), torch.as_tensor(labels, dtype=torch.float32).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    guard = DivergenceGuard("training of the CNN", "lower the learning rate (--lr)")
-    losses = []
-    model.train()
-    for epoch in range(config.epochs):
-        order = torch.randperm(len(x), generator=generator)
-        total, batches = 0.0, 0
-        bar = progress.inner(range(0, len(x), config.batch_size), desc=f"train CNN epoch {epoch + 1}/{config.epochs}")
-        for step, start in enumerate(bar, 1):
-            idx = order[start : start + config.batch_size].to(device)
-            loss = nn.functional.binary_cross_entropy_with_logits(model(x[idx]), y[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            guard.step(optimizer, epoch + 1, step)
-            value = loss.item()
-            guard.check(value, epoch + 1, step)
-            total, batches = total + value, batches + 1
-        losses.append(total / batches)
-        log.info("train CNN epoch %d: loss %.4f", epoch + 1, losses[-1])
-    model.eval()
-    return losses
+    history = fit(
+        model, torch.arange(len(x)), lambda idx: nn.functional.binary_cross_entropy_with_logits(model(x[idx]), y[idx]),
+        torch.optim.Adam(model.parameters(), lr=config.lr), epochs=config.epochs, batch_size=config.batch_size, seed=config.seed,
+        guard=DivergenceGuard("training of the CNN", "lower the learning rate (--lr)"), desc="train CNN",
+    )
+    return [epoch.per_batch for epoch in history]
 
 
 @torch.no_grad()

@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from causal_das import progress
-from causal_das.das.engine import DivergenceGuard
 from causal_das.das.site import PyveneSpec, SiteName
+from causal_das.das.training import DivergenceGuard
+from causal_das.models.training import fit
 from causal_das.tasks import arithmetic
 
 log = logging.getLogger(__name__)
@@ -281,41 +281,27 @@ def train_classifier(model, input_ids: torch.Tensor, train_idx: np.ndarray, held
 
     labels = torch.as_tensor(arithmetic.LABELS)
     train_idx = torch.as_tensor(train_idx)
-    steps_per_epoch = math.ceil(len(train_idx) / config.batch_size)
-    total = config.epochs * steps_per_epoch
+    total = config.epochs * math.ceil(len(train_idx) / config.batch_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    schedule = get_linear_schedule_with_warmup(optimizer, int(config.warmup_fraction * total), total)
-    generator = torch.Generator().manual_seed(config.seed)
-    device = model.device
-    ids_on_device, labels_on_device = input_ids.to(device), labels.to(device)
-    guard = DivergenceGuard("training of the GPT-2 classifier", "lower the learning rate (--lr)")
+    ids_on_device, labels_on_device = input_ids.to(model.device), labels.to(model.device)
     history = []
-    bar = progress.bar(range(config.epochs), desc="train GPT-2", unit="epoch")
-    for epoch in bar:
-        model.train()
-        order = train_idx[torch.randperm(len(train_idx), generator=generator)]
-        total_loss = 0.0
-        for step, start in enumerate(range(0, len(order), config.batch_size), 1):
-            idx = order[start : start + config.batch_size].to(device)
-            loss = nn.functional.cross_entropy(model(input_ids=ids_on_device[idx]).logits, labels_on_device[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-            guard.step(optimizer, epoch + 1, step)
-            schedule.step()
-            value = loss.item()
-            guard.check(value, epoch + 1, step)
-            total_loss += value * len(idx)
-        predicted = predictions(model, input_ids)
-        correct = (predicted == labels).numpy()
-        record = {
-            "epoch": epoch + 1,
-            "loss": total_loss / len(order),
+
+    def after_epoch(epoch: int, loss) -> dict:
+        correct = (predictions(model, input_ids) == labels).numpy()
+        history.append({
+            "epoch": epoch,
+            "loss": loss.per_example,
             "train_accuracy": float(correct[train_idx.numpy()].mean()),
             "heldout_accuracy": float(correct[heldout_idx].mean()) if len(heldout_idx) else None,
-        }
-        history.append(record)
-        bar.set_postfix(loss=f"{record['loss']:.3f}", heldout=f"{record['heldout_accuracy']:.3f}")
-        log.info("epoch %d: %s", epoch + 1, record)
-    model.eval()
+        })
+        log.info("epoch %d: %s", epoch, history[-1])
+        return {"loss": f"{loss.per_example:.3f}", "heldout": f"{history[-1]['heldout_accuracy']:.3f}"}
+
+    fit(
+        model, train_idx, lambda idx: nn.functional.cross_entropy(model(input_ids=ids_on_device[idx]).logits, labels_on_device[idx]),
+        optimizer, epochs=config.epochs, batch_size=config.batch_size, seed=config.seed,
+        guard=DivergenceGuard("training of the GPT-2 classifier", "lower the learning rate (--lr)"), desc="train GPT-2",
+        max_grad_norm=config.max_grad_norm, schedule=get_linear_schedule_with_warmup(optimizer, int(config.warmup_fraction * total), total),
+        after_epoch=after_epoch, bar="epochs",
+    )
     return history

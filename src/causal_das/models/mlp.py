@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from causal_das import progress
-from causal_das.das.engine import DivergenceGuard
 from causal_das.das.site import PyveneSpec, SiteName
+from causal_das.das.training import DivergenceGuard
+from causal_das.models.training import fit, load_weights, save_weights
 
 log = logging.getLogger(__name__)
 
@@ -120,30 +121,31 @@ def train_classifier(
 ) -> list[float]:
     """Trains `model` with Adam and cross-entropy; returns the mean loss of each epoch (ValueError if
     training diverges, see `DivergenceGuard`)."""
-    generator = torch.Generator().manual_seed(config.seed)
     device = next(model.parameters()).device
     x, y = torch.as_tensor(inputs).to(device), torch.as_tensor(labels, dtype=torch.long).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    guard = DivergenceGuard("training of the MLP classifier", "lower the MLP learning rate (--mlp_lr)")
-    losses = []
-    model.train()
-    for epoch in range(config.epochs):
-        order = torch.randperm(len(x), generator=generator)
-        total, batches = 0.0, 0
-        bar = progress.inner(range(0, len(x), config.batch_size), desc=f"{desc} epoch {epoch + 1}/{config.epochs}")
-        for step, start in enumerate(bar, 1):
-            idx = order[start : start + config.batch_size].to(device)
-            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            guard.step(optimizer, epoch + 1, step)
-            value = loss.item()
-            guard.check(value, epoch + 1, step)
-            total, batches = total + value, batches + 1
-        losses.append(total / batches)
-        log.info("%s epoch %d: loss %.4f", desc, epoch + 1, losses[-1])
-    model.eval()
-    return losses
+    history = fit(
+        model, torch.arange(len(x)), lambda idx: nn.functional.cross_entropy(model(x[idx]), y[idx]),
+        torch.optim.Adam(model.parameters(), lr=config.lr), epochs=config.epochs, batch_size=config.batch_size, seed=config.seed,
+        guard=DivergenceGuard("training of the MLP classifier", "lower the MLP learning rate (--mlp_lr)"), desc=desc,
+    )
+    return [epoch.per_batch for epoch in history]
+
+
+def save(model: MLPClassifier, directory: Path) -> None:
+    """`mlp.safetensors` (weights) and `mlp.json` (architecture) in `directory`, each whole or absent."""
+    from causal_das.runtime.io import atomic_write_json
+
+    save_weights(model, directory / "mlp.safetensors")
+    atomic_write_json(directory / "mlp.json", model.config())
+
+
+def load(directory: Path, device: str | torch.device = "cpu") -> MLPClassifier:
+    """The MLP `save` wrote, in eval mode on `device`; one ValueError line when it is broken."""
+    from causal_das.runtime.io import read_json
+
+    model = MLPClassifier(**read_json(directory / "mlp.json"))
+    load_weights(model, directory / "mlp.safetensors", f"saved MLP {directory / 'mlp.safetensors'}")
+    return model.to(device).eval()
 
 
 @torch.no_grad()

@@ -1,4 +1,5 @@
-"""The MLP experiments of the thesis: DAS per layer on a trained MLP, and the wrong-model ablation.
+"""The MLP layer sweeps of the thesis (`reproduce_das_experiment.py`, `mlp/pattern_matching_das.py`):
+DAS per layer on a trained MLP; the wrong-model ablation builds on this (`mlp_ablation`).
 
 Each run: train the MLP on its task (held-out accuracy reported), draw counterfactual train and test
 sets once, then for each hidden layer train a multi-source DAS intervention (one subspace per
@@ -11,19 +12,20 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from causal_das import devices
 from causal_das.causal_model import CounterfactualData, sample_counterfactuals
 from causal_das.das import engine
-from causal_das.io import atomic_write_json, check_results_path, read_json, run_metadata
 from causal_das.metrics import baselines, iia
+from causal_das.models import mlp
 from causal_das.models.mlp import MLPClassifier, MLPSite, MLPTrainConfig, accuracy, train_classifier
-from causal_das.provenance import Tally, load_current, model_fingerprint
+from causal_das.runtime import devices
+from causal_das.runtime.io import atomic_write_json, check_results_path, read_json, run_metadata
+from causal_das.runtime.provenance import Tally, load_current, model_fingerprint
 from causal_das.tasks.four_objects import FourObjectTask, encode, get_task
 
 log = logging.getLogger(__name__)
@@ -53,7 +55,7 @@ class MLPExperimentConfig:
     export_pyvene: bool = False
     seed: int = 0
     results_path: str = "results/hierarchical_equality"
-    device: str = "auto"  # see causal_das.devices
+    device: str = "auto"  # see causal_das.runtime.devices
     precision: str = "auto"
 
     @property
@@ -83,8 +85,6 @@ class MLPExperimentConfig:
 
     def to_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
-
-
 QUICK = dict(mlp_train_size=8192, mlp_test_size=1000, mlp_epochs=2, das_train_size=2048, das_test_size=500, das_epochs=1, das_batch_size=256)
 
 
@@ -144,37 +144,13 @@ def align_layer(model, layer, train_data, test_data, config: MLPExperimentConfig
     return trained, evaluate(model, layer, trained, test_data, config.engine)
 
 
-def save_model(model: MLPClassifier, directory: Path) -> None:
-    from safetensors.torch import save_file
-
-    from causal_das.io import atomic_writer
-
-    directory.mkdir(parents=True, exist_ok=True)
-    with atomic_writer(directory / "mlp.safetensors", binary=True) as tmp:
-        save_file({k: v.cpu().contiguous() for k, v in model.state_dict().items()}, tmp)
-    atomic_write_json(directory / "mlp.json", model.config())
-
-
-def load_model(directory: Path, device: str | torch.device = "cpu") -> MLPClassifier:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    config = read_json(directory / "mlp.json")
-    model = MLPClassifier(**config)
-    try:
-        model.load_state_dict(load_file(str(directory / "mlp.safetensors")))
-    except (SafetensorError, OSError, RuntimeError, FileNotFoundError) as error:
-        raise ValueError(f"saved MLP {directory / 'mlp.safetensors'} is missing or corrupt ({str(error).splitlines()[0]})") from None
-    return model.to(device).eval()
-
-
 def run_settings(config: MLPExperimentConfig) -> dict:
     """What a saved MLP or layer cell must have been computed with to be reused (not where it is
     written or run, nor which other layers the run covers)."""
     return {k: v for k, v in config.to_dict().items() if k not in ("results_path", "device", "precision", "export_pyvene", "layers")}
 
 
-def _reusable(path: Path, settings: dict, inputs: dict, companions: tuple[Path, ...], tally: Tally | None = None) -> dict | None:
+def reusable(path: Path, settings: dict, inputs: dict, companions: tuple[Path, ...], tally: Tally | None = None) -> dict | None:
     """A finished record computed with `settings` from `inputs`, else None. A record from other
     settings is recomputed (and overwritten) rather than refused: these runs take seconds."""
     return load_current(path, settings, inputs, companions=companions, tally=tally, mixing="recompute")
@@ -187,15 +163,15 @@ def trained_mlp(task: FourObjectTask, config: MLPExperimentConfig, out_dir: Path
     settings = run_settings(config)
     record_path = out_dir / "model" / "training.json"
     tally = Tally("model/training.json")
-    record = _reusable(record_path, settings, {}, companions=(out_dir / "model" / "mlp.safetensors",), tally=tally)
+    record = reusable(record_path, settings, {}, companions=(out_dir / "model" / "mlp.safetensors",), tally=tally)
     if record is not None:
-        model = load_model(out_dir / "model", devices.resolve(config.device))
+        model = mlp.load(out_dir / "model", devices.resolve(config.device))
         if model_fingerprint(model) == record.get("mlp_fingerprint"):
             return model, record["mlp"], record["mlp_fingerprint"]
         tally.retract_reuse("its weights are not the ones it records")
     tally.print()
     model, mlp_info = train_task_mlp(task, config, rng)
-    save_model(model, out_dir / "model")
+    mlp.save(model, out_dir / "model")
     fingerprint = model_fingerprint(model)
     atomic_write_json(record_path, {"status": "done", "settings": settings, "inputs": {}, "mlp_fingerprint": fingerprint, "mlp": mlp_info})
     return model, mlp_info, fingerprint
@@ -221,7 +197,7 @@ def run_layer_sweep(config: MLPExperimentConfig, experiment: str) -> dict:
     cached, tally = {}, Tally("layers")
     for layer in config.layers:
         weights = out_dir / "interventions" / f"L{layer}" / "weights.safetensors"
-        cached[layer] = _reusable(out_dir / "cells" / f"L{layer}.json", settings, inputs, (weights,), tally)
+        cached[layer] = reusable(out_dir / "cells" / f"L{layer}.json", settings, inputs, (weights,), tally)
     tally.print()
     for layer in config.layers:
         cell_path = out_dir / "cells" / f"L{layer}.json"
@@ -278,7 +254,7 @@ def evaluate_saved(results_path: str, device: str = "auto", precision: str = "au
     except (KeyError, TypeError) as error:
         raise ValueError(f"{out_dir / 'results.json'} is not a layer-sweep result ({error})") from None
     task = get_task(config.task)
-    model = load_model(out_dir / "model", devices.setup(device, precision))
+    model = mlp.load(out_dir / "model", devices.setup(device, precision))
     test_data = sample_counterfactuals(task.causal_model(), task.sampler(config.object_dim), config.das_test_size, rng_streams(config.seed)["das_test"])
     layers, matches = {}, True
     for layer in config.layers:
@@ -288,74 +264,6 @@ def evaluate_saved(results_path: str, device: str = "auto", precision: str = "au
         matches &= result["iia"] == saved["layers"][str(layer)]["iia"]
     payload = {"experiment": "evaluate_saved", **run_metadata(), "layers": layers, "matches_saved": bool(matches)}
     atomic_write_json(out_dir / "evaluation.json", payload)
-    return payload
-
-
-ABLATION_TASKS = ("pattern_matching", "aabb_and", "abba")
-
-
-def run_ablation(config: MLPExperimentConfig, layer: int) -> dict:
-    """Train the MLP on ABAB; train DAS on each model's counterfactuals; test on each model's.
-
-    Each causal model's counterfactuals come from its own input sampler (so its intermediate
-    variables vary) and are labelled by it; rotated dimensions are assigned to the variables in
-    order (first pair -> dims of the first subspace)."""
-    config = replace(config, task="pattern_matching", layers=(layer,))
-    config.validate()
-    devices.setup(config.device, config.precision)
-    out_dir = check_results_path(config.results_path)
-    started = time.perf_counter()
-    streams = rng_streams(config.seed)
-    model, mlp_info, fingerprint = trained_mlp(get_task("pattern_matching"), config, out_dir, streams["mlp_data"])
-    settings, inputs = {**run_settings(config), "layer": layer}, {"mlp_fingerprint": fingerprint}
-    tally = Tally("results.json")
-    saved = _reusable(out_dir / "results.json", settings, inputs, tuple(out_dir / "interventions" / t / "weights.safetensors" for t in ABLATION_TASKS),
-                      tally)
-    tally.print()
-    if saved is not None:
-        return saved
-    control_model = random_init_copy(model, config.seed) if config.control == "random_init" else None
-    names = [get_task(t).pattern for t in ABLATION_TASKS]
-    datasets = {}
-    for name in ABLATION_TASKS:
-        task = get_task(name)
-        datasets[name] = (
-            sample_counterfactuals(task.causal_model(), task.sampler(config.object_dim), config.das_train_size, streams["das_train"]),
-            sample_counterfactuals(task.causal_model(), task.sampler(config.object_dim), config.das_test_size, streams["das_test"]),
-        )
-    table, control_table, details = [], [], {}
-    for train_name in ABLATION_TASKS:
-        trained, _ = align_layer(model, layer, datasets[train_name][0], datasets[train_name][1], config, f"DAS on {get_task(train_name).pattern}")
-        trained.save(out_dir / "interventions" / train_name)
-        control_trained = None
-        if control_model is not None:
-            control_trained, _ = align_layer(control_model, layer, datasets[train_name][0], datasets[train_name][1], config, "control")
-        row, control_row = [], []
-        for test_name in ABLATION_TASKS:
-            result = evaluate(model, layer, trained, datasets[test_name][1], config.engine)
-            row.append(result["iia"])
-            details[f"{train_name}->{test_name}"] = result
-            if control_trained is not None:
-                control_row.append(evaluate(control_model, layer, control_trained, datasets[test_name][1], config.engine)["iia"])
-        table.append(row)
-        control_table.append(control_row)
-    payload = {
-        "experiment": "wrong_causal_graph_ablation",
-        "config": config.to_dict(),
-        **run_metadata(),
-        "layer": layer,
-        "models": names,
-        "config_tasks": list(ABLATION_TASKS),
-        "iia": table,  # rows: DAS trained on; columns: tested on
-        "control_random_init_iia": control_table if control_model is not None else None,
-        "details": details,
-        "mlp": mlp_info,
-        "seconds": time.perf_counter() - started,
-        "settings": settings,
-        "inputs": inputs,
-        "status": "done",
-    }
-    atomic_write_json(out_dir / "results.json", payload)
     return payload
 
 
@@ -374,7 +282,7 @@ def mlp_config_from_args(args, **overrides) -> MLPExperimentConfig:
 
 def add_mlp_flags(parser, layers: bool = True) -> None:
     """The flags of every MLP experiment (defaults from `MLPExperimentConfig`)."""
-    from causal_das.cli import positive_float, positive_int
+    from causal_das.runtime.cli import positive_float, positive_int
 
     d = MLPExperimentConfig()
     parser.add_argument("--object_dim", type=positive_int, default=d.object_dim, help="dimension of each object vector; the MLP width is 4x this")
@@ -418,7 +326,7 @@ def summary(result: dict) -> str:
 
 def layer_sweep_main(args, task: str) -> None:
     """What `reproduce_das_experiment.py` and `mlp/pattern_matching_das.py` do after parsing."""
-    from causal_das.plots import plot_layer_sweep
+    from causal_das.plots.mlp import plot_layer_sweep
 
     layers = tuple(args.layers) if args.layers else tuple(range(args.n_layers))
     config = mlp_config_from_args(args, task=task, layers=layers)

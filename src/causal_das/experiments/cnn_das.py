@@ -1,6 +1,5 @@
-"""The ellipse CNN experiments of the second seed: train the CNN; single- and multi-source DAS.
+"""Single- and multi-source DAS on the ellipse CNN of the second seed (`cnn/ellipse_das.py`).
 
-`train_and_save` trains the CNN with the seed's recipe and saves it with its held-out accuracy.
 `run_das` runs a grid of cells, one per (variable subset, layer), for one mode, site view and
 intervention size; each cell trains DAS on the trained CNN and on a randomly initialised copy (the
 control), measures IIA on fresh counterfactual pairs of the same mode, and writes one JSON (plus its
@@ -18,144 +17,35 @@ from __future__ import annotations
 import logging
 import time
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from causal_das import devices
 from causal_das.das import engine
-from causal_das.io import atomic_write_json, atomic_writer, check_results_path, read_json, run_metadata
+from causal_das.experiments.cnn_training import images_and_labels, random_init_cnn, rng_streams
+from causal_das.models import cnn
 from causal_das.models.cnn import (
     LAYERS,
     CNNSite,
-    CNNTrainConfig,
-    EllipseCNN,
     predict_classes,
     site_geometry,
-    train_cnn,
 )
-from causal_das.provenance import Tally, load_current, model_fingerprint, trained_earlier
-from causal_das.sweep import run_cells
+from causal_das.runtime import devices
+from causal_das.runtime.io import (
+    atomic_write_json,
+    check_results_path,
+    read_json,
+    run_metadata,
+)
+from causal_das.runtime.provenance import Tally, load_current, model_fingerprint
+from causal_das.runtime.sweep import run_cells
 from causal_das.tasks import ellipse
 
 log = logging.getLogger(__name__)
 
-KIND = "ellipse_cnn"  # written into cnn.json: what --model_path must hold
 SEED_EPOCHS = {"single": 3, "multi": 2}  # the seed notebook's DAS epochs per mode
-
-
-def rng_streams(seed: int) -> dict[str, np.random.Generator]:
-    """Independent streams: the CNN's training and test images, and the DAS image pools."""
-    names = ("cnn_train", "cnn_test", "das_train_pool", "das_test_pool")
-    return {name: np.random.default_rng(s) for name, s in zip(names, np.random.SeedSequence([seed, 5]).spawn(len(names)), strict=True)}
-
-
-def images_and_labels(rng: np.random.Generator, n: int) -> tuple[dict, np.ndarray, np.ndarray]:
-    latents = ellipse.sample_latents(rng, n)
-    return latents, ellipse.render(latents), ellipse.labels(latents)
-
-
-# -- the CNN -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CNNRunConfig:
-    """How `cnn/train_cnn.py` trains the CNN (the seed's recipe by default)."""
-
-    n_train: int = 50_000
-    n_test: int = 10_000
-    epochs: int = 5
-    batch_size: int = 256
-    lr: float = 1e-4
-    seed: int = 0
-    output_dir: str = "results/cnn/model"
-    device: str = "auto"  # see causal_das.devices
-    precision: str = "auto"
-    retrain: bool = False  # train even when output_dir holds a CNN trained with these flags
-
-    def settings(self) -> dict:
-        """The flags that determine the trained CNN (not where it is written or run)."""
-        return {k: v for k, v in asdict(self).items() if k not in ("output_dir", "device", "precision", "retrain")}
-
-
-def train_and_save(config: CNNRunConfig) -> dict:
-    """Trains the CNN, writes `model.safetensors`, `cnn.json` and `training.json` (the last one
-    written, so its presence means the model is complete). Returns the training record. A CNN already
-    trained there with the same flags (whose weights are the ones recorded) is reused."""
-    from safetensors.torch import save_file
-
-    device = devices.setup(config.device, config.precision)
-    out = check_results_path(config.output_dir, "--output_dir")
-    earlier = trained_earlier(out, config.settings(), lambda: load_cnn(out), config.retrain)
-    if earlier is not None:
-        return earlier
-    streams = rng_streams(config.seed)
-    started = time.perf_counter()
-    _, train_images, train_labels = images_and_labels(streams["cnn_train"], config.n_train)
-    _, test_images, test_labels = images_and_labels(streams["cnn_test"], config.n_test)
-    torch.manual_seed(config.seed)
-    model = EllipseCNN().to(device)  # initialised on the CPU: the same start on every device
-    losses = train_cnn(model, train_images, train_labels, CNNTrainConfig(config.epochs, config.batch_size, config.lr, config.seed))
-    record = {
-        "experiment": "train_cnn",
-        "config": asdict(config),
-        **run_metadata(),
-        "train_accuracy": float(np.mean(predict_classes(model, train_images) == train_labels)),
-        "heldout_accuracy": float(np.mean(predict_classes(model, test_images) == test_labels)),
-        "heldout_majority": float(max(test_labels.mean(), 1 - test_labels.mean())),
-        "epoch_losses": losses,
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "model_fingerprint": model_fingerprint(model),
-        "seconds": time.perf_counter() - started,
-        "settings": config.settings(),
-        "inputs": {},
-        "status": "done",
-    }
-    with atomic_writer(out / "model.safetensors", binary=True) as tmp:
-        save_file({k: v.cpu().contiguous() for k, v in model.state_dict().items()}, tmp)
-    atomic_write_json(out / "cnn.json", {"kind": KIND, "layers": list(LAYERS)})
-    atomic_write_json(out / "training.json", record)
-    return record
-
-
-def load_cnn(path: str | Path, device: str | torch.device = "cpu") -> EllipseCNN:
-    """The CNN saved by `train_and_save`; one-line ValueErrors that say what to do otherwise."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    train_hint = f"train it first: python cnn/train_cnn.py --output_dir {path}"
-    if path.is_file():
-        raise ValueError(f"--model_path {path} is a file, not a model directory; pass the directory cnn/train_cnn.py wrote")
-    if not path.is_dir():
-        raise ValueError(f"--model_path {path} does not exist; {train_hint}")
-    marker = path / "cnn.json"
-    if not marker.is_file():
-        raise ValueError(f"--model_path {path} holds no ellipse CNN ({marker.name} is missing); {train_hint}")
-    if read_json(marker).get("kind") != KIND:
-        raise ValueError(f"--model_path {path} holds a model of another kind ({marker} does not say {KIND!r}); {train_hint}")
-    model = EllipseCNN()
-    try:
-        model.load_state_dict(load_file(str(path / "model.safetensors")))
-    except (SafetensorError, OSError, RuntimeError) as error:
-        raise ValueError(f"--model_path {path}: model.safetensors is missing or corrupt ({str(error).splitlines()[0]}); {train_hint}") from None
-    if not all(torch.isfinite(p).all() for p in model.parameters()):
-        raise ValueError(f"--model_path {path}: model.safetensors contains NaN or inf; {train_hint}")
-    return model.to(device).eval()
-
-
-def random_init_cnn(seed: int) -> EllipseCNN:
-    """The control network: the same architecture, untrained, initialised from its own seed."""
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed + 10_007)
-    model = EllipseCNN().eval()
-    torch.random.set_rng_state(generator_state)
-    return model
-
-
-# -- DAS -----------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -177,7 +67,7 @@ class EllipseDASConfig:
     seed: int = 0
     model_path: str = "results/cnn/model"
     results_path: str = "results/cnn/das"
-    device: str = "auto"  # where it runs (see causal_das.devices); not in a cell's settings
+    device: str = "auto"  # where it runs (see causal_das.runtime.devices); not in a cell's settings
     precision: str = "auto"
 
     @property
@@ -316,7 +206,7 @@ def run_das(config: EllipseDASConfig) -> list[dict]:
     """Runs every (subset, layer) cell not finished yet; returns all cells of this run."""
     config.validate()
     device = devices.setup(config.device, config.precision)
-    model = load_cnn(config.model_path, device)
+    model = cnn.load(config.model_path, device)
     out = check_results_path(config.results_path)
     settings, inputs = config.settings(), {"model_fingerprint": model_fingerprint(model)}
     control_model = random_init_cnn(config.seed).to(device) if config.control == "random_init" else None
@@ -406,15 +296,3 @@ def table_text(cells: list[dict]) -> str:
         lines.append(f"{c['cell']:<44} {c['iia']:6.3f} {control:8.3f} {b['copy_source_label']:8.3f} "
                      f"{b['network_no_intervention']:7.3f} {b['majority']:8.3f}")
     return "\n".join(lines)
-
-
-
-def plot_examples(out: str | Path, seed: int, n: int = 16) -> Path:
-    """A grid of the generator's images with their scaled latents and label."""
-    from causal_das.plots import plot_image_grid
-
-    latents = ellipse.sample_latents(np.random.default_rng([seed, 7]), n)
-    scaled = ellipse.causal_model().run_forward(latents)
-    titles = [f"({scaled['circularity'][i]:.2f}, {scaled['colour'][i]:.2f}, {scaled['area'][i]:.2f})\nlabel {int(scaled['label'][i])}"
-              for i in range(n)]
-    return plot_image_grid(ellipse.render(latents), titles, out)

@@ -60,7 +60,7 @@ def add_common_flags(parser: argparse.ArgumentParser, results_path: str) -> None
     parser.add_argument("--results_path", default=results_path, help="directory the result JSON, figures and saved interventions go to")
     parser.add_argument("--quick", action="store_true", help="tiny sizes for a smoke test (seconds); numbers are not meaningful")
     parser.add_argument("--verbose", action="store_true", help="log per-epoch losses")
-    from causal_das.devices import add_device_flags
+    from causal_das.runtime.devices import add_device_flags
 
     add_device_flags(parser)
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from causal_das import devices
-from causal_das.io import atomic_write_json, check_results_path, run_metadata
 from causal_das.models import gpt2
-from causal_das.provenance import model_fingerprint, trained_earlier
+from causal_das.runtime import devices
+from causal_das.runtime.io import atomic_write_json, check_results_path, run_metadata
+from causal_das.runtime.provenance import model_fingerprint, trained_earlier
 from causal_das.tasks import arithmetic
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ def train_and_save(config: GPT2RunConfig) -> dict:
         "status": "done",
     }
     _save_atomically(model, tokenizer, output_dir, {"training.json": record})
-    from causal_das.plots import plot_training_curves
+    from causal_das.plots.gpt2 import plot_training_curves
 
     plot_training_curves(output_dir / "training.json", output_dir / "training_curves.png")
     return record

@@ -35,7 +35,7 @@ def add_executor_flags(parser) -> None:
                         help="run cells in this process (local) or as Ray tasks (ray; needs pip install -r requirements-ray.txt)")
     parser.add_argument("--ray_address", default=None,
                         help="address of a running Ray cluster (e.g. ray://head:10001 or auto); default: start a local Ray instance")
-    from causal_das.cli import positive_int
+    from causal_das.runtime.cli import positive_int
 
     parser.add_argument("--ray_cpus", type=positive_int, default=None, help="CPUs of the local Ray instance (default: all); ignored with --ray_address")
 

@@ -1,95 +1,17 @@
-"""Figures, drawn from result JSON only (never from a model). A failed plot loses no result."""
+"""Figures of the GPT-2 experiments (training curves, the DAS sweeps, the sanity check, the overview),
+drawn from their JSON alone."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from causal_das.io import atomic_writer, read_json
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> None:
-    with atomic_writer(path, binary=True) as tmp:
-        fig.savefig(tmp, dpi=130, bbox_inches="tight", format=path.suffix.lstrip("."))
-
-
-def plot_layer_sweep(results_json: str | Path, out_png: str | Path) -> Path:
-    """IIA per layer (overall and per intervened set) beside the control and the baselines."""
-    plt = _pyplot()
-    results = read_json(results_json)
-    layers = sorted(results["layers"], key=int)
-    x = [int(layer) for layer in layers]
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    ax.plot(x, [results["layers"][layer]["iia"] for layer in layers], "o-", lw=2.5, color="C0", label="IIA (all examples)")
-    subsets = list(results["layers"][layers[0]]["by_subset"])
-    for i, subset in enumerate(subsets):
-        ax.plot(x, [results["layers"][layer]["by_subset"][subset] for layer in layers], "o:", color=f"C{i + 4}", alpha=0.8, label=f"IIA, intervened {subset}")
-    if "control_random_init" in results["layers"][layers[0]]:
-        ax.plot(x, [results["layers"][layer]["control_random_init"]["iia"] for layer in layers], "s--", color="C3", label="control: random-init network")
-    first = results["layers"][layers[0]]["baselines"]
-    ax.axhline(first["majority"], color="grey", ls="-.", lw=1, label=f"majority label ({first['majority']:.2f})")
-    ax.axhline(first["copy_base_label"], color="black", ls=":", lw=1, label=f"copy base label ({first['copy_base_label']:.2f})")
-    ax.set_xticks(x)
-    ax.set_xlabel("hidden layer intervened at (block output)")
-    ax.set_ylabel("interchange intervention accuracy")
-    ax.set_ylim(0, 1.02)
-    layout = ", ".join(f"{v} dims {a}-{b}" for v, (a, b) in results["subspaces"].items())
-    ax.set_title(f"DAS on the {results['causal_model']} MLP ({layout})\nMLP held-out accuracy {results['mlp']['heldout_accuracy']:.3f}", fontsize=10)
-    ax.legend(fontsize=7.5, loc="lower left")
-    ax.grid(alpha=0.3)
-    out = Path(out_png)
-    _save(fig, out)
-    plt.close(fig)
-    return out
-
-
-def plot_ablation(results_json: str | Path, out_png: str | Path) -> Path:
-    """Heatmap: rows = causal model DAS was trained on, columns = causal model tested on."""
-    import numpy as np
-
-    plt = _pyplot()
-    results = read_json(results_json)
-    names = results["models"]
-    panels = [("trained network", np.array(results["iia"]))]
-    if results.get("control_random_init_iia"):
-        panels.append(("control: random-init network", np.array(results["control_random_init_iia"])))
-    # Each test set's no-intervention baseline, so a reader can tell IIA from "nothing changed".
-    tests = list(results["config_tasks"]) if "config_tasks" in results else None
-    column_labels = names
-    if tests:
-        base_rates = [results["details"][f"{tests[0]}->{t}"]["baselines"]["copy_base_label"] for t in tests]
-        column_labels = [f"{name}\n(copy base {rate:.2f})" for name, rate in zip(names, base_rates, strict=True)]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 4.2), squeeze=False)
-    for index, (ax, (title, table)) in enumerate(zip(axes[0], panels, strict=True)):
-        image = ax.imshow(table, vmin=0, vmax=1, cmap="viridis")
-        for i in range(len(names)):
-            for j in range(len(names)):
-                ax.text(j, i, f"{table[i, j]:.2f}", ha="center", va="center", color="white" if table[i, j] < 0.6 else "black")
-        ax.set_xticks(range(len(names)), column_labels, fontsize=8)
-        ax.set_yticks(range(len(names)), names if index == 0 else [""] * len(names))
-        ax.set_xlabel("tested on counterfactuals of")
-        if index == 0:
-            ax.set_ylabel("DAS trained on counterfactuals of")
-        ax.set_title(title, fontsize=10)
-    fig.colorbar(image, ax=axes[0].tolist(), label="IIA", shrink=0.85)
-    fig.suptitle(f"Wrong-causal-model ablation: MLP trained on ABAB, DAS at layer {results['layer']}", fontsize=10)
-    out = Path(out_png)
-    _save(fig, out)
-    plt.close(fig)
-    return out
+from causal_das.plots.common import finish, pyplot, save
+from causal_das.runtime.io import read_json
 
 
 def plot_training_curves(training_json: str | Path, out_png: str | Path) -> Path:
     """The GPT-2's training loss and its accuracy on training and held-out triples, per epoch."""
-    plt = _pyplot()
+    plt = pyplot()
     record = read_json(training_json)
     history = record["history"]
     epochs = [h["epoch"] for h in history]
@@ -114,7 +36,7 @@ def plot_training_curves(training_json: str | Path, out_png: str | Path) -> Path
         f"held-out accuracy {record['heldout_accuracy']:.3f}", fontsize=10,
     )
     out = Path(out_png)
-    _save(fig, out)
+    save(fig, out)
     plt.close(fig)
     return out
 
@@ -122,7 +44,7 @@ def plot_training_curves(training_json: str | Path, out_png: str | Path) -> Path
 def plot_sweep(summary_json: str | Path, out_png: str | Path) -> Path:
     """A run_das.py sweep: IIA per layer, one panel per causal model, one line per k; the same DAS on
     the random-init network dashed; the majority-label rate dotted."""
-    plt = _pyplot()
+    plt = pyplot()
     summary = read_json(summary_json)
     names, ks, layers = summary["causal_models"], summary["low_rank_dims"], summary["layers"]
     cells = {(c["causal_model"], c["layer"], c["k"]): c for c in summary["cells"]}
@@ -146,7 +68,7 @@ def plot_sweep(summary_json: str | Path, out_png: str | Path) -> Path:
     axes[0][-1].legend(fontsize=7, loc="center right")
     fig.suptitle(f"DAS on the X+Y+Z GPT-2, {summary['config']['causal_model_type']} causal models, all six tokens (n = {summary['n']})", fontsize=10)
     out = Path(out_png)
-    _save(fig, out)
+    save(fig, out)
     plt.close(fig)
     return out
 
@@ -163,7 +85,7 @@ def plot_sanity_check(summary_json: str | Path, out: str | Path, evaluation_json
     """Each arithmetic model's trained W tested on every arithmetic model: IIA per layer, one panel
     per (trained model, k). The model W was trained on should stand out; the same DAS on the
     random-init network (dashed) shows what training alone can reach."""
-    plt = _pyplot()
+    plt = pyplot()
     summary = read_json(summary_json)
     names, ks, layers, n = summary["causal_models"], summary["low_rank_dims"], summary["layers"], summary["n"]
     cells = _sweep_cells(summary)
@@ -196,7 +118,7 @@ def plot_sanity_check(summary_json: str | Path, out: str | Path, evaluation_json
             if row == 0 and column == len(ks) - 1:
                 ax.legend(fontsize=7)
     fig.suptitle(f"Sanity check: DAS trained on one arithmetic causal model, tested on each ({source})", fontsize=10)
-    return _finish(plt, fig, out)
+    return finish(plt, fig, out)
 
 
 def _heatmap(ax, table, layers, ks, n, title, control=None):
@@ -220,7 +142,7 @@ def _table(summary: dict, name: str, key: str = "iia_own_model"):
 def plot_empirical(summary_json: str | Path, out: str | Path) -> Path:
     """Simple causal models: IIA per layer x k for each input copied from the source. High IIA for
     (X)+Y+Z at a layer means the intervened subspace there carries X and only X."""
-    plt = _pyplot()
+    plt = pyplot()
     summary = read_json(summary_json)
     names, ks, layers, n = summary["causal_models"], summary["low_rank_dims"], summary["layers"], summary["n"]
     fig, axes = plt.subplots(1, len(names), figsize=(2.2 + 1.0 * len(ks) * len(names), 0.3 * len(layers) + 2.2), sharey=True, squeeze=False)
@@ -232,12 +154,12 @@ def plot_empirical(summary_json: str | Path, out: str | Path) -> Path:
     fig.colorbar(image, ax=axes[0].tolist(), label="IIA (fresh test pairs)", shrink=0.9)
     fig.suptitle("Where does each input live? DAS aligning one input (or the whole sum) with a k-dimensional subspace of all six tokens",
                  fontsize=10)
-    return _finish(plt, fig, out)
+    return finish(plt, fig, out)
 
 
 def plot_overview(summary_jsons: list[str | Path], out: str | Path) -> Path:
     """Every causal model of every sweep: IIA per layer x k, the random-init control in brackets."""
-    plt = _pyplot()
+    plt = pyplot()
     summaries = [read_json(path) for path in summary_jsons]
     width = max(len(s["causal_models"]) for s in summaries)
     ks_max = max(len(s["low_rank_dims"]) for s in summaries)
@@ -261,89 +183,4 @@ def plot_overview(summary_jsons: list[str | Path], out: str | Path) -> Path:
     fig.supxlabel("k = dimensions of the aligned subspace ('all': a full swap of the six tokens)", fontsize=8.5)
     fig.colorbar(image, ax=axes.ravel().tolist(), label="IIA (fresh test pairs)", shrink=0.8)
     fig.suptitle("DAS on the X+Y+Z GPT-2, every causal model: IIA per layer x k (same DAS on a random-init network in brackets)", fontsize=10)
-    return _finish(plt, fig, out)
-
-
-def _finish(plt, fig, out) -> Path:
-    out = Path(out)
-    _save(fig, out)
-    plt.close(fig)
-    return out
-
-
-# -- the ellipse CNN -----------------------------------------------------------------------------
-
-
-def _cell_label(cell: dict) -> str:
-    variables = "+".join(cell["variables"])
-    return f"{cell['mode']}: {variables}  @ {cell['layer']} {cell['site_view']}, k={cell['intervention_size']}"
-
-
-def plot_ellipse_das(summary_json: str | Path, out: str | Path) -> Path:
-    """One group of horizontal bars per cell: DAS IIA, the random-init control and the baselines."""
-    import numpy as np
-
-    plt = _pyplot()
-    cells = read_json(summary_json)["cells"]
-    bars = [
-        ("DAS IIA", lambda c: c["iia"], "C0"),
-        ("control: random-init CNN", lambda c: (c.get("control_random_init") or {}).get("iia", np.nan), "C3"),
-        ("copy the source's label", lambda c: c["baselines"]["copy_source_label"], "C1"),
-        ("network, no intervention", lambda c: c["baselines"]["network_no_intervention"], "C2"),
-        ("majority label", lambda c: c["baselines"]["majority"], "grey"),
-    ]
-    y = np.arange(len(cells))[::-1]
-    height = 0.8 / len(bars)
-    fig, ax = plt.subplots(figsize=(8.4, 1.0 + 0.62 * len(cells)))
-    for i, (name, value, colour) in enumerate(bars):
-        widths = [value(c) for c in cells]
-        offsets = y + ((len(bars) - 1) / 2 - i) * height
-        ax.barh(offsets, widths, height, label=name, color=colour)
-        if i == 0:
-            for yi, w in zip(offsets, widths, strict=True):
-                ax.text(w + 0.005, yi, f"{w:.3f}", va="center", fontsize=7)
-    ax.set_yticks(y, [_cell_label(c) for c in cells], fontsize=7.5)
-    ax.set_xlim(0, 1.0)
-    ax.set_xlabel("accuracy on fresh counterfactual pairs of the cell's mode")
-    ax.legend(fontsize=7.5, ncol=3, loc="lower center", bbox_to_anchor=(0.4, 1.0), frameon=False)
-    fig.suptitle("DAS on the ellipse CNN: IIA beside the control and the baselines (same test pairs)", fontsize=10)
-    ax.grid(alpha=0.3, axis="x")
-    return _finish(plt, fig, out)
-
-
-def plot_ellipse_layers(summary_json: str | Path, out: str | Path) -> Path:
-    """Single-variable, single-source IIA per layer: where each latent lives (control dashed)."""
-    plt = _pyplot()
-    table = read_json(summary_json)["layer_table"]
-    layers = ["conv1", "conv2", "conv3", "fc1"]
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for i, (variable, by_layer) in enumerate(table.items()):
-        present = [layer for layer in layers if layer in by_layer]
-        x = [layers.index(layer) for layer in present]
-        ax.plot(x, [by_layer[layer]["iia"] for layer in present], "o-", lw=2.2, color=f"C{i}", label=f"{variable}: DAS IIA")
-        ax.plot(x, [by_layer[layer]["control"] for layer in present], "s--", lw=1, color=f"C{i}", alpha=0.6, label=f"{variable}: random-init control")
-        ax.plot(x, [by_layer[layer]["network_no_intervention"] for layer in present], ":", lw=1, color=f"C{i}", alpha=0.6,
-                label=f"{variable}: network, no intervention")
-    sizes = {layer: {v[layer]["intervention_size"] for v in table.values() if layer in v} for layer in layers}
-    ax.set_xticks(range(len(layers)), [f"{layer}\nk={','.join(map(str, sorted(sizes[layer])))}" for layer in layers])
-    ax.set_xlabel("layer whose output is intervened on (rows view for conv layers)")
-    ax.set_ylabel("IIA (fresh single-source pairs)")
-    ax.set_ylim(0.3, 1.02)
-    ax.set_title("Where each latent lives: DAS for one variable at a time", fontsize=10)
-    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.2))
-    ax.grid(alpha=0.3)
-    return _finish(plt, fig, out)
-
-
-def plot_image_grid(images, titles: list[str], out: str | Path, columns: int = 8) -> Path:
-    """A grid of greyscale images (n, 1, H, W) in [0, 1] with a title each (the task's inputs)."""
-    plt = _pyplot()
-    rows = (len(images) + columns - 1) // columns
-    fig, axes = plt.subplots(rows, columns, figsize=(1.4 * columns, 1.65 * rows), squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
-    for ax, image, title in zip(axes.ravel(), images, titles, strict=False):
-        ax.imshow(image[0], cmap="gray", vmin=0, vmax=1)
-        ax.set_title(title, fontsize=6)
-    fig.suptitle("Ellipse images with (circularity, colour, area) scaled to [0, 1] and the label", fontsize=9)
-    return _finish(plt, fig, out)
+    return finish(plt, fig, out)

@@ -12,10 +12,10 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from causal_das.analysis import classification, cliques, division
-from causal_das.analysis import plots as figures
-from causal_das.analysis.graphs import load_graphs
-from causal_das.io import atomic_write_json, read_json, run_metadata
-from causal_das.provenance import Tally, digest, load_current
+from causal_das.experiments.iia_graphs import load_graphs
+from causal_das.plots import disentangling as figures
+from causal_das.runtime.io import atomic_write_json, read_json, run_metadata
+from causal_das.runtime.provenance import Tally, digest, load_current
 from causal_das.tasks import arithmetic
 
 

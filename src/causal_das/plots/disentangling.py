@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from causal_das.io import read_json
-from causal_das.plots import _pyplot, _save
+from causal_das.plots.common import finish, pyplot
+from causal_das.runtime.io import read_json
 
 UNEXPLAINED_COLOUR = "#d9d9d9"
 
@@ -18,7 +18,7 @@ def _colours(names):
 
 def plot_graphs(graphs_json: str | Path, out: str | Path) -> Path:
     """Per causal model: mean IIA over all ordered pairs per layer, and the share of edges of weight 1."""
-    plt = _pyplot()
+    plt = pyplot()
     index = read_json(graphs_json)
     names, colours = index["causal_models"], _colours(index["causal_models"])
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -40,13 +40,13 @@ def plot_graphs(graphs_json: str | Path, out: str | Path) -> Path:
     left.legend(fontsize=7)
     right.legend(fontsize=7, ncol=1)
     fig.suptitle(f"IIA graphs over the 1000 triples (k = {index['k']}): edge {{i,j}} weight = mean IIA of i<-j and j<-i", fontsize=10)
-    return _finish(plt, fig, out)
+    return finish(plt, fig, out)
 
 
 def plot_cliques(cliques_json: str | Path, out: str | Path) -> Path:
     """Top row: clique sizes in the order they were removed, per layer and causal model. Bottom row:
     how many causal models' cliques each triple belongs to."""
-    plt = _pyplot()
+    plt = pyplot()
     result = read_json(cliques_json)
     layers = [o["layer"] for o in result["overlap"]]
     names = list(dict.fromkeys(g["causal_model"] for g in result["graphs"]))
@@ -83,7 +83,7 @@ def plot_cliques(cliques_json: str | Path, out: str | Path) -> Path:
     fig.suptitle(f"Maximum cliques of weight-1 edges (both orientations correct), removed one by one while >= {result['min_size']} triples\n"
                  "'of one P': every triple of the clique has the same intermediate value, so doing nothing would also be correct",
                  fontsize=9.5)
-    return _finish(plt, fig, out)
+    return finish(plt, fig, out)
 
 
 def plot_division(division_json: str | Path, out: str | Path) -> Path:
@@ -92,7 +92,7 @@ def plot_division(division_json: str | Path, out: str | Path) -> Path:
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
-    plt = _pyplot()
+    plt = pyplot()
     result = read_json(division_json)
     order = result["order"]
     labels = [*order, "unexplained"]
@@ -119,13 +119,13 @@ def plot_division(division_json: str | Path, out: str | Path) -> Path:
     fig.suptitle(f"Division of the triples among causal models (order {' > '.join(order)}, mean pairwise IIA >= {result['faithfulness']})\n"
                  f"set sizes ({', '.join(labels)}) - {counts}", fontsize=9)
     fig.subplots_adjust(bottom=0.14, top=0.84, wspace=0.15, hspace=0.3)
-    return _finish(plt, fig, out)
+    return finish(plt, fig, out)
 
 
 def plot_tree(classification_json: str | Path, out: str | Path) -> Path:
     """The fitted decision tree: each split 'feature <= threshold' (left: yes), each leaf its class
     and training-triple counts, coloured by the class predicted there."""
-    plt = _pyplot()
+    plt = pyplot()
     record = read_json(classification_json)
     tree = record["tree"]
     nodes = tree["nodes"]
@@ -181,11 +181,4 @@ def plot_tree(classification_json: str | Path, out: str | Path) -> Path:
         f"leaf: prediction and training triples per class ({' / '.join(tree['classes'])})",
         fontsize=9,
     )
-    return _finish(plt, fig, out)
-
-
-def _finish(plt, fig, out) -> Path:
-    out = Path(out)
-    _save(fig, out)
-    plt.close(fig)
-    return out
+    return finish(plt, fig, out)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from causal_das.io import run_metadata
+from causal_das.runtime.io import run_metadata
 
 MLP_RUNS = ("hierarchical_equality", "pattern_matching")
 
@@ -123,6 +123,57 @@ def table(record: dict) -> str:
     lines.append(f"\n{'group':<30} {'numbers':>8} {'identical':>10} {'max |difference|':>17} {'missing here':>13}")
     for group, g in record["groups"].items():
         lines.append(f"{group:<30} {g['n']:>8} {g['identical']:>10} {g['max_abs_difference']:>17.4f} {g['missing_here']:>13}")
+    return "\n".join(lines)
+
+
+# What legitimately differs between two runs of the same flags: when, how long, where, with what.
+VOLATILE_FIELDS = ("command", "versions", "git_commit", "compute", "reference_compute")
+
+
+def _volatile(key: str) -> bool:
+    return key in VOLATILE_FIELDS or key == "seconds" or key.endswith("_seconds")
+
+
+def field_differences(reference: str | Path, run: str | Path, limit: int = 50) -> dict:
+    """Every field of every result JSON of the reference beside the run's, apart from timing,
+    command, commit, versions and compute: how many files and fields were compared, which files are
+    missing here, and the first `limit` differing fields (file, path inside it, both values)."""
+    reference, run = Path(reference), Path(run)
+    compared = {"files": 0, "fields": 0, "missing_files": [], "n_differences": 0, "differences": []}
+
+    def walk(where: str, path: str, ref, now) -> None:
+        if isinstance(ref, dict) and isinstance(now, dict):
+            for key in dict.fromkeys([*ref, *now]):
+                if not _volatile(key):
+                    walk(where, f"{path}.{key}" if path else key, ref.get(key, "<absent>"), now.get(key, "<absent>"))
+        elif isinstance(ref, list) and isinstance(now, list) and len(ref) == len(now):
+            for i, (r, n) in enumerate(zip(ref, now, strict=True)):
+                walk(where, f"{path}[{i}]", r, n)
+        else:
+            compared["fields"] += 1
+            if ref != now:
+                compared["n_differences"] += 1
+                if len(compared["differences"]) < limit:
+                    compared["differences"].append({"file": where, "field": path, "reference": ref, "this_run": now})
+
+    for path in sorted(reference.rglob("*.json")):
+        relative = path.relative_to(reference)
+        if not _is_reference_file(relative):
+            continue
+        mine = _read(run / relative)
+        if mine is None:
+            compared["missing_files"].append(str(relative))
+            continue
+        compared["files"] += 1
+        walk(str(relative), "", _read(path), mine)
+    return compared
+
+
+def field_table(compared: dict) -> str:
+    lines = [f"every field: {compared['files']} result files, {compared['fields']} fields compared (timing, command, commit, "
+             f"versions and compute left out): {compared['n_differences']} differ, {len(compared['missing_files'])} files missing here"]
+    lines += [f"  {d['file']}: {d['field']}: reference {d['reference']!r}, this run {d['this_run']!r}" for d in compared["differences"][:20]]
+    lines += [f"  missing: {name}" for name in compared["missing_files"][:20]]
     return "\n".join(lines)
 
 

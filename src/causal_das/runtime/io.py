@@ -92,7 +92,7 @@ def package_versions() -> dict[str, str | None]:
 
 def run_metadata() -> dict:
     """What every result file records besides its config and metrics."""
-    from causal_das import devices
+    from causal_das.runtime import devices
 
     return {"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "versions": package_versions(), "git_commit": git_commit(),
             "compute": devices.current()}

@@ -1,4 +1,4 @@
-"""DAS on the X+Y+Z GPT-2: the sweep over (causal model, layer, k) cells, and re-evaluation.
+"""DAS on the X+Y+Z GPT-2 (`run_das.py`): the sweep over (causal model, layer, k) cells.
 
 A cell trains W at `block_output` of one layer, over the chosen token positions concatenated
 (n = positions x width), on the counterfactuals of one causal model; saves W; and measures IIA on
@@ -14,25 +14,23 @@ blocks after the site.
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from causal_das import devices
 from causal_das.das import engine
-from causal_das.io import atomic_write_json, check_results_path, read_json, run_metadata
 from causal_das.metrics import majority_rate
 from causal_das.models import gpt2
-from causal_das.provenance import Tally, file_sha256, load_current, model_fingerprint
-from causal_das.sweep import claim, run_cells
+from causal_das.runtime import devices
+from causal_das.runtime.io import atomic_write_json, check_results_path, read_json, run_metadata
+from causal_das.runtime.provenance import Tally, load_current, model_fingerprint
+from causal_das.runtime.sweep import claim, run_cells
 from causal_das.tasks import arithmetic
 
 log = logging.getLogger(__name__)
@@ -214,7 +212,7 @@ def ray_cell(config: SweepConfig, cwd: str, key: tuple[str, int, int]) -> dict:
     model, tokenizer = gpt2.load_classifier(config.model_path, device)
     _, layer, k = key
     out_dir = Path(config.results_path)
-    settings = {**_settings(config), "causal_model": key[0], "layer": layer, "k": k}
+    settings = {**sweep_settings(config), "causal_model": key[0], "layer": layer, "k": k}
     inputs = {"model_fingerprint": model_fingerprint(model)}
     path = out_dir / "cells" / f"{cell_name(*key)}.json"
     weights = out_dir / "interventions" / cell_name(*key) / "weights.safetensors"
@@ -244,7 +242,7 @@ def run_sweep(config: SweepConfig, executor: str = "local", ray_address: str | N
     fingerprint = model_fingerprint(model)
     train_ids, test_ids = sweep_pairs(config)
     cells = [(m, layer, k) for m in family for layer in layers for k in ks]
-    settings_for = {(m.name, layer, k): {**_settings(config), "causal_model": m.name, "layer": layer, "k": k} for m, layer, k in cells}
+    settings_for = {(m.name, layer, k): {**sweep_settings(config), "causal_model": m.name, "layer": layer, "k": k} for m, layer, k in cells}
     inputs = {"model_fingerprint": fingerprint}
 
     by_name = {m.name: m for m in family}
@@ -266,7 +264,7 @@ def run_sweep(config: SweepConfig, executor: str = "local", ray_address: str | N
             done[(m.name, layer, k)] = record
     tally.print()
     if todo and executor == "ray":
-        from causal_das.executors import ray_map
+        from causal_das.runtime.executors import ray_map
 
         done.update(ray_map(functools.partial(ray_cell, config, os.getcwd()), todo, ray_address, ray_cpus, device=config.device,
                             desc=f"DAS cells ({config.causal_model_type})"))
@@ -291,7 +289,7 @@ def run_sweep(config: SweepConfig, executor: str = "local", ray_address: str | N
         print(f"computed {computed} cell(s) here" + (f"; {others} finished by another run on this results path" if others else ""), flush=True)
     summary = {
         "experiment": "run_das",
-        "config": _settings(config),
+        "config": sweep_settings(config),
         **run_metadata(),
         "model_fingerprint": fingerprint,
         "n": n,
@@ -305,7 +303,7 @@ def run_sweep(config: SweepConfig, executor: str = "local", ray_address: str | N
     return summary
 
 
-def _settings(config: SweepConfig) -> dict:
+def sweep_settings(config: SweepConfig) -> dict:
     """Everything that determines a cell's numbers (not where it is written)."""
     settings = asdict(config)
     for where in ("results_path", "device", "precision"):
@@ -338,9 +336,6 @@ def summary_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-# -- evaluate_das ----------------------------------------------------------------------------------
-
-
 def load_sweep_config(results_path: str | Path) -> SweepConfig:
     summary = read_json(Path(results_path) / "summary.json")
     try:
@@ -351,178 +346,3 @@ def load_sweep_config(results_path: str | Path) -> SweepConfig:
         return SweepConfig(**raw, results_path=str(results_path))
     except (KeyError, TypeError) as error:
         raise ValueError(f"{Path(results_path) / 'summary.json'} is not a run_das.py summary ({error})") from None
-
-
-def evaluate_saved(
-    results_path: str | Path,
-    test_families: tuple[str, ...],
-    n_testing: int,
-    all_pairs: bool,
-    seed: int,
-    engine_name: str = "fast",
-    model_path: str | None = None,
-    cell_filter=None,
-    batch_size: int = 8192,
-    executor: str = "local",
-    ray_address: str | None = None,
-    ray_cpus: int | None = None,
-    device: str = "auto",
-    precision: str = "auto",
-) -> dict:
-    """Reloads every saved intervention of a sweep and measures IIA against every causal model of
-    `test_families`, on `n_testing` fresh pairs (disjoint from the sweep's training pairs) or on all
-    999,000 ordered pairs. Returns the evaluation record (the caller writes it). With `executor`
-    "ray", each cell is evaluated by its own Ray task.
-
-    Each cell's scores are kept in `evaluations/<settings hash>/` inside the sweep as they finish, so
-    an interrupted evaluation resumes: a rerun with the same settings skips evaluated cells (and
-    recomputes one whose W changed since)."""
-    results_path = Path(results_path)
-    on = devices.setup(device, precision) if executor == "local" else None
-    config = replace(load_sweep_config(results_path), device=device, precision=precision)
-    if model_path is not None:
-        config = replace(config, model_path=model_path)
-    models = [m for family in test_families for m in arithmetic.get_family(family)]
-    model, tokenizer = gpt2.load_classifier(config.model_path)
-    summary = read_json(results_path / "summary.json")
-    fingerprint = model_fingerprint(model)
-    if fingerprint != summary.get("model_fingerprint"):
-        if model_path is not None:
-            raise ValueError(f"--model_path {config.model_path} is not the network the sweep in {results_path} was trained on")
-        raise ValueError(f"the network at {config.model_path} changed since the sweep in {results_path} was trained; rerun "
-                         f"run_das.py --model_path {config.model_path} --results_path {results_path} first (it recomputes the stale cells)")
-    input_ids = gpt2.encode_prompts(tokenizer)
-    test_ids = evaluation_pairs(config, all_pairs, n_testing, seed)
-    rows = [c for c in summary["cells"] if cell_filter is None or cell_filter(c)]
-    if not rows:
-        raise ValueError(f"no cells of {results_path} match the selection")
-    keys = [(c["causal_model"], c["layer"], c["k"]) for c in rows]
-    settings = {"sweep_config": _settings(config), "test_models": [m.name for m in models],
-                "pairs": {"n": len(test_ids), "all_pairs": all_pairs, "seed": seed}, "engine": engine_name}
-    cells_dir = evaluation_cells_dir(results_path, settings)
-    tally = Tally("cell evaluations")
-    for key in keys:
-        _finished_evaluation(cells_dir, results_path, settings, fingerprint, key, tally)
-    tally.print()
-    # Every saved W is read once first (and let go: a thesis sweep's full-swap W are 85 MB each), so a
-    # missing or corrupt one stops the run before anything is written.
-    for key in keys:
-        engine.TrainedIntervention.load(results_path / "interventions" / cell_name(*key))
-    started = time.perf_counter()
-    if executor == "ray":
-        from causal_das.executors import ray_map
-
-        task = functools.partial(evaluate_cell_task, config, os.getcwd(), str(results_path), test_families, all_pairs, n_testing, seed,
-                                 engine_name, batch_size, settings, fingerprint)
-        scores = ray_map(task, keys, ray_address, ray_cpus, device=device, desc="evaluate cells")
-    else:
-        model.to(on)
-        network = Network.load(model, input_ids, sorted({c["layer"] for c in rows}))
-
-        def compute(key):
-            site = gpt2.GPT2Site(model, key[1], config.positions)
-            trained = engine.TrainedIntervention.load(results_path / "interventions" / cell_name(*key))
-            iia = _evaluate_in_chunks(network, site, trained, test_ids, models, engine_name, batch_size)
-            return _save_evaluation(cells_dir, results_path, settings, fingerprint, key, iia)
-
-        with engine.frozen(model):
-            records, computed = run_cells(keys, lambda key: _evaluation_path(cells_dir, key),
-                                          lambda key: _finished_evaluation(cells_dir, results_path, settings, fingerprint, key), compute,
-                                          lambda keys: tqdm(keys, desc="evaluate cells", unit="cell"))
-        scores = {key: record["iia"] for key, record in records.items()}
-    evaluations = [{"trained_on": name, "layer": layer, "k": k, "iia": scores[(name, layer, k)]} for name, layer, k in keys]
-    return {
-        "experiment": "evaluate_das",
-        **run_metadata(),
-        "sweep": str(results_path),
-        "sweep_config": _settings(config),
-        "test_models": [m.name for m in models],
-        "pairs": {"n": len(test_ids), "all_pairs": all_pairs, "includes_training_pairs": all_pairs, "seed": seed},
-        "cells": evaluations,
-        "evaluation_cells": str(cells_dir),
-        "seconds": time.perf_counter() - started,
-    }
-
-
-def evaluation_cells_dir(results_path: Path, settings: dict) -> Path:
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
-    return results_path / "evaluations" / digest
-
-
-def _evaluation_path(cells_dir: Path, key) -> Path:
-    return cells_dir / f"{cell_name(*key)}.json"
-
-
-def _cell_inputs(results_path: Path, fingerprint: str, key) -> dict:
-    """What an evaluated cell was derived from: the network and the W it evaluated."""
-    return {"model_fingerprint": fingerprint, "weights_sha256": file_sha256(results_path / "interventions" / cell_name(*key) / "weights.safetensors")}
-
-
-def _finished_evaluation(cells_dir: Path, results_path: Path, settings: dict, fingerprint: str, key, tally=None) -> dict | None:
-    return load_current(_evaluation_path(cells_dir, key), {**settings, "cell": list(key)}, _cell_inputs(results_path, fingerprint, key),
-                        required=("iia",), tally=tally, mixing="recompute")
-
-
-def _save_evaluation(cells_dir: Path, results_path: Path, settings: dict, fingerprint: str, key, iia: dict) -> dict:
-    record = {"cell": list(key), "iia": iia, "settings": {**settings, "cell": list(key)}, "inputs": _cell_inputs(results_path, fingerprint, key),
-              "status": "done", **run_metadata()}
-    atomic_write_json(_evaluation_path(cells_dir, key), record)
-    return record
-
-
-def evaluation_pairs(config: SweepConfig, all_pairs: bool, n_testing: int, seed: int) -> np.ndarray:
-    """The pairs `evaluate_saved` measures on: all ordered pairs, or fresh ones disjoint from the
-    sweep's training pairs (a function of the seed, so a Ray task draws the same ones)."""
-    if all_pairs:
-        return np.arange(arithmetic.N_PAIRS)
-    train_ids, _ = sweep_pairs(config)
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 5]))
-    return arithmetic.draw_pairs(rng, n_testing, exclude=train_ids)
-
-
-def evaluate_cell_task(config, cwd, results_path, test_families, all_pairs, n_testing, seed, engine_name, batch_size, settings, fingerprint,
-                       key) -> dict:
-    """One cell of `evaluate_saved` as a Ray task: {causal model: IIA}, kept like a local run's.
-    Paths are meant against the driver's working directory `cwd`."""
-    os.chdir(cwd)
-    results_path = Path(results_path)
-    cells_dir = evaluation_cells_dir(results_path, settings)
-    with claim(_evaluation_path(cells_dir, key), wait=True):
-        record = _finished_evaluation(cells_dir, results_path, settings, fingerprint, key)
-        if record is not None:
-            return record["iia"]
-        model, tokenizer = gpt2.load_classifier(config.model_path, devices.setup(config.device, config.precision))
-        network = Network.load(model, gpt2.encode_prompts(tokenizer), [key[1]])
-        trained = engine.TrainedIntervention.load(results_path / "interventions" / cell_name(*key))
-        models = [m for family in test_families for m in arithmetic.get_family(family)]
-        with engine.frozen(model):
-            site = gpt2.GPT2Site(model, key[1], config.positions)
-            iia = _evaluate_in_chunks(network, site, trained, evaluation_pairs(config, all_pairs, n_testing, seed), models, engine_name, batch_size)
-        return _save_evaluation(cells_dir, results_path, settings, fingerprint, key, iia)["iia"]
-
-
-def _evaluate_in_chunks(network, site, trained, pair_ids, models, engine_name, batch_size, chunk: int = 200_000):
-    """IIA against each model, streaming the pairs so that 999,000 of them need little memory."""
-    hits = dict.fromkeys((m.name for m in models), 0)
-    for start in range(0, len(pair_ids), chunk):
-        ids = pair_ids[start : start + chunk]
-        base, source = arithmetic.decode_pairs(ids)
-        data = engine.InterchangeData(network.input_ids, torch.as_tensor(base), torch.as_tensor(source)[:, None], torch.zeros(len(ids), dtype=torch.long))
-        activations = network.states[site.layer] if engine_name == "fast" else None
-        predictions = engine.predict(site, trained, data, engine_name, batch_size=batch_size, activations=activations).numpy()
-        for m in models:
-            hits[m.name] += int(np.sum(predictions == arithmetic.counterfactual_labels(m, base, source)))
-    return {name: count / len(pair_ids) for name, count in hits.items()}
-
-
-
-def evaluation_table(record: dict) -> str:
-    """One row per evaluated cell: IIA against each test model (the trained-on model marked *)."""
-    models = record["test_models"]
-    width = max(9, *(len(m) + 1 for m in models))
-    lines = [f"{record['sweep']}: IIA on {record['pairs']['n']:,} pairs" + (" (all ordered pairs)" if record["pairs"]["all_pairs"] else "")]
-    lines.append(f"{'trained on':>10} {'layer':>5} {'k':>5} " + "".join(f"{m:>{width}}" for m in models))
-    for cell in record["cells"]:
-        entries = "".join(f"{(('*' if m == cell['trained_on'] else '') + format(cell['iia'][m], '.3f')):>{width}}" for m in models)
-        lines.append(f"{cell['trained_on']:>10} {cell['layer']:>5} {cell['k']:>5} {entries}")
-    return "\n".join(lines)

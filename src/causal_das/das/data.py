@@ -1,0 +1,126 @@
+"""The contract both DAS engines share: counterfactual data as indices, how to train, and the trained
+intervention (W, its subspace split and its site), with saving and loading. Nothing here trains."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from causal_das.das.intervention import DistributedInterchange
+from causal_das.das.site import SiteName
+
+
+@dataclass(frozen=True)
+class InterchangeData:
+    """Counterfactual examples as indices into a table of distinct network inputs.
+
+    A (base, source) pair is two indices, so a dataset with few distinct inputs (the 1000
+    arithmetic prompts) caches each input's activations once. Where a variable is not intervened
+    its source index equals the base index.
+    """
+
+    inputs: torch.Tensor  # (M, ...) distinct network inputs
+    base: torch.Tensor  # (N,) long
+    sources: torch.Tensor  # (N, V) long
+    labels: torch.Tensor  # (N,) long: the causal model's counterfactual labels
+
+    def __post_init__(self):
+        if self.sources.ndim != 2 or len(self.sources) != len(self.base) or len(self.labels) != len(self.base):
+            raise ValueError("InterchangeData: base (N,), sources (N, V) and labels (N,) must agree on N")
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    @property
+    def n_variables(self) -> int:
+        return self.sources.shape[1]
+
+    def to(self, device: torch.device) -> InterchangeData:
+        move = {name: getattr(self, name).to(device) for name in ("inputs", "base", "sources", "labels")}
+        return InterchangeData(**move)
+
+
+@dataclass(frozen=True)
+class DASConfig:
+    """How to train one intervention. `subspace_sizes[v]` columns of W belong to variable v."""
+
+    subspace_sizes: tuple[int, ...]
+    epochs: int = 3
+    batch_size: int = 256
+    lr: float = 1e-3
+    seed: int = 0
+
+
+@dataclass
+class TrainedIntervention:
+    """A trained W with what is needed to use it again: the site, the subspace split, the history."""
+
+    site: str
+    n: int
+    subspace_sizes: tuple[int, ...]
+    weight: torch.Tensor  # (n, k), orthonormal columns; the identity for a full swap
+    engine: str = "fast"
+    history: dict = field(default_factory=dict)
+
+    def module(self) -> DistributedInterchange:
+        intervention = DistributedInterchange(self.n, self.subspace_sizes)
+        if intervention.trainable:
+            intervention.rotation.load_matrix(self.weight)
+        return intervention
+
+    def save(self, directory: str | os.PathLike) -> None:
+        """Writes `weights.safetensors` (W) and `config.json`; each file appears whole or not at all."""
+        from safetensors.torch import save_file
+
+        from causal_das.runtime.io import atomic_write_json, atomic_writer
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        with atomic_writer(directory / "weights.safetensors", binary=True) as tmp_path:
+            save_file({"weight": self.weight.detach().contiguous().cpu()}, tmp_path)
+        atomic_write_json(
+            directory / "config.json",
+            {"site": self.site, "n": self.n, "subspace_sizes": list(self.subspace_sizes), "engine": self.engine, "history": self.history},
+        )
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> TrainedIntervention:
+        """Reads what `save` wrote; raises ValueError naming the file when it is missing or corrupt."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        config_path, weight_path = directory / "config.json", directory / "weights.safetensors"
+        for path in (config_path, weight_path):
+            if not path.is_file():
+                raise ValueError(f"saved intervention is incomplete: {path} is missing")
+        try:
+            config = json.loads(config_path.read_text())
+            site, n, sizes = str(config["site"]), int(config["n"]), tuple(int(s) for s in config["subspace_sizes"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"saved intervention config {config_path} is corrupt ({error})") from None
+        try:
+            weight = load_file(str(weight_path))["weight"]
+        except (SafetensorError, KeyError, OSError, ValueError) as error:
+            raise ValueError(f"saved intervention weights {weight_path} are corrupt ({error})") from None
+        SiteName.parse(site)
+        full_swap = len(sizes) == 1 and sizes[0] == n
+        expected = (n, n) if full_swap else (n, sum(sizes))
+        if tuple(weight.shape) != expected:
+            raise ValueError(f"saved intervention weights {weight_path} have shape {tuple(weight.shape)}, config says {expected}")
+        if not torch.isfinite(weight).all():
+            raise ValueError(f"saved intervention weights {weight_path} contain NaN or inf")
+        return cls(site, n, sizes, weight, config.get("engine", "fast"), config.get("history", {}))
+
+
+def config_dict(config: DASConfig) -> dict:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()}
+
+
+def n_steps(n_examples: int, config: DASConfig) -> int:
+    return config.epochs * math.ceil(n_examples / config.batch_size)

@@ -1,0 +1,1 @@
+"""One module per experiment family: what each script runs (see docs/architecture.md for which)."""

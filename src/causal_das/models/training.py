@@ -1,0 +1,109 @@
+"""What the MLP, CNN and GPT-2 trainers share: one minibatch training loop (`fit`), and saving and
+loading a network's weights as safetensors with the checks that turn a broken file into one line.
+
+The loop fixes what all three need to agree on: the epoch's order is a permutation of the training
+rows drawn from one CPU generator seeded once (the same batches on every device), divergence stops
+training with one line (`DivergenceGuard`), and the model is left in eval mode.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from causal_das.das.training import DivergenceGuard
+from causal_das.runtime import progress
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EpochLoss:
+    per_batch: float  # the mean of the batches' mean losses (what the MLP and CNN report)
+    per_example: float  # the mean loss per training example (what the GPT-2 trainer reports)
+
+
+def fit(
+    model: nn.Module,
+    rows: torch.Tensor,
+    batch_loss: Callable[[torch.Tensor], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    *,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    guard: DivergenceGuard,
+    desc: str,
+    max_grad_norm: float | None = None,
+    schedule=None,
+    after_epoch: Callable[[int, EpochLoss], dict | None] | None = None,
+    bar: str = "steps",
+) -> list[EpochLoss]:
+    """Trains `model` on the example indices `rows` (1-D, CPU), `batch_size` at a time in a fresh
+    shuffle each epoch; `batch_loss(idx)` gets the batch's indices on the model's device and returns
+    its mean loss. Per step: zero the gradients, backward, clip (if `max_grad_norm`), step the
+    optimiser (through `guard`), step the `schedule` (if any). `after_epoch(epoch, loss)` may return
+    a postfix for the progress bar; `bar` is "steps" (one inner bar per epoch) or "epochs" (one bar)."""
+    generator = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
+    history = []
+    epoch_bar = progress.bar(range(epochs), desc=desc, unit="epoch") if bar == "epochs" else range(epochs)
+    for epoch in epoch_bar:
+        model.train()  # `after_epoch` may have evaluated the model
+        order = rows[torch.randperm(len(rows), generator=generator)]
+        batch_total, example_total, batches = 0.0, 0.0, 0
+        starts = range(0, len(order), batch_size)
+        if bar == "steps":
+            starts = progress.inner(starts, desc=f"{desc} epoch {epoch + 1}/{epochs}")
+        for step, start in enumerate(starts, 1):
+            idx = order[start : start + batch_size].to(device)
+            loss = batch_loss(idx)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if max_grad_norm is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+            guard.step(optimizer, epoch + 1, step)
+            if schedule is not None:
+                schedule.step()
+            value = loss.item()  # the one sync per step
+            guard.check(value, epoch + 1, step)
+            batch_total, example_total, batches = batch_total + value, example_total + value * len(idx), batches + 1
+        history.append(EpochLoss(batch_total / batches, example_total / len(order)))
+        log.info("%s epoch %d: loss %.4f", desc, epoch + 1, history[-1].per_batch)
+        postfix = after_epoch(epoch + 1, history[-1]) if after_epoch is not None else None
+        if postfix and bar == "epochs":
+            epoch_bar.set_postfix(**postfix)
+    model.eval()
+    return history
+
+
+def save_weights(model: nn.Module, path: Path) -> None:
+    """`model`'s state dict as safetensors at `path`, written whole or not at all."""
+    from safetensors.torch import save_file
+
+    from causal_das.runtime.io import atomic_writer
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_writer(path, binary=True) as tmp:
+        save_file({k: v.cpu().contiguous() for k, v in model.state_dict().items()}, tmp)
+
+
+def load_weights(model: nn.Module, path: Path, what: str, remedy: str = "") -> nn.Module:
+    """Loads `path` into `model`; a missing, truncated or mismatched file, or one holding NaN or inf,
+    raises one ValueError line: "<what> is missing or corrupt (<why>)[; <remedy>]"."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    tail = f"; {remedy}" if remedy else ""
+    try:
+        model.load_state_dict(load_file(str(path)))
+    except (SafetensorError, OSError, RuntimeError) as error:
+        raise ValueError(f"{what} is missing or corrupt ({str(error).splitlines()[0]}){tail}") from None
+    if not all(torch.isfinite(p).all() for p in model.parameters()):
+        raise ValueError(f"{what} contains NaN or inf{tail}")
+    return model

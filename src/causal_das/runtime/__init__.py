@@ -1,0 +1,1 @@
+"""Run plumbing: flags, atomic result files, resumable cells, executors, devices, progress, provenance."""
