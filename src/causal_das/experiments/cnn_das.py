@@ -40,7 +40,7 @@ from causal_das.runtime.io import (
     run_metadata,
 )
 from causal_das.runtime.provenance import Tally, load_current, model_fingerprint
-from causal_das.runtime.sweep import run_cells
+from causal_das.runtime.sweep import run_cells, split_finished
 from causal_das.tasks import ellipse
 
 log = logging.getLogger(__name__)
@@ -235,14 +235,7 @@ def run_das(config: EllipseDASConfig) -> list[dict]:
               flush=True)
         return payload
 
-    records, todo, tally = {}, [], Tally("cells")
-    for key in names:
-        record = finished(key, tally)
-        if record is None:
-            todo.append(key)
-        else:
-            records[key] = record
-    tally.print()
+    records, todo = split_finished(list(names), finished, Tally("cells"))
     fresh, _ = run_cells(todo, cell_path, finished, compute, lambda keys: keys)
     records.update(fresh)
     return [records[key] for key in names]

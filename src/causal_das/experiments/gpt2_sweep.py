@@ -30,7 +30,7 @@ from causal_das.models import gpt2
 from causal_das.runtime import devices
 from causal_das.runtime.io import atomic_write_json, check_results_path, read_json, run_metadata
 from causal_das.runtime.provenance import Tally, load_current, model_fingerprint
-from causal_das.runtime.sweep import claim, run_cells
+from causal_das.runtime.sweep import claim, run_cells, split_finished
 from causal_das.tasks import arithmetic
 
 log = logging.getLogger(__name__)
@@ -255,14 +255,7 @@ def run_sweep(config: SweepConfig, executor: str = "local", ray_address: str | N
         weights = out_dir / "interventions" / cell_name(*key) / "weights.safetensors"
         return load_current(cell_path(key), settings_for[key], inputs, companions=(weights,), tally=tally)
 
-    todo, done, tally = [], {}, Tally("cells")
-    for m, layer, k in cells:
-        record = finished((m.name, layer, k), tally)
-        if record is None:
-            todo.append((m.name, layer, k))
-        else:
-            done[(m.name, layer, k)] = record
-    tally.print()
+    done, todo = split_finished([(m.name, layer, k) for m, layer, k in cells], finished, Tally("cells"))
     if todo and executor == "ray":
         from causal_das.runtime.executors import ray_map
 

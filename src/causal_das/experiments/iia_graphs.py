@@ -10,7 +10,6 @@ its statistics and the array's sha256, so a truncated or replaced array is detec
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import time
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from causal_das.runtime.io import (
     run_metadata,
 )
 from causal_das.runtime.provenance import Tally, file_sha256, load_current, model_fingerprint
-from causal_das.runtime.sweep import claim, run_cells
+from causal_das.runtime.sweep import claim, run_cells, split_finished
 from causal_das.tasks import arithmetic
 
 N = arithmetic.N_TRIPLES
@@ -42,17 +41,13 @@ def graph_name(causal_model: str, layer: int, k: int) -> str:
     return gpt2_sweep.cell_name(causal_model, layer, k)
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def save_graph(directory: Path, graph: Graph, record: dict) -> dict:
     """Writes `<name>.npz` then `<name>.json` (the JSON last, so its presence means both are whole)."""
     base = directory / graph_name(graph.causal_model, graph.layer, graph.k)
     array_path = base.with_suffix(".npz")
     with atomic_writer(array_path, binary=True) as tmp, open(tmp, "wb") as handle:
         np.savez_compressed(handle, correct_packed=np.packbits(graph.correct, axis=1), shape=np.array(graph.correct.shape))
-    record = {**record, "array_file": array_path.name, "array_sha256": _sha256(array_path)}
+    record = {**record, "array_file": array_path.name, "array_sha256": file_sha256(array_path)}
     atomic_write_json(base.with_suffix(".json"), record)
     return record
 
@@ -72,7 +67,7 @@ def load_graph(record_path: str | Path) -> Graph:
         raise ValueError(f"{record_path} is not a graph record (no array_file/array_sha256/causal_model/layer/k); {rerun}") from None
     if not array_path.is_file():
         raise ValueError(f"graph array {array_path} is missing; {rerun}")
-    if _sha256(array_path) != expected_sha:
+    if file_sha256(array_path) != expected_sha:
         raise ValueError(f"graph array {array_path} is truncated or was changed (its sha256 differs from {record_path.name}); {rerun}")
     with np.load(array_path) as arrays:
         correct = np.unpackbits(arrays["correct_packed"], axis=1, count=N).astype(bool)
@@ -196,14 +191,7 @@ def run_graphs(config: GraphsConfig) -> dict:
                 return None
         return record
 
-    records, todo, tally = {}, [], Tally("graphs")
-    for key in selected:
-        record = finished(key, tally)
-        if record is None:
-            todo.append(key)
-        else:
-            records[key] = record
-    tally.print()
+    records, todo = split_finished(selected, finished, Tally("graphs"))
     started = time.perf_counter()
     if todo:
         model_path = config.model_path or sweep_config.model_path

@@ -29,7 +29,7 @@ from torch import nn
 
 from causal_das.das.site import PyveneSpec, SiteName
 from causal_das.das.training import DivergenceGuard
-from causal_das.models.training import fit, load_weights, save_weights
+from causal_das.models.training import check_model_directory, fit, load_weights, save_weights
 
 log = logging.getLogger(__name__)
 
@@ -201,12 +201,8 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> EllipseCNN:
     """The CNN `save` wrote (cnn/train_cnn.py); one-line ValueErrors that say what to do otherwise."""
     from causal_das.runtime.io import read_json
 
-    path = Path(path)
     train_hint = f"train it first: python cnn/train_cnn.py --output_dir {path}"
-    if path.is_file():
-        raise ValueError(f"--model_path {path} is a file, not a model directory; pass the directory cnn/train_cnn.py wrote")
-    if not path.is_dir():
-        raise ValueError(f"--model_path {path} does not exist; {train_hint}")
+    path = check_model_directory(path, "cnn/train_cnn.py", train_hint)
     marker = path / "cnn.json"
     if not marker.is_file():
         raise ValueError(f"--model_path {path} holds no ellipse CNN ({marker.name} is missing); {train_hint}")

@@ -18,7 +18,6 @@ import logging
 import math
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,7 +25,7 @@ from torch import nn
 
 from causal_das.das.site import PyveneSpec, SiteName
 from causal_das.das.training import DivergenceGuard
-from causal_das.models.training import fit
+from causal_das.models.training import check_model_directory, fit
 from causal_das.tasks import arithmetic
 
 log = logging.getLogger(__name__)
@@ -108,12 +107,7 @@ def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu")
     28 classes); one-line ValueErrors that say what to do when the path is not such a model."""
     from transformers import AutoConfig, AutoTokenizer, GPT2ForSequenceClassification
 
-    path = str(path)
-    if not Path(path).exists():
-        raise ValueError(f"--model_path {path} does not exist; train the model first: python train_gpt2.py --output_dir {path}")
-    if not Path(path).is_dir():
-        # transformers reads a config.json given as a file, then fails deep inside torch.load on the weights.
-        raise ValueError(f"--model_path {path} is a file, not a model directory; pass the directory train_gpt2.py wrote")
+    path = str(check_model_directory(path, "train_gpt2.py", f"train the model first: python train_gpt2.py --output_dir {path}"))
     try:
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as error:

@@ -82,6 +82,17 @@ def fit(
     return history
 
 
+def check_model_directory(path: str | Path, writer: str, remedy: str) -> Path:
+    """`path` as a directory a trainer wrote; one ValueError line otherwise: a file (transformers
+    would read a config.json given as a file, then fail deep inside torch.load), or nothing there."""
+    path = Path(path)
+    if path.is_file():
+        raise ValueError(f"--model_path {path} is a file, not a model directory; pass the directory {writer} wrote")
+    if not path.is_dir():
+        raise ValueError(f"--model_path {path} does not exist; {remedy}")
+    return path
+
+
 def save_weights(model: nn.Module, path: Path) -> None:
     """`model`'s state dict as safetensors at `path`, written whole or not at all."""
     from safetensors.torch import save_file

@@ -40,6 +40,20 @@ def claim(cell_path: Path, wait: bool = False):
         os.close(fd)
 
 
+def split_finished(keys, finished, tally) -> tuple[dict, list]:
+    """({key: record} of the cells already finished and current, [the keys still to compute]), and
+    the step's one line of what is reused and what is recomputed, and why (`tally`, a `Tally`)."""
+    records, todo = {}, []
+    for key in keys:
+        record = finished(key, tally)
+        if record is None:
+            todo.append(key)
+        else:
+            records[key] = record
+    tally.print()
+    return records, todo
+
+
 def run_cells(todo: list, cell_path, finished, compute, progress) -> tuple[dict, int]:
     """Computes the cells of `todo` that no other run is computing; returns ({key: record}, number
     computed here).
