@@ -106,7 +106,8 @@ def main():
     if args.command == "graphs":
         config = iia_graphs.GraphsConfig(args.sweep_path, args.results_path, tuple(args.causal_models) if args.causal_models else None,
                                          tuple(args.layers) if args.layers else None, args.low_rank_dim, args.model_path,
-                                         args.executor, args.ray_address, args.ray_cpus, args.device, args.precision)
+                                         executor=args.executor, ray_address=args.ray_address, ray_cpus=args.ray_cpus,
+                                         workers=args.workers, device=args.device, precision=args.precision)
         index = iia_graphs.run_graphs(config)
         figures.plot_graphs(f"{args.results_path}/graphs.json", f"{args.results_path}/graphs.png")
         print(iia_graphs.graphs_table(index))

@@ -57,7 +57,7 @@ def main():
     for results_path in args.results_path:
         record = gpt2_evaluation.evaluate_saved(results_path, families, args.n_testing, args.all_pairs, args.seed, args.engine,
                                    args.model_path, selected, args.batch_size, args.executor, args.ray_address, args.ray_cpus,
-                                   args.device, args.precision)
+                                   args.device, args.precision, workers=args.workers)
         out = Path(results_path) / args.output_name
         atomic_write_json(out, record)
         print(gpt2_evaluation.evaluation_table(record))

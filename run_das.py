@@ -3,8 +3,10 @@ block_output over the token positions (all six by default, concatenated as pyven
 width), save it, and measure IIA on fresh pairs against every model of the family, beside the
 baselines and the same DAS on a randomly initialised copy of the network.
 
-One JSON per cell under <results_path>/cells/; a rerun skips finished cells, so an interrupted sweep
-resumes where it stopped. summary.json gathers every cell.
+The cells of a layer (every causal model and k) are trained together, one suffix pass per step for
+all of them; the random-init control's cells likewise on the control network. One JSON per cell
+under <results_path>/cells/; a rerun skips finished cells, so an interrupted sweep resumes where it
+stopped. summary.json gathers every cell.
 
     python run_das.py --causal_model_type arithmetic          # -> results/gpt2/das_arithmetic/
     python run_das.py --causal_model_type simple --results_path results/gpt2/das_simple
@@ -45,6 +47,9 @@ def main():
     parser.add_argument("--engine", choices=("fast", "pyvene"), default=d.engine, help="DAS engine: fast (cached block outputs) or pyvene")
     parser.add_argument("--seed", type=int, default=d.seed, help="seed for the pairs, the initial W and the batch order")
     parser.add_argument("--results_path", default=None, help="directory for cells/, interventions/ and summary.json (default results/gpt2/das_<type>)")
+    parser.add_argument("--max_cells_per_pass", type=positive_int, default=None,
+                        help="most cells of one layer trained together in one suffix pass (default: as many as a quarter of the "
+                             "machine's memory, or half of the GPU's free memory, holds); does not change the results")
     parser.add_argument("--verbose", action="store_true", help="log per-epoch losses")
     add_executor_flags(parser)
     add_device_flags(parser)
@@ -57,11 +62,11 @@ def main():
         low_rank_dims=tuple(args.low_rank_dims) if args.low_rank_dims else None,
         n_training=args.n_training, n_testing=args.n_testing, batch_size=args.batch_size, epochs=args.epochs, lr=args.lr,
         positions=tuple(args.positions), engine=args.engine, control=args.control, seed=args.seed, results_path=results_path,
-        device=args.device, precision=args.precision,
+        device=args.device, precision=args.precision, max_cells_per_pass=args.max_cells_per_pass,
     )
     if args.preset == "thesis":
         config = replace(config, **gpt2_sweep.THESIS_PRESET, preset="thesis")
-    summary = gpt2_sweep.run_sweep(config, args.executor, args.ray_address, args.ray_cpus)
+    summary = gpt2_sweep.run_sweep(config, args.executor, args.ray_address, args.ray_cpus, args.workers)
     figure = plot_sweep(f"{results_path}/summary.json", f"{results_path}/iia_per_layer.png")
     print(gpt2_sweep.summary_table(summary))
     print(f"\nwrote {len(summary['cells'])} cells, {results_path}/summary.json and {figure}")

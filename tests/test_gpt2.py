@@ -167,8 +167,8 @@ def test_scripts_end_to_end(trained_model_dir, tmp_path):
     cell = summary["cells"][0]
     trained = engine.TrainedIntervention.load(arithmetic / "interventions" / gpt2_sweep.cell_name(cell["causal_model"], 2, 4))
     family = A.FAMILIES["arithmetic"]
-    fast, _ = gpt2_sweep.evaluate_cell(network, gpt2.GPT2Site(model, 2), trained, test_ids, family, "fast")
-    slow, _ = gpt2_sweep.evaluate_cell(network, gpt2.GPT2Site(model, 2), trained, test_ids, family, "pyvene")
+    fast, = gpt2_sweep.evaluate_cells(network, gpt2.GPT2Site(model, 2), [trained], test_ids, family, "fast")
+    slow, = gpt2_sweep.evaluate_cells(network, gpt2.GPT2Site(model, 2), [trained], test_ids, family, "pyvene")
     assert fast == slow == cell["iia"]
 
 

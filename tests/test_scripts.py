@@ -14,7 +14,7 @@ SCRIPTS = {
     "ablation": ROOT / "mlp" / "wrong_causal_graph_ablation_study.py",
 }
 # Timing fields and where the files were written are allowed to differ between two runs.
-TIMING_KEYS = {"seconds", "train_seconds", "command", "results_path"}
+TIMING_KEYS = {"seconds", "train_seconds", "cells_in_pass", "command", "results_path"}
 
 
 def run(script, *args, check=True):

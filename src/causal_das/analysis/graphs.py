@@ -6,7 +6,7 @@ gives the counterfactual label; the weight of the undirected edge {i, j} is the 
 orientations, (correct[i, j] + correct[j, i]) / 2, so 0, 0.5 or 1. The diagonal (base = source) is
 not an interchange pair and is stored as False.
 
-`correct_matrix` computes one with the fast engine on cached block outputs: one batch is one base
+`correct_matrix` computes one (`correct_matrices` several at one site) with the fast engine on cached block outputs: one batch is one base
 against all 1000 sources, and only the blocks after the site run. The graphs step that computes,
 stores and reuses them is `experiments.iia_graphs`.
 """
@@ -46,9 +46,16 @@ class Graph:
 
 def correct_matrix(network, site, trained, causal_model, bases_per_chunk: int = 25, progress: str | None = None) -> np.ndarray:
     """(1000, 1000) bool: the intervened prediction equals the counterfactual label, every ordered
-    pair. `network` holds the prompts (`input_ids`) and each layer's cached block outputs (`states`),
-    as `experiments.gpt2_sweep.Network` does; each forward batch is one base with all 1000 sources (measured fastest on 2 cores)."""
-    correct = np.zeros((N, N), dtype=bool)
+    pair: `correct_matrices` for one intervention."""
+    return correct_matrices(network, site, [trained], [causal_model], bases_per_chunk, progress)[0]
+
+
+def correct_matrices(network, site, trained: list, causal_models: list, bases_per_chunk: int = 25, progress: str | None = None) -> list[np.ndarray]:
+    """`correct_matrix` of several interventions at one site (each against its own causal model),
+    evaluated together: each suffix pass holds one base with all 1000 sources for every intervention.
+    `network` holds the prompts (`input_ids`) and each layer's cached block outputs (`states`), as
+    `experiments.gpt2_sweep.Network` does."""
+    correct = [np.zeros((N, N), dtype=bool) for _ in trained]
     sources = np.arange(N)
     chunks = range(0, N, bases_per_chunk)
     bar = {"desc": progress} if progress else {"disable": True}  # an explicit disable=False would override TQDM_DISABLE
@@ -57,9 +64,12 @@ def correct_matrix(network, site, trained, causal_model, bases_per_chunk: int = 
         base = np.repeat(bases, N)
         source = np.tile(sources, len(bases))
         data = engine.InterchangeData(network.input_ids, torch.as_tensor(base), torch.as_tensor(source)[:, None], torch.zeros(len(base), dtype=torch.long))
-        predicted = engine.predict(site, trained, data, "fast", batch_size=N, activations=network.states[site.layer]).numpy()
-        correct[bases] = (predicted == arithmetic.counterfactual_labels(causal_model, base, source)).reshape(len(bases), N)
-    np.fill_diagonal(correct, False)
+        # One base's 1000 pairs per intervention per pass: the fastest pass size measured on 2 cores.
+        predicted = engine.predict_cells(site, trained, data, batch_size=N * len(trained), activations=network.states[site.layer])
+        for matrix, causal_model, p in zip(correct, causal_models, predicted, strict=True):
+            matrix[bases] = (p.numpy() == arithmetic.counterfactual_labels(causal_model, base, source)).reshape(len(bases), N)
+    for matrix in correct:
+        np.fill_diagonal(matrix, False)
     return correct
 
 

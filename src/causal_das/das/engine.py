@@ -6,7 +6,9 @@
 - `pyvene`: the same intervention, initialised with the same W and fed the same batches in the same
   order, trained through `pyvene.IntervenableModel` as the seeds did (see `pyvene_engine`).
 
-Both return a `TrainedIntervention` (W, subspace sizes, site) and predict through `predict`.
+Both return a `TrainedIntervention` (W, subspace sizes, site) and predict through `predict`. The
+fast engine also trains and predicts many cells that share a site in one suffix pass per step
+(`train_cells`, `predict_cells`); `train` and `predict` are their one-cell case.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -23,12 +26,13 @@ from torch import nn
 from causal_das.das.data import DASConfig, InterchangeData, TrainedIntervention, config_dict, n_steps
 from causal_das.das.intervention import DistributedInterchange
 from causal_das.das.site import Site
-from causal_das.das.training import DivergenceGuard, batch_order, optimise
+from causal_das.das.training import DivergenceGuard, batch_order, optimise, optimise_cells
 from causal_das.runtime import devices
 
 __all__ = [
-    "ENGINES", "DASConfig", "DivergenceGuard", "InterchangeData", "TrainedIntervention", "batch_order", "cache_activations",
-    "config_dict", "frozen", "initial_intervention", "interchange", "n_steps", "optimise", "predict", "suffix_logits", "train",
+    "ENGINES", "Cell", "DASConfig", "DivergenceGuard", "InterchangeData", "TrainedIntervention", "batch_order", "cache_activations",
+    "config_dict", "frozen", "initial_intervention", "interchange", "n_steps", "optimise", "optimise_cells", "predict", "predict_cells",
+    "suffix_logits", "train", "train_cells",
 ]
 
 log = logging.getLogger(__name__)
@@ -91,6 +95,17 @@ def interchange(site: Site, intervention: DistributedInterchange, base: torch.Te
     return base.index_copy(1, coordinates, mixed)
 
 
+@dataclass(frozen=True)
+class Cell:
+    """One intervention to train at a site that it shares with other cells: its counterfactual data
+    (every cell of one `train_cells` call indexes the same table of inputs), how to train it, and a
+    name for progress and error messages."""
+
+    data: InterchangeData
+    config: DASConfig
+    desc: str = "DAS"
+
+
 def train(
     site: Site, data: InterchangeData, config: DASConfig, engine: str = "fast", desc: str = "DAS", activations: torch.Tensor | None = None
 ) -> TrainedIntervention:
@@ -100,35 +115,85 @@ def train(
     already has it (a sweep computes every layer's in one forward pass)."""
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; choose one of {ENGINES}")
-    if data.n_variables != len(config.subspace_sizes):
-        raise ValueError(f"data has {data.n_variables} source(s) per example but {len(config.subspace_sizes)} subspace(s) were given")
-    # W starts from a CPU generator, so a seed gives the same start on every device.
-    device = devices.of(site.model)
-    intervention = initial_intervention(site, config).to(device)
-    data = data.to(device)
+    if engine == "fast":
+        return train_cells(site, [Cell(data, config, desc)], activations)[0]
+    _check_sources(data, config)
+    intervention = initial_intervention(site, config)
     start = time.perf_counter()
     if not intervention.trainable:
-        weight, history = intervention.weight().detach(), {"epochs": [], "note": "k = n: a full swap, nothing to train"}
-    elif engine == "fast":
-        weight, history = _train_fast(site, data, config, intervention, desc, activations)
+        weight, history = intervention.weight().detach(), {"epochs": [], "note": FULL_SWAP_NOTE}
     else:
         from causal_das.das.pyvene_engine import train_pyvene
 
-        weight, history = train_pyvene(site, data, config, intervention.weight().detach(), desc)
+        weight, history = train_pyvene(site, data.to(devices.of(site.model)), config, intervention.weight().detach(), desc)
     history["train_seconds"] = time.perf_counter() - start
     return TrainedIntervention(str(site.name), site.n, tuple(config.subspace_sizes), weight.cpu(), engine, history)
 
 
-def _train_fast(site, data, config, intervention, desc, activations=None):
-    activations = cache_activations(site, data.inputs) if activations is None else activations.to(data.labels.device)
+FULL_SWAP_NOTE = "k = n: a full swap, nothing to train"
 
-    def logits_for(idx):
-        weight = intervention.weight()  # once per step, shared by every subspace
-        return suffix_logits(site, interchange(site, intervention, activations[data.base[idx]], activations[data.sources[idx]], weight))
 
+def _check_sources(data: InterchangeData, config: DASConfig) -> None:
+    if data.n_variables != len(config.subspace_sizes):
+        raise ValueError(f"data has {data.n_variables} source(s) per example but {len(config.subspace_sizes)} subspace(s) were given")
+
+
+def train_cells(
+    site: Site, cells: list[Cell], activations: torch.Tensor | None = None, max_cells_per_pass: int | None = None
+) -> list[TrainedIntervention]:
+    """Trains every cell's W at `site` with the fast engine, several cells per suffix pass.
+
+    Each step gathers each cell's own batch, applies each cell's own W, runs the concatenated states
+    through one suffix forward + backward and sums the cells' mean losses (`optimise_cells`), so a
+    cell gets the W it would get trained alone (same seed, batch order and initial W). A pass holds
+    at most `max_cells_per_pass` cells (None: as many as `memory.cells_per_pass` fits in the
+    device's budget). A full swap (k = n) needs no training. `activations` as in `train`."""
+    if not cells:
+        return []
+    inputs = cells[0].data.inputs
+    for cell in cells:
+        _check_sources(cell.data, cell.config)
+        if cell.data.inputs is not inputs and not torch.equal(cell.data.inputs, inputs):
+            raise ValueError("train_cells: every cell must index the same table of inputs (data.inputs)")
+    device = devices.of(site.model)
+    activations = cache_activations(site, inputs) if activations is None else activations.to(device)
+    datas = [cell.data.to(device) for cell in cells]
+    # W starts from a CPU generator, so a seed gives the same start on every device.
+    interventions = [initial_intervention(site, cell.config).to(device) for cell in cells]
+    results: list[TrainedIntervention | None] = [None] * len(cells)
+    for c, intervention in enumerate(interventions):
+        if not intervention.trainable:
+            history = {"epochs": [], "note": FULL_SWAP_NOTE, "train_seconds": 0.0}
+            results[c] = TrainedIntervention(str(site.name), site.n, tuple(cells[c].config.subspace_sizes), intervention.weight().cpu(), "fast", history)
+    trainable = [c for c, result in enumerate(results) if result is None]
+    if max_cells_per_pass is None:
+        from causal_das.das.memory import cells_per_pass
+
+        max_cells_per_pass = cells_per_pass(site, activations, max(cells[c].config.batch_size for c in trainable)) if trainable else 1
+    for first in range(0, len(trainable), max_cells_per_pass):
+        chosen = trainable[first : first + max_cells_per_pass]
+        started = time.perf_counter()
+        histories = _train_pass(site, activations, [datas[c] for c in chosen], [cells[c] for c in chosen], [interventions[c] for c in chosen])
+        seconds = time.perf_counter() - started
+        for c, history in zip(chosen, histories, strict=True):
+            # Seconds of the whole pass, which trained `cells_in_pass` cells together.
+            history.update(train_seconds=seconds, cells_in_pass=len(chosen))
+            weight = interventions[c].weight().detach().cpu()
+            results[c] = TrainedIntervention(str(site.name), site.n, tuple(cells[c].config.subspace_sizes), weight, "fast", history)
+    return results
+
+
+def _train_pass(site, activations, datas, cells, interventions) -> list[dict]:
+    def logits_for(batches):
+        hidden = [
+            interchange(site, interventions[c], activations[datas[c].base[idx]], activations[datas[c].sources[idx]], interventions[c].weight())
+            for c, idx in batches
+        ]
+        return suffix_logits(site, torch.cat(hidden)).split([len(idx) for _, idx in batches])
+
+    descs = [cell.desc for cell in cells]
     with frozen(site.model):
-        history = optimise(intervention.parameters(), logits_for, data, config, desc)
-    return intervention.weight().detach(), history
+        return optimise_cells([list(iv.parameters()) for iv in interventions], logits_for, datas, [cell.config for cell in cells], descs)
 
 
 def predict(
@@ -141,21 +206,47 @@ def predict(
 ) -> torch.Tensor:
     """The intervened network's predicted class for every example (N,), on the CPU. `activations` as
     in `train`."""
-    if str(site.name) != trained.site:
-        raise ValueError(f"intervention was trained at {trained.site}, not at {site.name}")
-    device = devices.of(site.model)
-    data = data.to(device)
     if engine == "pyvene":
+        if str(site.name) != trained.site:
+            raise ValueError(f"intervention was trained at {trained.site}, not at {site.name}")
         from causal_das.das.pyvene_engine import predict_pyvene
 
-        return predict_pyvene(site, trained, data, batch_size).cpu()
-    intervention = trained.module().to(device)
-    activations = cache_activations(site, data.inputs) if activations is None else activations.to(device)
-    out = []
+        return predict_pyvene(site, trained, data.to(devices.of(site.model)), batch_size).cpu()
+    return predict_cells(site, [trained], data, batch_size, activations)[0]
+
+
+def predict_cells(
+    site: Site,
+    trained: list[TrainedIntervention],
+    data: InterchangeData | list[InterchangeData],
+    batch_size: int = 8192,
+    activations: torch.Tensor | None = None,
+) -> list[torch.Tensor]:
+    """Predicted classes (N_c,) of each trained intervention at `site` on its data (one dataset for
+    all, or one per intervention, all indexing the same inputs), on the CPU; the fast engine, with up
+    to `batch_size` intervened states of several interventions in one suffix pass."""
+    for one in trained:
+        if str(site.name) != one.site:
+            raise ValueError(f"intervention was trained at {one.site}, not at {site.name}")
+    device = devices.of(site.model)
+    datas = [d.to(device) for d in (data if isinstance(data, list) else [data] * len(trained))]
+    if len(datas) != len(trained):
+        raise ValueError(f"predict_cells: {len(trained)} interventions but {len(datas)} datasets")
+    if not trained:
+        return []
+    activations = cache_activations(site, datas[0].inputs) if activations is None else activations.to(device)
+    interventions = [one.module().to(device) for one in trained]
+    # Rows of each cell per pass: the cells share `batch_size`, so a pass has the same size as one
+    # cell's alone (measured: the CPU gains nothing from larger forward passes).
+    rows = max(1, batch_size // len(trained))
+    out = [[] for _ in trained]
     with torch.no_grad(), frozen(site.model):
-        weight = intervention.weight()
-        for start in range(0, len(data), batch_size):
-            idx = torch.arange(start, min(start + batch_size, len(data)), device=device)
-            hidden = interchange(site, intervention, activations[data.base[idx]], activations[data.sources[idx]], weight)
-            out.append(suffix_logits(site, hidden).argmax(-1))
-    return torch.cat(out).cpu()
+        weights = [intervention.weight() for intervention in interventions]
+        for start in range(0, max(len(d) for d in datas), rows):
+            chunk = [(c, torch.arange(start, min(start + rows, len(d)), device=device)) for c, d in enumerate(datas) if start < len(d)]
+            hidden = [interchange(site, interventions[c], activations[datas[c].base[idx]], activations[datas[c].sources[idx]], weights[c])
+                      for c, idx in chunk]
+            predicted = suffix_logits(site, torch.cat(hidden)).argmax(-1).split([len(idx) for _, idx in chunk])
+            for (c, _), part in zip(chunk, predicted, strict=True):
+                out[c].append(part)
+    return [torch.cat(parts).cpu() for parts in out]

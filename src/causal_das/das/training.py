@@ -1,10 +1,13 @@
-"""The DAS training loop both engines share (`optimise` over `batch_order`'s batches), and the
-divergence guard every training loop of the package uses. Imports no engine: both engines import it."""
+"""The DAS training loop both engines share (`optimise_cells` over `batch_order`'s batches; `optimise`
+is its one-cell case), and the divergence guard every training loop of the package uses. Imports no
+engine: both engines import it."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
+import operator
 from dataclasses import dataclass
 
 import torch
@@ -24,30 +27,63 @@ def batch_order(n: int, batch_size: int, epoch: int, seed: int) -> list[torch.Te
 
 
 def optimise(parameters, logits_for, data: InterchangeData, config: DASConfig, desc: str) -> dict:
-    """The DAS training loop both engines share: Adam on cross-entropy against the counterfactual
-    labels, over `batch_order`'s batches. `logits_for(idx)` runs the intervened network on them.
-    Divergence (see `DivergenceGuard`) raises ValueError: training on would only write garbage."""
-    optimizer = torch.optim.Adam(parameters, lr=config.lr)
+    """The DAS training loop of one intervention: `optimise_cells` with one cell.
+    `logits_for(idx)` runs the intervened network on the examples `idx`."""
+    return optimise_cells([parameters], lambda batches: [logits_for(batches[0][1])], [data], [config], [desc])[0]
+
+
+def optimise_cells(parameters, logits_for, datas, configs, descs, progress_desc: str | None = None) -> list[dict]:
+    """The DAS training loop both engines share, for several interventions (cells) at once: Adam on
+    cross-entropy against each cell's counterfactual labels, over each cell's own `batch_order`.
+
+    `parameters[c]` are cell c's trainable parameters; `logits_for([(c, idx), ...])` runs the
+    intervened network on batch `idx` of each listed cell (typically in one suffix pass) and returns
+    their logits in that order. The loss is the sum of the cells' mean losses: cells share no
+    parameter, so each cell's gradient, Adam state and W are those it would get trained alone (up to
+    the last bits of the batched matrix products). Cells with fewer steps drop out when done.
+    Divergence of any cell (see `DivergenceGuard`) raises ValueError naming it.
+    Returns one history per cell: {"epochs": [{"loss", "train_iia"}, ...]}."""
+    n_cells = len(datas)
+    optimizers = [torch.optim.Adam(params, lr=config.lr) for params, config in zip(parameters, configs, strict=True)]
     # Callers' descs often start with "DAS" ("DAS layer 0"); the message says it once.
-    guard = DivergenceGuard(f"DAS training of {desc.removeprefix('DAS ')}", "lower the DAS learning rate (--lr / --das_lr)")
-    history = {"epochs": []}
-    for epoch in range(config.epochs):
-        total_loss, correct = 0.0, 0
-        batches = batch_order(len(data), config.batch_size, epoch, config.seed)
-        for step, idx in enumerate(progress.inner(batches, desc=f"{desc} epoch {epoch + 1}/{config.epochs}"), 1):
-            idx = idx.to(data.labels.device)
-            logits = logits_for(idx)
-            loss = nn.functional.cross_entropy(logits, data.labels[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            guard.step(optimizer, epoch + 1, step)
-            value = loss.item()  # the one sync per step the loop already had
-            guard.check(value, epoch + 1, step)
-            total_loss += value * len(idx)
-            correct += (logits.argmax(-1) == data.labels[idx]).sum().item()
-        history["epochs"].append({"loss": total_loss / len(data), "train_iia": correct / len(data)})
-        log.info("%s epoch %d: loss %.4f, train IIA %.4f", desc, epoch + 1, *history["epochs"][-1].values())
-    return history
+    guards = [DivergenceGuard(f"DAS training of {desc.removeprefix('DAS ')}", "lower the DAS learning rate (--lr / --das_lr)") for desc in descs]
+    steps_per_epoch = [math.ceil(len(data) / config.batch_size) for data, config in zip(datas, configs, strict=True)]
+    total_steps = [config.epochs * steps for config, steps in zip(configs, steps_per_epoch, strict=True)]
+    histories = [{"epochs": []} for _ in range(n_cells)]
+    totals = [[0.0, 0] for _ in range(n_cells)]  # running (loss * examples, correct) of each cell's epoch
+    orders: list[list[torch.Tensor]] = [[] for _ in range(n_cells)]
+    label = progress_desc or (descs[0] if n_cells == 1 else f"{n_cells} cells")
+    for t in progress.inner(range(max(total_steps, default=0)), desc=label, unit="step"):
+        batches = []
+        for c in range(n_cells):
+            if t >= total_steps[c]:
+                continue
+            epoch, step = divmod(t, steps_per_epoch[c])
+            if step == 0:
+                orders[c] = batch_order(len(datas[c]), configs[c].batch_size, epoch, configs[c].seed)
+            batches.append((c, orders[c][step].to(datas[c].labels.device)))
+        logits = logits_for(batches)
+        losses = [nn.functional.cross_entropy(out, datas[c].labels[idx]) for (c, idx), out in zip(batches, logits, strict=True)]
+        for c, _ in batches:
+            optimizers[c].zero_grad(set_to_none=True)
+        functools.reduce(operator.add, losses).backward()
+        for c, _ in batches:
+            epoch, step = divmod(t, steps_per_epoch[c])
+            guards[c].step(optimizers[c], epoch + 1, step + 1)
+        # One sync per step for every cell's loss and correct count.
+        correct = torch.stack([(out.argmax(-1) == datas[c].labels[idx]).sum() for (c, idx), out in zip(batches, logits, strict=True)])
+        values, counts = torch.stack([loss.detach() for loss in losses]).tolist(), correct.tolist()
+        for (c, idx), value, count in zip(batches, values, counts, strict=True):
+            epoch, step = divmod(t, steps_per_epoch[c])
+            guards[c].check(value, epoch + 1, step + 1)
+            totals[c][0] += value * len(idx)
+            totals[c][1] += count
+            if step + 1 == steps_per_epoch[c]:
+                n = len(datas[c])
+                histories[c]["epochs"].append({"loss": totals[c][0] / n, "train_iia": totals[c][1] / n})
+                totals[c] = [0.0, 0]
+                log.info("%s epoch %d: loss %.4f, train IIA %.4f", descs[c], epoch + 1, *histories[c]["epochs"][-1].values())
+    return histories
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from causal_das.das import engine
+from causal_das.experiments import gpt2_sweep
 from causal_das.experiments.gpt2_sweep import (
     Network,
     SweepConfig,
@@ -30,7 +31,7 @@ from causal_das.models import gpt2
 from causal_das.runtime import devices
 from causal_das.runtime.io import atomic_write_json, read_json, run_metadata
 from causal_das.runtime.provenance import Tally, file_sha256, load_current, model_fingerprint
-from causal_das.runtime.sweep import claim, run_cells
+from causal_das.runtime.sweep import run_groups
 from causal_das.tasks import arithmetic
 
 log = logging.getLogger(__name__)
@@ -51,11 +52,13 @@ def evaluate_saved(
     ray_cpus: int | None = None,
     device: str = "auto",
     precision: str = "auto",
+    workers: int | None = None,
 ) -> dict:
     """Reloads every saved intervention of a sweep and measures IIA against every causal model of
     `test_families`, on `n_testing` fresh pairs (disjoint from the sweep's training pairs) or on all
-    999,000 ordered pairs. Returns the evaluation record (the caller writes it). With `executor`
-    "ray", each cell is evaluated by its own Ray task.
+    999,000 ordered pairs. Returns the evaluation record (the caller writes it). The cells of a layer
+    are evaluated together (the fast engine puts several W in one suffix pass); with `executor`
+    "processes" or "ray", each layer's cells are one task.
 
     Each cell's scores are kept in `evaluations/<settings hash>/` inside the sweep as they finish, so
     an interrupted evaluation resumes: a rerun with the same settings skips evaluated cells (and
@@ -92,26 +95,28 @@ def evaluate_saved(
     for key in keys:
         engine.TrainedIntervention.load(results_path / "interventions" / cell_name(*key))
     started = time.perf_counter()
-    if executor == "ray":
-        from causal_das.runtime.executors import ray_map
+    groups = gpt2_sweep.group_by_layer(keys)
+    if executor in ("ray", "processes"):
+        from causal_das.runtime.executors import map_tasks
 
-        task = functools.partial(evaluate_cell_task, config, os.getcwd(), str(results_path), test_families, all_pairs, n_testing, seed,
+        task = functools.partial(evaluate_group_task, config, os.getcwd(), str(results_path), test_families, all_pairs, n_testing, seed,
                                  engine_name, batch_size, settings, fingerprint)
-        scores = ray_map(task, keys, ray_address, ray_cpus, device=device, desc="evaluate cells")
+        scores = {}
+        for group_scores in map_tasks(executor, task, [tuple(g) for g in groups], ray_address, ray_cpus, workers, device=device,
+                                      desc="evaluate layers").values():
+            scores.update(group_scores)
     else:
         model.to(on)
         network = Network.load(model, input_ids, sorted({c["layer"] for c in rows}))
 
-        def compute(key):
-            site = gpt2.GPT2Site(model, key[1], config.positions)
-            trained = engine.TrainedIntervention.load(results_path / "interventions" / cell_name(*key))
-            iia = _evaluate_in_chunks(network, site, trained, test_ids, models, engine_name, batch_size)
-            return _save_evaluation(cells_dir, results_path, settings, fingerprint, key, iia)
+        def compute(group):
+            iia = _evaluate_group(network, model, results_path, config.positions, group, test_ids, models, engine_name, batch_size)
+            return {key: _save_evaluation(cells_dir, results_path, settings, fingerprint, key, iia[key]) for key in group}
 
         with engine.frozen(model):
-            records, computed = run_cells(keys, lambda key: _evaluation_path(cells_dir, key),
-                                          lambda key: _finished_evaluation(cells_dir, results_path, settings, fingerprint, key), compute,
-                                          lambda keys: tqdm(keys, desc="evaluate cells", unit="cell"))
+            records, computed = run_groups(groups, lambda key: _evaluation_path(cells_dir, key),
+                                           lambda key: _finished_evaluation(cells_dir, results_path, settings, fingerprint, key), compute,
+                                           lambda groups: tqdm(groups, desc="evaluate layers", unit="layer"))
         scores = {key: record["iia"] for key, record in records.items()}
     evaluations = [{"trained_on": name, "layer": layer, "k": k, "iia": scores[(name, layer, k)]} for name, layer, k in keys]
     return {
@@ -163,40 +168,48 @@ def evaluation_pairs(config: SweepConfig, all_pairs: bool, n_testing: int, seed:
     return arithmetic.draw_pairs(rng, n_testing, exclude=train_ids)
 
 
-def evaluate_cell_task(config, cwd, results_path, test_families, all_pairs, n_testing, seed, engine_name, batch_size, settings, fingerprint,
-                       key) -> dict:
-    """One cell of `evaluate_saved` as a Ray task: {causal model: IIA}, kept like a local run's.
-    Paths are meant against the driver's working directory `cwd`."""
+def evaluate_group_task(config, cwd, results_path, test_families, all_pairs, n_testing, seed, engine_name, batch_size, settings, fingerprint,
+                        keys) -> dict:
+    """One layer's cells of `evaluate_saved` as a Ray task or worker process: {key: {causal model:
+    IIA}}, kept like a local run's. Paths are meant against the driver's working directory `cwd`."""
     os.chdir(cwd)
     results_path = Path(results_path)
     cells_dir = evaluation_cells_dir(results_path, settings)
-    with claim(_evaluation_path(cells_dir, key), wait=True):
-        record = _finished_evaluation(cells_dir, results_path, settings, fingerprint, key)
-        if record is not None:
-            return record["iia"]
+
+    def compute(group):
         model, tokenizer = gpt2.load_classifier(config.model_path, devices.setup(config.device, config.precision))
-        network = Network.load(model, gpt2.encode_prompts(tokenizer), [key[1]])
-        trained = engine.TrainedIntervention.load(results_path / "interventions" / cell_name(*key))
+        network = Network.load(model, gpt2.encode_prompts(tokenizer), [group[0][1]])
         models = [m for family in test_families for m in arithmetic.get_family(family)]
+        pair_ids = evaluation_pairs(config, all_pairs, n_testing, seed)
         with engine.frozen(model):
-            site = gpt2.GPT2Site(model, key[1], config.positions)
-            iia = _evaluate_in_chunks(network, site, trained, evaluation_pairs(config, all_pairs, n_testing, seed), models, engine_name, batch_size)
-        return _save_evaluation(cells_dir, results_path, settings, fingerprint, key, iia)["iia"]
+            iia = _evaluate_group(network, model, results_path, config.positions, group, pair_ids, models, engine_name, batch_size)
+        return {key: _save_evaluation(cells_dir, results_path, settings, fingerprint, key, iia[key]) for key in group}
+
+    records, _ = run_groups([list(keys)], lambda key: _evaluation_path(cells_dir, key),
+                            lambda key: _finished_evaluation(cells_dir, results_path, settings, fingerprint, key), compute, lambda g: g)
+    return {key: record["iia"] for key, record in records.items()}
 
 
-def _evaluate_in_chunks(network, site, trained, pair_ids, models, engine_name, batch_size, chunk: int = 200_000):
-    """IIA against each model, streaming the pairs so that 999,000 of them need little memory."""
-    hits = dict.fromkeys((m.name for m in models), 0)
+def _evaluate_group(network, model, results_path: Path, positions, keys, pair_ids, models, engine_name, batch_size,
+                    chunk: int = 200_000) -> dict:
+    """{key: {causal model: IIA}} of the cells `keys` (all at one layer), streaming the pairs so that
+    999,000 of them need little memory; the fast engine evaluates every cell's W in the same passes."""
+    site = gpt2.GPT2Site(model, keys[0][1], positions)
+    trained = [engine.TrainedIntervention.load(results_path / "interventions" / cell_name(*key)) for key in keys]
+    hits = {key: dict.fromkeys((m.name for m in models), 0) for key in keys}
     for start in range(0, len(pair_ids), chunk):
         ids = pair_ids[start : start + chunk]
         base, source = arithmetic.decode_pairs(ids)
         data = engine.InterchangeData(network.input_ids, torch.as_tensor(base), torch.as_tensor(source)[:, None], torch.zeros(len(ids), dtype=torch.long))
-        activations = network.states[site.layer] if engine_name == "fast" else None
-        predictions = engine.predict(site, trained, data, engine_name, batch_size=batch_size, activations=activations).numpy()
+        if engine_name == "fast":
+            predictions = engine.predict_cells(site, trained, data, batch_size, activations=network.states[site.layer])
+        else:
+            predictions = [engine.predict(site, one, data, engine_name, batch_size=batch_size) for one in trained]
         for m in models:
-            hits[m.name] += int(np.sum(predictions == arithmetic.counterfactual_labels(m, base, source)))
-    return {name: count / len(pair_ids) for name, count in hits.items()}
-
+            labels = arithmetic.counterfactual_labels(m, base, source)
+            for key, predicted in zip(keys, predictions, strict=True):
+                hits[key][m.name] += int(np.sum(predicted.numpy() == labels))
+    return {key: {name: count / len(pair_ids) for name, count in counts.items()} for key, counts in hits.items()}
 
 
 def evaluation_table(record: dict) -> str:

@@ -30,7 +30,7 @@ from causal_das.models import gpt2
 from causal_das.runtime import devices
 from causal_das.runtime.io import atomic_write_json, check_results_path, read_json, run_metadata
 from causal_das.runtime.provenance import Tally, load_current, model_fingerprint
-from causal_das.runtime.sweep import claim, run_cells, split_finished
+from causal_das.runtime.sweep import run_groups, split_finished
 from causal_das.tasks import arithmetic
 
 log = logging.getLogger(__name__)
@@ -56,9 +56,11 @@ class SweepConfig:
     control: str = "random_init"
     seed: int = 0
     results_path: str = "results/gpt2/das_arithmetic"
-    # Where it runs (see `devices`); not part of a cell's settings, so a sweep can be resumed elsewhere.
+    # Where and how it runs (see `devices`, `engine.train_cells`); not part of a cell's settings (they
+    # do not change its numbers), so a sweep can be resumed elsewhere.
     device: str = "auto"
     precision: str = "auto"
+    max_cells_per_pass: int | None = None  # None: as many as the device's memory budget fits
 
     def das_config(self, k: int) -> engine.DASConfig:
         return engine.DASConfig((k,), self.epochs, self.batch_size, self.lr, self.seed)
@@ -145,14 +147,17 @@ def validate(config: SweepConfig, model) -> tuple[tuple[int, ...], tuple[int, ..
     return layers, ks, site.n
 
 
-def evaluate_cell(network: Network, site, trained, test_ids: np.ndarray, family, config_engine: str) -> tuple[dict, np.ndarray]:
-    """IIA of a trained intervention against each causal model of `family` on `test_ids` pairs."""
+def evaluate_cells(network: Network, site, trained: list, test_ids: np.ndarray, family, config_engine: str) -> list[dict]:
+    """IIA of each trained intervention at `site` against each causal model of `family` on the
+    `test_ids` pairs (the fast engine evaluates them together)."""
     base, source = arithmetic.decode_pairs(test_ids)
     data = engine.InterchangeData(network.input_ids, torch.as_tensor(base), torch.as_tensor(source)[:, None], torch.zeros(len(base), dtype=torch.long))
-    activations = network.states[site.layer] if config_engine == "fast" else None
-    predictions = engine.predict(site, trained, data, config_engine, activations=activations).numpy()
-    scores = {m.name: float(np.mean(predictions == arithmetic.counterfactual_labels(m, base, source))) for m in family}
-    return scores, predictions
+    if config_engine == "fast":
+        predictions = engine.predict_cells(site, trained, data, activations=network.states[site.layer])
+    else:
+        predictions = [engine.predict(site, one, data, config_engine) for one in trained]
+    labels = {m.name: arithmetic.counterfactual_labels(m, base, source) for m in family}
+    return [{name: float(np.mean(p.numpy() == target)) for name, target in labels.items()} for p in predictions]
 
 
 def baselines(network: Network, causal_model, test_ids: np.ndarray) -> dict[str, float]:
@@ -167,71 +172,114 @@ def baselines(network: Network, causal_model, test_ids: np.ndarray) -> dict[str,
     }
 
 
-def run_cell(network, control, causal_model, layer, k, train_ids, test_ids, config: SweepConfig, out_dir: Path, settings: dict,
-             inputs: dict) -> dict:
+def train_group(network: Network, keys: list, train_ids: np.ndarray, config: SweepConfig, desc: str = "") -> list:
+    """The trained interventions of the cells `keys` (all at one layer) on `network`: together in one
+    pass per step with the fast engine (`engine.train_cells`), one after another with pyvene."""
+    layer = keys[0][1]
+    site = gpt2.GPT2Site(network.model, layer, config.positions)
+    cells = [engine.Cell(interchange_data(network.input_ids, train_ids, arithmetic.get_model(name)), config.das_config(k), f"{desc}{name} L{layer} k{k}")
+             for name, _, k in keys]
+    if config.engine == "fast":
+        return engine.train_cells(site, cells, network.states[layer], config.max_cells_per_pass)
+    return [engine.train(site, cell.data, cell.config, config.engine, desc=cell.desc) for cell in cells]
+
+
+def run_group(network, control, keys: list, train_ids, test_ids, config: SweepConfig, out_dir: Path, settings_for: dict, inputs: dict) -> dict:
+    """Trains, evaluates and writes the cells `keys` = [(causal model, layer, k)], all at one layer,
+    on the network and (if any) on the random-init control, each network's cells together; returns
+    {key: record}. A cell's files are written only when its whole group is done."""
     family = arithmetic.get_family(config.causal_model_type)
     started = time.perf_counter()
+    layer = keys[0][1]
+    if any(key[1] != layer for key in keys):
+        raise ValueError(f"run_group: the cells {keys} are not all at one layer")
     site = gpt2.GPT2Site(network.model, layer, config.positions)
-    train_data = interchange_data(network.input_ids, train_ids, causal_model)
-    desc = f"{causal_model.name} L{layer} k{k}"
-    activations = network.states[layer] if config.engine == "fast" else None
-    trained = engine.train(site, train_data, config.das_config(k), config.engine, desc=desc, activations=activations)
-    trained.save(out_dir / "interventions" / cell_name(causal_model.name, layer, k))
-    iia, _ = evaluate_cell(network, site, trained, test_ids, family, config.engine)
-    record = {
-        "causal_model": causal_model.name,
-        "layer": layer,
-        "k": k,
-        "site": str(site.name),
-        "n": site.n,
-        "full_swap": k == site.n,
-        "iia": iia,
-        "iia_own_model": iia[causal_model.name],
-        "baselines": baselines(network, causal_model, test_ids),
-        "n_training_pairs": len(train_ids),
-        "n_test_pairs": len(test_ids),
-        "train_history": trained.history,
-    }
+    trained = train_group(network, keys, train_ids, config)
+    scores = evaluate_cells(network, site, trained, test_ids, family, config.engine)
+    control_scores = [None] * len(keys)
     if control is not None:
         control_site = gpt2.GPT2Site(control.model, layer, config.positions)
-        control_activations = control.states[layer] if config.engine == "fast" else None
-        control_trained = engine.train(control_site, train_data, config.das_config(k), config.engine, desc=f"control {desc}", activations=control_activations)
-        control_iia, _ = evaluate_cell(control, control_site, control_trained, test_ids, family, config.engine)
-        record["control_random_init"] = {"iia": control_iia, "iia_own_model": control_iia[causal_model.name]}
-    record.update(settings=settings, inputs=inputs, status="done", seconds=time.perf_counter() - started, **run_metadata())
-    atomic_write_json(out_dir / "cells" / f"{cell_name(causal_model.name, layer, k)}.json", record)
-    return record
+        control_trained = train_group(control, keys, train_ids, config, desc="control ")
+        control_scores = evaluate_cells(control, control_site, control_trained, test_ids, family, config.engine)
+    seconds = (time.perf_counter() - started) / len(keys)  # each cell's share of its group's time
+    records = {}
+    for key, one, iia, control_iia in zip(keys, trained, scores, control_scores, strict=True):
+        name, _, k = key
+        one.save(out_dir / "interventions" / cell_name(name, layer, k))
+        record = {
+            "causal_model": name,
+            "layer": layer,
+            "k": k,
+            "site": str(site.name),
+            "n": site.n,
+            "full_swap": k == site.n,
+            "iia": iia,
+            "iia_own_model": iia[name],
+            "baselines": baselines(network, arithmetic.get_model(name), test_ids),
+            "n_training_pairs": len(train_ids),
+            "n_test_pairs": len(test_ids),
+            "train_history": one.history,
+        }
+        if control_iia is not None:
+            record["control_random_init"] = {"iia": control_iia, "iia_own_model": control_iia[name]}
+        record.update(settings=settings_for[key], inputs=inputs, status="done", seconds=seconds, **run_metadata())
+        atomic_write_json(out_dir / "cells" / f"{cell_name(name, layer, k)}.json", record)
+        records[key] = record
+    return records
 
 
-def ray_cell(config: SweepConfig, cwd: str, key: tuple[str, int, int]) -> dict:
-    """One cell as a Ray task: loads the network and computes the cell (unless another run holds or
-    finished it), writing the same files as the local executor; returns its record. `cwd` is the
-    driver's working directory, against which the config's relative paths are meant."""
+def group_by_layer(keys: list) -> list[list]:
+    """The cells (causal model, layer, k) grouped by layer, in order of first appearance."""
+    groups: dict[int, list] = {}
+    for key in keys:
+        groups.setdefault(key[1], []).append(key)
+    return list(groups.values())
+
+
+def group_task(config: SweepConfig, cwd: str, keys: tuple) -> dict:
+    """One layer's group of cells as a Ray task or worker process: loads the network and computes
+    the cells no other run holds or finished, writing the same files as the local executor; returns
+    {key: record}. `cwd` is the driver's working directory, against which the config's relative
+    paths are meant."""
     os.chdir(cwd)
     device = devices.setup(config.device, config.precision)
     model, tokenizer = gpt2.load_classifier(config.model_path, device)
-    _, layer, k = key
+    layer = keys[0][1]
     out_dir = Path(config.results_path)
-    settings = {**sweep_settings(config), "causal_model": key[0], "layer": layer, "k": k}
+    settings_for = {key: cell_settings(config, key) for key in keys}
     inputs = {"model_fingerprint": model_fingerprint(model)}
-    path = out_dir / "cells" / f"{cell_name(*key)}.json"
-    weights = out_dir / "interventions" / cell_name(*key) / "weights.safetensors"
-    with claim(path, wait=True):
-        record = load_current(path, settings, inputs, companions=(weights,))
-        if record is not None:
-            return record
+
+    def cell_path(key):
+        return out_dir / "cells" / f"{cell_name(*key)}.json"
+
+    def finished(key, tally=None):
+        weights = out_dir / "interventions" / cell_name(*key) / "weights.safetensors"
+        return load_current(cell_path(key), settings_for[key], inputs, companions=(weights,), tally=tally)
+
+    def compute(group):
         input_ids = gpt2.encode_prompts(tokenizer)
         network = Network.load(model, input_ids, [layer])
         control = Network.load(gpt2.random_init_copy(model, config.seed), input_ids, [layer]) if config.control == "random_init" else None
         train_ids, test_ids = sweep_pairs(config)
         with engine.frozen(model):
-            return run_cell(network, control, arithmetic.get_model(key[0]), layer, k, train_ids, test_ids, config, out_dir, settings, inputs)
+            return run_group(network, control, group, train_ids, test_ids, config, out_dir, settings_for, inputs)
+
+    records, _ = run_groups([list(keys)], cell_path, finished, compute, lambda groups: groups)
+    return records
 
 
-def run_sweep(config: SweepConfig, executor: str = "local", ray_address: str | None = None, ray_cpus: int | None = None) -> dict:
+def cell_settings(config: SweepConfig, key: tuple) -> dict:
+    name, layer, k = key
+    return {**sweep_settings(config), "causal_model": name, "layer": layer, "k": k}
+
+
+def run_sweep(config: SweepConfig, executor: str = "local", ray_address: str | None = None, ray_cpus: int | None = None,
+              workers: int | None = None) -> dict:
     """Runs every unfinished cell of the sweep; writes cells/, interventions/ and summary.json.
-    `executor`: "local" (this process) or "ray" (one Ray task per cell; see `executors`)."""
-    # Locally, a bad --device fails before anything is written; Ray tasks resolve it where they run.
+    The cells of a layer are trained together (`run_group`). `executor`: "local" (this process),
+    "processes" (`workers` one-thread worker processes) or "ray" (one Ray task per layer); see
+    `runtime.executors`."""
+    # Locally, a bad --device fails before anything is written; workers resolve it where they run.
     device = devices.setup(config.device, config.precision) if executor == "local" else None
     model, tokenizer = gpt2.load_classifier(config.model_path)
     layers, ks, n = validate(config, model)
@@ -241,13 +289,10 @@ def run_sweep(config: SweepConfig, executor: str = "local", ray_address: str | N
     family = arithmetic.get_family(config.causal_model_type)
     fingerprint = model_fingerprint(model)
     train_ids, test_ids = sweep_pairs(config)
-    cells = [(m, layer, k) for m in family for layer in layers for k in ks]
-    settings_for = {(m.name, layer, k): {**sweep_settings(config), "causal_model": m.name, "layer": layer, "k": k} for m, layer, k in cells}
+    keys = [(m.name, layer, k) for layer in layers for m in family for k in ks]
+    settings_for = {key: cell_settings(config, key) for key in keys}
     inputs = {"model_fingerprint": fingerprint}
 
-    by_name = {m.name: m for m in family}
-
-    # A cell is keyed by (causal model name, layer, k).
     def cell_path(key):
         return out_dir / "cells" / f"{cell_name(*key)}.json"
 
@@ -255,12 +300,16 @@ def run_sweep(config: SweepConfig, executor: str = "local", ray_address: str | N
         weights = out_dir / "interventions" / cell_name(*key) / "weights.safetensors"
         return load_current(cell_path(key), settings_for[key], inputs, companions=(weights,), tally=tally)
 
-    done, todo = split_finished([(m.name, layer, k) for m, layer, k in cells], finished, Tally("cells"))
-    if todo and executor == "ray":
-        from causal_das.runtime.executors import ray_map
+    done, todo = split_finished(keys, finished, Tally("cells"))
+    groups = group_by_layer(todo)
+    desc = f"DAS layers ({config.causal_model_type})"
+    if todo and executor in ("ray", "processes"):
+        from causal_das.runtime.executors import map_tasks
 
-        done.update(ray_map(functools.partial(ray_cell, config, os.getcwd()), todo, ray_address, ray_cpus, device=config.device,
-                            desc=f"DAS cells ({config.causal_model_type})"))
+        task = functools.partial(group_task, config, os.getcwd())
+        for records in map_tasks(executor, task, [tuple(g) for g in groups], address=ray_address, cpus=ray_cpus, workers=workers,
+                                 device=config.device, desc=desc).values():
+            done.update(records)
     elif todo:
         model.to(device)
         print(f"computing on {devices.describe()}", flush=True)
@@ -270,13 +319,11 @@ def run_sweep(config: SweepConfig, executor: str = "local", ray_address: str | N
         if config.control == "random_init":
             control = Network.load(gpt2.random_init_copy(model, config.seed), input_ids, needed)
 
-        def compute(key):
-            name, layer, k = key
-            return run_cell(network, control, by_name[name], layer, k, train_ids, test_ids, config, out_dir, settings_for[key], inputs)
+        def compute(group):
+            return run_group(network, control, group, train_ids, test_ids, config, out_dir, settings_for, inputs)
 
         with engine.frozen(model):
-            records, computed = run_cells(todo, cell_path, finished, compute,
-                                          lambda cells: tqdm(cells, desc=f"DAS cells ({config.causal_model_type})", unit="cell"))
+            records, computed = run_groups(groups, cell_path, finished, compute, lambda groups: tqdm(groups, desc=desc, unit="layer"))
         done.update(records)
         others = len(todo) - computed
         print(f"computed {computed} cell(s) here" + (f"; {others} finished by another run on this results path" if others else ""), flush=True)
@@ -289,7 +336,7 @@ def run_sweep(config: SweepConfig, executor: str = "local", ray_address: str | N
         "layers": list(layers),
         "low_rank_dims": list(ks),
         "causal_models": [m.name for m in family],
-        "cells": [_summary_row(done[(m.name, layer, k)]) for m, layer, k in cells],
+        "cells": [_summary_row(done[(m.name, layer, k)]) for m in family for layer in layers for k in ks],
         "seconds": time.perf_counter() - started,
     }
     atomic_write_json(out_dir / "summary.json", summary)
@@ -299,7 +346,7 @@ def run_sweep(config: SweepConfig, executor: str = "local", ray_address: str | N
 def sweep_settings(config: SweepConfig) -> dict:
     """Everything that determines a cell's numbers (not where it is written)."""
     settings = asdict(config)
-    for where in ("results_path", "device", "precision"):
+    for where in ("results_path", "device", "precision", "max_cells_per_pass"):
         settings.pop(where)
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.items()}
 

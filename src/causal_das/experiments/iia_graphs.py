@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from causal_das.analysis.graphs import Graph, correct_matrix, statistics
+from causal_das.analysis.graphs import Graph, correct_matrices, statistics
 from causal_das.das import engine
 from causal_das.experiments import gpt2_sweep
 from causal_das.models import gpt2
@@ -31,7 +31,7 @@ from causal_das.runtime.io import (
     run_metadata,
 )
 from causal_das.runtime.provenance import Tally, file_sha256, load_current, model_fingerprint
-from causal_das.runtime.sweep import claim, run_cells, split_finished
+from causal_das.runtime.sweep import run_groups, split_finished
 from causal_das.tasks import arithmetic
 
 N = arithmetic.N_TRIPLES
@@ -84,9 +84,10 @@ class GraphsConfig:
     layers: tuple[int, ...] | None = None  # None: every layer of the sweep
     k: int | None = None  # None: the sweep's smallest k below the full swap
     model_path: str | None = None  # None: the network recorded in the sweep
-    executor: str = "local"  # or "ray": one Ray task per graph (see causal_das.runtime.executors)
+    executor: str = "local"  # or "processes" / "ray": one task per layer's graphs (see causal_das.runtime.executors)
     ray_address: str | None = None
     ray_cpus: int | None = None
+    workers: int | None = None
     device: str = "auto"  # see causal_das.runtime.devices
     precision: str = "auto"
 
@@ -112,45 +113,69 @@ def select_cells(summary: dict, config: GraphsConfig) -> tuple[list[tuple[str, i
     return [(m, layer) for m in models for layer in layers], k
 
 
-def compute_graph(network, model, sweep: Path, positions, out: Path, k: int, key: tuple[str, int], spec: tuple[dict, dict]) -> dict:
-    """Builds one graph from the sweep cell `key` = (causal model, layer) and saves it; returns its record."""
-    name, layer = key
+def compute_graphs(network, model, sweep: Path, positions, out: Path, k: int, keys: list, spec_for: dict) -> dict:
+    """Builds the graphs of the sweep cells `keys` = [(causal model, layer)], all at one layer,
+    together (`correct_matrices`), and saves them; returns {key: record}."""
     started = time.perf_counter()
-    trained = engine.TrainedIntervention.load(sweep / "interventions" / gpt2_sweep.cell_name(name, layer, k))
+    layer = keys[0][1]
+    trained = [engine.TrainedIntervention.load(sweep / "interventions" / gpt2_sweep.cell_name(name, layer, k)) for name, _ in keys]
     site = gpt2.GPT2Site(model, layer, positions)
-    correct = correct_matrix(network, site, trained, arithmetic.get_model(name), progress=f"{name} L{layer}")
-    record = {
-        "experiment": "iia_graph",
-        "causal_model": name,
-        "layer": layer,
-        "k": k,
-        "site": str(site.name),
-        "sweep": str(sweep),
-        **statistics(correct, arithmetic.get_model(name)),
-        "settings": spec[0],
-        "inputs": spec[1],
-        "status": "done",
-        "seconds": time.perf_counter() - started,
-        **run_metadata(),
-    }
-    return save_graph(out, Graph(name, layer, k, correct), record)
+    causal_models = [arithmetic.get_model(name) for name, _ in keys]
+    label = f"L{layer}: " + ", ".join(name for name, _ in keys)
+    matrices = correct_matrices(network, site, trained, causal_models, progress=label)
+    seconds = (time.perf_counter() - started) / len(keys)  # each graph's share of its layer's time
+    records = {}
+    for key, causal_model, correct in zip(keys, causal_models, matrices, strict=True):
+        record = {
+            "experiment": "iia_graph",
+            "causal_model": key[0],
+            "layer": layer,
+            "k": k,
+            "site": str(site.name),
+            "sweep": str(sweep),
+            **statistics(correct, causal_model),
+            "settings": spec_for[key][0],
+            "inputs": spec_for[key][1],
+            "status": "done",
+            "seconds": seconds,
+            **run_metadata(),
+        }
+        records[key] = save_graph(out, Graph(key[0], layer, k, correct), record)
+    return records
 
 
-def graph_task(config: GraphsConfig, cwd: str, k: int, spec_for: dict, key: tuple[str, int]) -> dict:
-    """One graph as a Ray task (paths are meant against the driver's working directory `cwd`)."""
+def graphs_task(config: GraphsConfig, cwd: str, k: int, spec_for: dict, keys: tuple) -> dict:
+    """The graphs of one layer as a Ray task or worker process (paths are meant against the driver's
+    working directory `cwd`); {key: record}."""
     os.chdir(cwd)
     sweep, out = Path(config.sweep_path), Path(config.results_path) / "graphs"
-    path = out / f"{graph_name(key[0], key[1], k)}.json"
-    with claim(path, wait=True):
-        record = load_current(path, *spec_for[key], companions=(path.with_suffix(".npz"),))
-        if record is not None:
-            return record
+
+    def graph_path(key):
+        return out / f"{graph_name(key[0], key[1], k)}.json"
+
+    def compute(group):
         sweep_config = gpt2_sweep.load_sweep_config(sweep)
         device = devices.setup(config.device, config.precision)
         model, tokenizer = gpt2.load_classifier(config.model_path or sweep_config.model_path, device)
-        network = gpt2_sweep.Network.load(model, gpt2.encode_prompts(tokenizer), [key[1]])
+        network = gpt2_sweep.Network.load(model, gpt2.encode_prompts(tokenizer), [group[0][1]])
         with engine.frozen(model):
-            return compute_graph(network, model, sweep, sweep_config.positions, out, k, key, spec_for[key])
+            return compute_graphs(network, model, sweep, sweep_config.positions, out, k, group, spec_for)
+
+    records, _ = run_groups([list(keys)], graph_path, lambda key: _finished_graph(graph_path(key), spec_for[key]), compute, lambda g: g)
+    return records
+
+
+def _finished_graph(path: Path, spec: tuple[dict, dict], tally=None) -> dict | None:
+    """The graph's record if it is finished with these settings and inputs and its array is whole."""
+    record = load_current(path, *spec, companions=(path.with_suffix(".npz"),), tally=tally)
+    if record is not None:
+        try:
+            load_graph(path)
+        except ValueError:
+            if tally is not None:
+                tally.retract_reuse("some arrays were truncated or changed")
+            return None
+    return record
 
 
 def graph_spec(sweep: Path, name: str, layer: int, k: int) -> tuple[dict, dict]:
@@ -180,16 +205,7 @@ def run_graphs(config: GraphsConfig) -> dict:
         return out / f"{graph_name(key[0], key[1], k)}.json"
 
     def finished(key, tally=None):
-        path = graph_path(key)
-        record = load_current(path, *spec_for[key], companions=(path.with_suffix(".npz"),), tally=tally)
-        if record is not None:
-            try:
-                load_graph(path)
-            except ValueError:
-                if tally is not None:
-                    tally.retract_reuse("some arrays were truncated or changed")
-                return None
-        return record
+        return _finished_graph(graph_path(key), spec_for[key], tally)
 
     records, todo = split_finished(selected, finished, Tally("graphs"))
     started = time.perf_counter()
@@ -201,21 +217,24 @@ def run_graphs(config: GraphsConfig) -> dict:
                 raise ValueError(f"--model_path {model_path} is not the network the sweep in {sweep} was trained on")
             raise ValueError(f"the network at {model_path} changed since the sweep in {sweep} was trained; rerun "
                              f"run_das.py --model_path {model_path} --results_path {sweep} first (it recomputes the stale cells)")
-    if todo and config.executor == "ray":
-        from causal_das.runtime.executors import ray_map
+    groups = gpt2_sweep.group_by_layer(todo)
+    if todo and config.executor in ("ray", "processes"):
+        from causal_das.runtime.executors import map_tasks
 
-        task = functools.partial(graph_task, config, os.getcwd(), k, spec_for)
-        records.update(ray_map(task, todo, config.ray_address, config.ray_cpus, device=config.device, desc="IIA graphs"))
+        task = functools.partial(graphs_task, config, os.getcwd(), k, spec_for)
+        for fresh in map_tasks(config.executor, task, [tuple(g) for g in groups], config.ray_address, config.ray_cpus, config.workers,
+                               device=config.device, desc="IIA graphs").values():
+            records.update(fresh)
     elif todo:
         model.to(device)
         print(f"computing on {devices.describe()}", flush=True)
         network = gpt2_sweep.Network.load(model, gpt2.encode_prompts(tokenizer), sorted({layer for _, layer in todo}))
 
-        def compute(key):
-            return compute_graph(network, model, sweep, sweep_config.positions, out, k, key, spec_for[key])
+        def compute(group):
+            return compute_graphs(network, model, sweep, sweep_config.positions, out, k, group, spec_for)
 
         with engine.frozen(model):
-            fresh, _ = run_cells(todo, graph_path, finished, compute, lambda keys: tqdm(keys, desc="IIA graphs", unit="graph"))
+            fresh, _ = run_groups(groups, graph_path, finished, compute, lambda groups: tqdm(groups, desc="IIA graphs", unit="layer"))
         records.update(fresh)
     index = {
         "experiment": "iia_graphs",

@@ -126,8 +126,9 @@ def table(record: dict) -> str:
     return "\n".join(lines)
 
 
-# What legitimately differs between two runs of the same flags: when, how long, where, with what.
-VOLATILE_FIELDS = ("command", "versions", "git_commit", "compute", "reference_compute")
+# What legitimately differs between two runs of the same flags: when, how long, where, with what, and
+# how many cells shared a training pass.
+VOLATILE_FIELDS = ("command", "versions", "git_commit", "compute", "reference_compute", "cells_in_pass")
 
 
 def _volatile(key: str) -> bool:

@@ -1,4 +1,10 @@
-"""Where independent cells run: in this process (`local`, the default) or as Ray tasks (`ray`).
+"""Where independent cells run: in this process (`local`, the default), in worker processes of one
+thread each on this machine (`processes`), or as Ray tasks (`ray`).
+
+`processes` is for a CPU machine: small networks use two threads poorly, so W one-thread workers
+(default: one per core) each take a task (e.g. one layer's group of cells) at a time. Workers are
+started with `spawn` (a fork of a process that already ran torch's thread pool can hang), and the
+per-cell claims hold between them as between any two runs.
 
 Ray (DESIGN.md decision 4) is optional and imported only here, only when asked for. Each Ray task
 computes one cell and writes the same files as the local executor, to the same results path (on a
@@ -13,11 +19,12 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 from collections.abc import Callable, Hashable
 
 from tqdm.auto import tqdm
 
-EXECUTORS = ("local", "ray")
+EXECUTORS = ("local", "processes", "ray")
 log = logging.getLogger(__name__)
 
 
@@ -31,12 +38,14 @@ def import_ray():
 
 
 def add_executor_flags(parser) -> None:
-    parser.add_argument("--executor", choices=EXECUTORS, default="local",
-                        help="run cells in this process (local) or as Ray tasks (ray; needs pip install -r requirements-ray.txt)")
-    parser.add_argument("--ray_address", default=None,
-                        help="address of a running Ray cluster (e.g. ray://head:10001 or auto); default: start a local Ray instance")
     from causal_das.runtime.cli import positive_int
 
+    parser.add_argument("--executor", choices=EXECUTORS, default="local",
+                        help="run cells in this process (local), in one-thread worker processes on this machine (processes; see "
+                             "--workers), or as Ray tasks (ray; needs pip install -r requirements-ray.txt)")
+    parser.add_argument("--workers", type=positive_int, default=None, help="worker processes of --executor processes (default: one per CPU core)")
+    parser.add_argument("--ray_address", default=None,
+                        help="address of a running Ray cluster (e.g. ray://head:10001 or auto); default: start a local Ray instance")
     parser.add_argument("--ray_cpus", type=positive_int, default=None, help="CPUs of the local Ray instance (default: all); ignored with --ray_address")
 
 
@@ -82,3 +91,43 @@ def ray_map(task: Callable, keys: list[Hashable], address: str | None = None, cp
     finally:
         if started_here:
             ray.shutdown()
+
+
+def map_tasks(executor: str, task: Callable, keys: list[Hashable], address: str | None = None, cpus: int | None = None,
+              workers: int | None = None, device: str = "cpu", desc: str = "cells") -> dict:
+    """Runs `task(key)` for every key with `executor` ("processes" or "ray"); returns {key: result}."""
+    if executor == "ray":
+        return ray_map(task, keys, address, cpus, device=device, desc=desc)
+    if executor == "processes":
+        return process_map(task, keys, workers, desc=desc)
+    raise ValueError(f"unknown executor {executor!r}; choose one of {EXECUTORS}")
+
+
+def _one_thread() -> None:
+    import torch
+
+    from causal_das.runtime.progress import INNER_BARS
+
+    torch.set_num_threads(1)
+    os.environ[INNER_BARS] = "0"  # the driver shows one bar for all workers
+
+
+def process_map(task: Callable, keys: list[Hashable], workers: int | None = None, desc: str = "cells") -> dict:
+    """Runs `task(key)` for every key in `workers` one-thread processes (default: one per core);
+    returns {key: result} as tasks finish. A task's error stops the run with its own message."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    workers = min(workers or os.cpu_count() or 1, len(keys)) or 1
+    results = {}
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_one_thread) as pool:
+        futures = {pool.submit(task, key): key for key in keys}
+        try:
+            with tqdm(total=len(futures), desc=f"{desc} ({workers} processes)", unit="task") as bar:
+                for future in as_completed(futures):
+                    results[futures[future]] = future.result()
+                    bar.update()
+        except BaseException:
+            pool.shutdown(cancel_futures=True)
+            raise
+    return results

@@ -55,29 +55,48 @@ def split_finished(keys, finished, tally) -> tuple[dict, list]:
 
 
 def run_cells(todo: list, cell_path, finished, compute, progress) -> tuple[dict, int]:
-    """Computes the cells of `todo` that no other run is computing; returns ({key: record}, number
-    computed here).
+    """Computes the cells of `todo` that no other run is computing, one at a time: `run_groups` with
+    groups of one cell. `compute(key)` computes and writes one cell and returns its record."""
+    return run_groups([[key] for key in todo], cell_path, finished, lambda keys: {keys[0]: compute(keys[0])}, progress)
+
+
+def run_groups(groups: list[list], cell_path, finished, compute_group, progress) -> tuple[dict, int]:
+    """Computes the cells of `groups` that no other run is computing, each group's together;
+    returns ({key: record}, number computed here).
 
     `cell_path(key)` is a cell's JSON path, `finished(key)` its record if it is finished (else None),
-    `compute(key)` computes and writes it; `progress` wraps an iterable (a progress bar). A cell
-    another run holds is skipped at first; at the end this run waits for each such cell and takes
-    it over if that run stopped without finishing it."""
+    `compute_group(keys)` computes and writes those cells together and returns {key: record};
+    `progress` wraps the list of groups (a progress bar). Every cell of a group is claimed before the
+    group is computed; a cell another run holds is left to it at first, and at the end this run
+    waits for each such cell and computes it (with the others of its group still unfinished) if that
+    run stopped without finishing it."""
     records, deferred, computed = {}, [], 0
-    for key in progress(todo):
-        with claim(cell_path(key)) as mine:
-            if not mine:
-                deferred.append(key)
-                continue
-            record = finished(key)  # another run may have finished it since the caller looked
-            if record is None:
-                record, computed = compute(key), computed + 1
-            records[key] = record
-    if deferred:
-        print(f"waiting for {len(deferred)} cell(s) another run on this results path is computing", flush=True)
-    for key in deferred:
-        with claim(cell_path(key), wait=True):
-            record = finished(key)
-            if record is None:
-                record, computed = compute(key), computed + 1
-            records[key] = record
+
+    def compute_unfinished(keys, wait: bool) -> list:
+        """Claims `keys`, computes together those it holds that are still unfinished; returns the keys
+        another run holds (none with `wait`)."""
+        nonlocal computed
+        with contextlib.ExitStack() as held:
+            mine, others = [], []
+            for key in keys:
+                if not held.enter_context(claim(cell_path(key), wait=wait)):
+                    others.append(key)
+                    continue
+                record = finished(key)  # another run may have finished it since the caller looked
+                if record is None:
+                    mine.append(key)
+                else:
+                    records[key] = record
+            if mine:
+                records.update(compute_group(mine))
+                computed += len(mine)
+        return others
+
+    for group in progress(groups):
+        deferred.append(compute_unfinished(group, wait=False))
+    if any(deferred):
+        print(f"waiting for {sum(map(len, deferred))} cell(s) another run on this results path is computing", flush=True)
+    for keys in deferred:
+        if keys:
+            compute_unfinished(keys, wait=True)
     return records, computed
