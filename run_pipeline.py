@@ -48,6 +48,9 @@ GRAPH_LAYERS = ["1", "6", "11"]  # early (best arithmetic IIA), middle, last: ab
 FAITHFULNESS = "0.8"
 EXAMPLE_TRIPLES = ["3,7,2", "10,1,4", "5,5,5"]
 CONV_LAYERS = ["conv1", "conv2", "conv3"]  # fc1 has 3 units: its own step with 1 dimension
+# Steps whose cells go to one-thread worker processes when the job runs on the CPU (measured faster on
+# 2 cores: docs/engines.md#many-cells-in-one-pass).
+IN_WORKER_PROCESSES = {"gpt2_das_arithmetic", "gpt2_das_simple"}
 NO_NETWORK = {"gpt2_figures", "cliques", "divide", "classify", "predict", "compare"}  # steps that read results only: no --device
 REFERENCE = ROOT / "results" / "reference"
 
@@ -92,6 +95,12 @@ def steps(root: Path, quick: bool):
     ]
 
 
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def run_step(script: str, arguments: list[str]) -> int:
     """Runs `python script arguments` in this process (as the bad-input tests do): the same argv,
     the same `__main__`, without paying torch's and transformers' import once per step. Returns
@@ -119,6 +128,7 @@ def main():
     args = parser.parse_args()
     root = check_results_path(args.results_path)
     os.environ[INNER_BARS] = "0"  # one progress bar per step
+    on_cpu = args.device == "cpu" or (args.device == "auto" and not cuda_available())
     started = time.perf_counter()
     for name, script, arguments, takes_engine in steps(root, args.quick):
         if args.only and name not in args.only:
@@ -133,6 +143,8 @@ def main():
             arguments = [*arguments, "--seed", str(args.seed)]
         if name not in NO_NETWORK:
             arguments = [*arguments, "--device", args.device, "--precision", args.precision]
+        if name in IN_WORKER_PROCESSES and on_cpu:
+            arguments = [*arguments, "--executor", "processes"]
         print(f"== {name}: {script} {' '.join(arguments)}", flush=True)
         start = time.perf_counter()
         if run_step(script, arguments) != 0:

@@ -188,6 +188,8 @@ CASES = [
     ("run_das.py", ["--model_path", "{gpt2}", "--results_path", "{out}", "--lr", "one"], "must be a number"),
     ("run_das.py", ["--model_path", "{gpt2}", "--results_path", "{out}", "--executor", "spark"], "invalid choice"),
     ("run_das.py", ["--model_path", "{gpt2}", "--results_path", "{out}", "--executor", "ray", "--ray_cpus", "0"], "must be a positive integer"),
+    ("run_das.py", ["--model_path", "{gpt2}", "--results_path", "{out}", "--executor", "processes", "--workers", "0"], "must be a positive integer"),
+    ("run_das.py", ["--model_path", "{gpt2}", "--results_path", "{out}", "--max_cells_per_pass", "0"], "must be a positive integer"),
     # evaluate_das.py
     ("evaluate_das.py", ["--results_path", "{root}/no_such_sweep"], "no_such_sweep"),
     ("evaluate_das.py", ["--results_path", "{broken:sweep_no_summary}"], "summary.json"),

@@ -23,6 +23,7 @@ from torch import nn
 
 # The engines' contract, re-exported: callers write `engine.train(site, engine.InterchangeData(...),
 # engine.DASConfig(...))` and get an `engine.TrainedIntervention` back.
+from causal_das.das import memory
 from causal_das.das.data import DASConfig, InterchangeData, TrainedIntervention, config_dict, n_steps
 from causal_das.das.intervention import DistributedInterchange
 from causal_das.das.site import Site
@@ -166,11 +167,11 @@ def train_cells(
             history = {"epochs": [], "note": FULL_SWAP_NOTE, "train_seconds": 0.0}
             results[c] = TrainedIntervention(str(site.name), site.n, tuple(cells[c].config.subspace_sizes), intervention.weight().cpu(), "fast", history)
     trainable = [c for c, result in enumerate(results) if result is None]
-    if max_cells_per_pass is None:
-        from causal_das.das.memory import cells_per_pass
-
-        max_cells_per_pass = cells_per_pass(site, activations, max(cells[c].config.batch_size for c in trainable)) if trainable else 1
-    for first in range(0, len(trainable), max_cells_per_pass):
+    if max_cells_per_pass is None and trainable:
+        with frozen(site.model):
+            max_cells_per_pass = memory.cells_per_pass(lambda hidden: suffix_logits(site, hidden), activations,
+                                                       max(cells[c].config.batch_size for c in trainable))
+    for first in range(0, len(trainable), max_cells_per_pass or 1):
         chosen = trainable[first : first + max_cells_per_pass]
         started = time.perf_counter()
         histories = _train_pass(site, activations, [datas[c] for c in chosen], [cells[c] for c in chosen], [interventions[c] for c in chosen])

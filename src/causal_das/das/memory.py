@@ -12,15 +12,14 @@ import os
 
 import torch
 
-from causal_das.runtime import devices
-
 CPU_BUDGET_FRACTION = 0.25  # of the machine's physical memory: room for the cached activations and the rest of the run
 CUDA_BUDGET_FRACTION = 0.5  # of the device's free memory
 MAX_CELLS_PER_PASS = 256  # beyond this a pass gains nothing and its progress shows too rarely
 
 
-def suffix_bytes_per_row(site, activations: torch.Tensor, probe_rows: int = 8) -> int:
-    """Bytes autograd saves per intervened row in a suffix forward at `site` (plus the row itself)."""
+def suffix_bytes_per_row(run_suffix, activations: torch.Tensor, probe_rows: int = 8) -> int:
+    """Bytes autograd saves per intervened row in `run_suffix(hidden)` (a site's suffix on a frozen
+    network), plus the row itself."""
     saved = 0
 
     def pack(tensor):
@@ -28,11 +27,9 @@ def suffix_bytes_per_row(site, activations: torch.Tensor, probe_rows: int = 8) -
         saved += tensor.numel() * tensor.element_size()
         return tensor
 
-    from causal_das.das.engine import frozen, suffix_logits
-
     hidden = activations[:probe_rows].clone().requires_grad_(True)
-    with frozen(site.model), torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        suffix_logits(site, hidden)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        run_suffix(hidden)
     return max(1, saved // len(hidden)) + hidden[0].numel() * hidden.element_size()
 
 
@@ -49,9 +46,10 @@ def budget_bytes(device: torch.device) -> int:
     return int(physical * CPU_BUDGET_FRACTION)
 
 
-def cells_per_pass(site, activations: torch.Tensor, batch_size: int, budget: int | None = None) -> int:
-    """The most cells of `batch_size` rows whose training pass fits in `budget` bytes (default:
-    `budget_bytes` of the network's device), at least 1 and at most `MAX_CELLS_PER_PASS`."""
-    budget = budget_bytes(devices.of(site.model)) if budget is None else budget
-    per_cell = suffix_bytes_per_row(site, activations) * batch_size
+def cells_per_pass(run_suffix, activations: torch.Tensor, batch_size: int, budget: int | None = None) -> int:
+    """The most cells of `batch_size` rows whose training pass through `run_suffix` fits in `budget`
+    bytes (default: `budget_bytes` of the activations' device), at least 1 and at most
+    `MAX_CELLS_PER_PASS`."""
+    budget = budget_bytes(activations.device) if budget is None else budget
+    per_cell = suffix_bytes_per_row(run_suffix, activations) * batch_size
     return max(1, min(MAX_CELLS_PER_PASS, budget // per_cell))

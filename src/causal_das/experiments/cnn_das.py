@@ -40,7 +40,7 @@ from causal_das.runtime.io import (
     run_metadata,
 )
 from causal_das.runtime.provenance import Tally, load_current, model_fingerprint
-from causal_das.runtime.sweep import run_cells, split_finished
+from causal_das.runtime.sweep import grouped, run_groups, split_finished
 from causal_das.tasks import ellipse
 
 log = logging.getLogger(__name__)
@@ -155,51 +155,63 @@ class Pools:
         return train, ellipse.sample_pairs(self.test_latents, subset, mode, config.n_test, rng)
 
 
-def _align(model, layer, config, train_data, test_data, desc):
+def _align(model, layer, config, datas: list, descs: list) -> tuple:
+    """(site, trained W, IIA on the test pairs) of the cells `datas` = [(train, test)] at `layer`,
+    trained together in one pass per step with the fast engine."""
     site = CNNSite(model, layer, config.site_view)
-    sizes = (config.intervention_size,) * train_data.n_variables
-    das = engine.DASConfig(sizes, config.das_epochs, config.batch_size, config.lr, config.seed)
-    trained = engine.train(site, train_data, das, config.engine, desc=desc)
-    predictions = engine.predict(site, trained, test_data, config.engine).numpy()
-    return site, trained, float(np.mean(predictions == test_data.labels.numpy()))
+    cells = [engine.Cell(train, engine.DASConfig((config.intervention_size,) * train.n_variables, config.das_epochs, config.batch_size,
+                                                 config.lr, config.seed), desc) for (train, _), desc in zip(datas, descs, strict=True)]
+    tests = [test for _, test in datas]
+    if config.engine == "fast":
+        trained = engine.train_cells(site, cells)
+        predictions = engine.predict_cells(site, trained, tests)
+    else:
+        trained = [engine.train(site, cell.data, cell.config, config.engine, desc=cell.desc) for cell in cells]
+        predictions = [engine.predict(site, one, test, config.engine) for one, test in zip(trained, tests, strict=True)]
+    return site, trained, [float(np.mean(p.numpy() == test.labels.numpy())) for p, test in zip(predictions, tests, strict=True)]
 
 
-def run_cell(model, control_model, pools: Pools, config: EllipseDASConfig, subset, layer, plain_test: np.ndarray) -> tuple[dict, engine.TrainedIntervention]:
-    """One (subset, layer) cell: DAS, its IIA on fresh pairs of the same mode, baselines, control."""
+def run_group(model, control_model, pools: Pools, config: EllipseDASConfig, keys: list, plain_test: np.ndarray) -> list[tuple[dict, object]]:
+    """The (subset, layer) cells `keys`, all at one layer, trained together: DAS, its IIA on fresh
+    pairs of the same mode, baselines, control; [(result, trained W)] in the order of `keys`."""
     started = time.perf_counter()
-    train_pairs, test_pairs = pools.pairs(config, subset)
-    train_data, test_data = to_interchange(pools.train_images, train_pairs), to_interchange(pools.test_images, test_pairs)
-    label = f"{config.mode} {'+'.join(subset)} @ {layer}"
-    site, trained, iia = _align(model, layer, config, train_data, test_data, f"DAS {label}")
-    result = {
-        "mode": config.mode,
-        "variables": list(subset),
-        "layer": layer,
-        "site": str(site.name),
-        "site_view": config.site_view,
-        "rows": site.rows,
-        "n": site.n,
-        "intervention_size": config.intervention_size,
-        "subspaces": {v: [j * config.intervention_size, (j + 1) * config.intervention_size - 1]
-                      for j, v in enumerate(subset if config.mode == "multi" else ["+".join(subset)])},
-        "iia": iia,
-        "baselines": baselines(test_pairs, plain_test),
-        "train_history": trained.history,
-    }
-    if config.mode == "multi":
-        # The seed measured its multi-source W on single-source pairs (both variables from one
-        # source); the same W fed one source in every subspace, for comparison with its 0.818.
-        _, single_test = pools.pairs(config, subset, mode="single")
-        repeated = np.repeat(single_test.sources, len(subset), axis=1)
-        single_data = engine.InterchangeData(pools.test_images, torch.as_tensor(single_test.base), torch.as_tensor(repeated),
-                                             torch.as_tensor(single_test.labels))
-        predictions = engine.predict(site, trained, single_data, config.engine).numpy()
-        result["iia_on_single_source_pairs"] = float(np.mean(predictions == single_test.labels))
-    if control_model is not None:
-        _, _, control_iia = _align(control_model, layer, config, train_data, test_data, f"control {label}")
-        result["control_random_init"] = {"iia": control_iia}
-    result["seconds"] = time.perf_counter() - started
-    return result, trained
+    layer = keys[0][1]
+    pairs = [pools.pairs(config, subset) for subset, _ in keys]
+    datas = [(to_interchange(pools.train_images, train), to_interchange(pools.test_images, test)) for train, test in pairs]
+    labels = [f"{config.mode} {'+'.join(subset)} @ {layer}" for subset, _ in keys]
+    site, trained, iia = _align(model, layer, config, datas, [f"DAS {label}" for label in labels])
+    control_iia = _align(control_model, layer, config, datas, [f"control {label}" for label in labels])[2] if control_model is not None else None
+    out = []
+    for j, ((subset, _), (_, test_pairs)) in enumerate(zip(keys, pairs, strict=True)):
+        result = {
+            "mode": config.mode,
+            "variables": list(subset),
+            "layer": layer,
+            "site": str(site.name),
+            "site_view": config.site_view,
+            "rows": site.rows,
+            "n": site.n,
+            "intervention_size": config.intervention_size,
+            "subspaces": {v: [i * config.intervention_size, (i + 1) * config.intervention_size - 1]
+                          for i, v in enumerate(subset if config.mode == "multi" else ["+".join(subset)])},
+            "iia": iia[j],
+            "baselines": baselines(test_pairs, plain_test),
+            "train_history": trained[j].history,
+        }
+        if config.mode == "multi":
+            # The seed measured its multi-source W on single-source pairs (both variables from one
+            # source); the same W fed one source in every subspace, for comparison with its 0.818.
+            _, single_test = pools.pairs(config, subset, mode="single")
+            repeated = np.repeat(single_test.sources, len(subset), axis=1)
+            single_data = engine.InterchangeData(pools.test_images, torch.as_tensor(single_test.base), torch.as_tensor(repeated),
+                                                 torch.as_tensor(single_test.labels))
+            predictions = engine.predict(site, trained[j], single_data, config.engine).numpy()
+            result["iia_on_single_source_pairs"] = float(np.mean(predictions == single_test.labels))
+        if control_iia is not None:
+            result["control_random_init"] = {"iia": control_iia[j]}
+        result["seconds"] = (time.perf_counter() - started) / len(keys)  # each cell's share of its group's time
+        out.append((result, trained[j]))
+    return out
 
 
 def run_das(config: EllipseDASConfig) -> list[dict]:
@@ -222,21 +234,24 @@ def run_das(config: EllipseDASConfig) -> list[dict]:
 
     shared: dict = {}  # the image pools and the CNN's plain predictions, made when a cell first needs them
 
-    def compute(key):
-        subset, layer = key
+    def compute(keys):
         if not shared:
             shared["pools"] = Pools.draw(config)
             shared["plain"] = predict_classes(model, shared["pools"].test_images)
-        result, trained = run_cell(model, control_model, shared["pools"], config, subset, layer, shared["plain"])
-        trained.save(out / "interventions" / names[key])
-        payload = {"cell": names[key], "status": "done", "settings": settings, "inputs": inputs, "model_path": config.model_path, **run_metadata(), **result}
-        atomic_write_json(cell_path(key), payload)
-        print(f"{names[key]}: IIA {result['iia']:.3f}" + (f" (control {result['control_random_init']['iia']:.3f})" if control_model else ""),
-              flush=True)
-        return payload
+        payloads = {}
+        for key, (result, trained) in zip(keys, run_group(model, control_model, shared["pools"], config, keys, shared["plain"]), strict=True):
+            trained.save(out / "interventions" / names[key])
+            payload = {"cell": names[key], "status": "done", "settings": settings, "inputs": inputs, "model_path": config.model_path,
+                       **run_metadata(), **result}
+            atomic_write_json(cell_path(key), payload)
+            control = f" (control {result['control_random_init']['iia']:.3f})" if control_model else ""
+            print(f"{names[key]}: IIA {result['iia']:.3f}{control}", flush=True)
+            payloads[key] = payload
+        return payloads
 
     records, todo = split_finished(list(names), finished, Tally("cells"))
-    fresh, _ = run_cells(todo, cell_path, finished, compute, lambda keys: keys)
+    # The cells of a layer (every variable subset) are trained together.
+    fresh, _ = run_groups(grouped(todo, lambda key: key[1]), cell_path, finished, compute, lambda groups: groups)
     records.update(fresh)
     return [records[key] for key in names]
 

@@ -30,7 +30,7 @@ from causal_das.models import gpt2
 from causal_das.runtime import devices
 from causal_das.runtime.io import atomic_write_json, check_results_path, read_json, run_metadata
 from causal_das.runtime.provenance import Tally, load_current, model_fingerprint
-from causal_das.runtime.sweep import run_groups, split_finished
+from causal_das.runtime.sweep import grouped, run_groups, split_finished
 from causal_das.tasks import arithmetic
 
 log = logging.getLogger(__name__)
@@ -229,11 +229,8 @@ def run_group(network, control, keys: list, train_ids, test_ids, config: SweepCo
 
 
 def group_by_layer(keys: list) -> list[list]:
-    """The cells (causal model, layer, k) grouped by layer, in order of first appearance."""
-    groups: dict[int, list] = {}
-    for key in keys:
-        groups.setdefault(key[1], []).append(key)
-    return list(groups.values())
+    """Cells or graphs keyed (causal model, layer, ...) grouped by layer: those trained or evaluated together."""
+    return grouped(keys, lambda key: key[1])
 
 
 def group_task(config: SweepConfig, cwd: str, keys: tuple) -> dict:

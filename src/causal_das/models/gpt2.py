@@ -148,10 +148,44 @@ def run_blocks(model, hidden: torch.Tensor, start: int, stop: int) -> torch.Tens
     """Blocks start..stop-1 of the transformer on hidden (B, T, d)."""
     if start >= stop:
         return hidden
+    blocks = model.transformer.h[start:stop]
+    if _plain_attention_pays(model, hidden):
+        causal = torch.full((hidden.shape[1],) * 2, float("-inf"), device=hidden.device, dtype=hidden.dtype).triu(1)
+        for block in blocks:
+            hidden = _block_with_plain_attention(block, hidden, causal)
+        return hidden
     mask, position_ids = _mask_and_positions(model, hidden)
-    for block in model.transformer.h[start:stop]:
+    for block in blocks:
         hidden = block(hidden, None, mask, position_ids=position_ids)
     return hidden
+
+
+def _plain_attention_pays(model, hidden: torch.Tensor) -> bool:
+    """On the CPU, attention over a few tokens is faster as two matrix products and a softmax than
+    through PyTorch's fused CPU kernel (benchmarks/bench_sweep.py: about 1.25x per DAS step of the
+    default model); in eval mode only (no dropout) and for the plain GPT-2 attention."""
+    config = model.config
+    return (hidden.device.type == "cpu" and not model.training and hidden.shape[1] <= PLAIN_ATTENTION_MAX_TOKENS
+            and not config.add_cross_attention and not config.reorder_and_upcast_attn)
+
+
+PLAIN_ATTENTION_MAX_TOKENS = 32  # beyond a few dozen tokens the fused kernel is the faster one
+
+
+def _block_with_plain_attention(block, hidden: torch.Tensor, causal: torch.Tensor) -> torch.Tensor:
+    """GPT2Block in eval mode with the arithmetic of Hugging Face's eager attention: softmax(q k^T *
+    scaling + causal mask) v (tests compare the logits with pyvene's to 1e-5)."""
+    attention = block.attn
+    batch, length, _ = hidden.shape
+    query, key, value = attention.c_attn(block.ln_1(hidden)).split(attention.split_size, dim=2)
+
+    def heads(x):
+        return x.view(batch, length, attention.num_heads, attention.head_dim).transpose(1, 2)
+
+    scores = torch.matmul(heads(query), heads(key).transpose(-1, -2)) * attention.scaling + causal
+    mixed = torch.matmul(scores.softmax(-1), heads(value)).transpose(1, 2).reshape(batch, length, -1)
+    hidden = hidden + attention.c_proj(mixed)
+    return hidden + block.mlp(block.ln_2(hidden))
 
 
 def embed(model, input_ids: torch.Tensor) -> torch.Tensor:

@@ -54,6 +54,15 @@ def split_finished(keys, finished, tally) -> tuple[dict, list]:
     return records, todo
 
 
+def grouped(keys: list, by) -> list[list]:
+    """`keys` grouped by `by(key)` (e.g. the layer: the cells trained together), groups in order of
+    first appearance."""
+    groups: dict = {}
+    for key in keys:
+        groups.setdefault(by(key), []).append(key)
+    return list(groups.values())
+
+
 def run_cells(todo: list, cell_path, finished, compute, progress) -> tuple[dict, int]:
     """Computes the cells of `todo` that no other run is computing, one at a time: `run_groups` with
     groups of one cell. `compute(key)` computes and writes one cell and returns its record."""
