@@ -1,6 +1,7 @@
 """The main job: every experiment on the default models, writing results/.
 
-Runs, in order, each as its own script (exactly what you would type):
+Runs each step as its own script (exactly what you would type); on the CPU, steps that do not read
+each other's results run side by side, sharing the cores (--jobs):
   1. reproduce_das_experiment.py              -> results/hierarchical_equality/
   2. mlp/pattern_matching_das.py              -> results/pattern_matching/
   3. mlp/wrong_causal_graph_ablation_study.py -> results/wrong_causal_graph_ablation/
@@ -36,10 +37,11 @@ from pathlib import Path
 # Before transformers is imported: its weight-loading bars for these tiny local models are noise.
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
-from causal_das.runtime.cli import ArgumentParser, run_main  # noqa: E402
+from causal_das.runtime.cli import ArgumentParser, positive_int, run_main  # noqa: E402
 from causal_das.runtime.devices import add_device_flags  # noqa: E402
 from causal_das.runtime.io import check_results_path  # noqa: E402
 from causal_das.runtime.progress import INNER_BARS  # noqa: E402
+from causal_das.runtime.scheduler import Step, available_cores, run_side_by_side  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 TINY_GPT2 = ["--epochs", "3", "--width", "16", "--n_layers", "3", "--n_heads", "2"]
@@ -48,15 +50,36 @@ GRAPH_LAYERS = ["1", "6", "11"]  # early (best arithmetic IIA), middle, last: ab
 FAITHFULNESS = "0.8"
 EXAMPLE_TRIPLES = ["3,7,2", "10,1,4", "5,5,5"]
 CONV_LAYERS = ["conv1", "conv2", "conv3"]  # fc1 has 3 units: its own step with 1 dimension
-# Steps whose cells go to one-thread worker processes when the job runs on the CPU (measured faster on
-# 2 cores: docs/engines.md#many-cells-in-one-pass).
-IN_WORKER_PROCESSES = {"gpt2_das_arithmetic", "gpt2_das_simple"}
+# Steps that spread their cells over one-thread worker processes (`--executor processes`) when they
+# have more than one core to themselves on the CPU (measured faster on 2 cores:
+# docs/engines.md#many-cells-in-one-pass).
+SPREADS = {"gpt2_das_arithmetic", "gpt2_das_simple"}
 NO_NETWORK = {"gpt2_figures", "cliques", "divide", "classify", "predict", "compare"}  # steps that read results only: no --device
 REFERENCE = ROOT / "results" / "reference"
 
 
+# What each step reads that another step writes: a step starts once these have finished.
+NEEDS = {
+    "gpt2_das_arithmetic": ("gpt2_model",),
+    "gpt2_das_simple": ("gpt2_model",),
+    "gpt2_evaluate": ("gpt2_das_arithmetic", "gpt2_das_simple"),
+    "gpt2_figures": ("gpt2_evaluate",),
+    "graphs": ("gpt2_das_arithmetic",),
+    "cliques": ("graphs",),
+    "divide": ("graphs",),
+    "classify": ("divide",),
+    "predict": ("classify",),
+    **{name: ("cnn_model",) for name in ("cnn_single", "cnn_flat", "cnn_multi", "cnn_layers", "cnn_layers_fc1")},
+}
+# The order in which steps that are ready start side by side: the longest chain (the GPT-2 network,
+# its arithmetic sweep, the graphs) first, the short independent steps last, to fill the cores.
+PRIORITY = ("gpt2_model", "gpt2_das_arithmetic", "graphs", "cliques", "divide", "classify", "predict", "cnn_model", "cnn_layers",
+            "gpt2_das_simple", "gpt2_evaluate", "gpt2_figures", "cnn_multi", "cnn_flat", "cnn_single", "cnn_layers_fc1",
+            "hierarchical_equality", "pattern_matching", "wrong_causal_graph_ablation", "compare")
+
+
 def steps(root: Path, quick: bool):
-    """(name, script, arguments, takes --engine) for every step of the main job."""
+    """(name, script, arguments, takes --engine) for every step of the main job, in the order above."""
     mlp_quick = ["--quick"] if quick else []
     gpt2 = root / "gpt2"
     model = ["--model_path", str(gpt2 / "model")]
@@ -125,11 +148,15 @@ def main():
     names = [name for name, *_ in steps(Path("results"), False)]
     parser.add_argument("--only", nargs="+", choices=names, help="run only these steps")
     add_device_flags(parser)
+    parser.add_argument("--jobs", type=positive_int, default=None,
+                        help="steps that run at once, side by side in child processes sharing the cores (default: as many as "
+                             "the CPU has cores; 1 on a GPU); 1 runs them one after another in this process, with live progress bars")
     args = parser.parse_args()
     root = check_results_path(args.results_path)
     os.environ[INNER_BARS] = "0"  # one progress bar per step
     on_cpu = args.device == "cpu" or (args.device == "auto" and not cuda_available())
-    started = time.perf_counter()
+    jobs = args.jobs or (available_cores() if on_cpu else 1)
+    chosen = []
     for name, script, arguments, takes_engine in steps(root, args.quick):
         if args.only and name not in args.only:
             continue
@@ -143,13 +170,24 @@ def main():
             arguments = [*arguments, "--seed", str(args.seed)]
         if name not in NO_NETWORK:
             arguments = [*arguments, "--device", args.device, "--precision", args.precision]
-        if name in IN_WORKER_PROCESSES and on_cpu:
-            arguments = [*arguments, "--executor", "processes"]
-        print(f"== {name}: {script} {' '.join(arguments)}", flush=True)
-        start = time.perf_counter()
-        if run_step(script, arguments) != 0:
-            raise ValueError(f"step {name} failed (its error is above); finished steps keep their results")
-        print(f"== {name} done in {time.perf_counter() - start:.0f} s\n", flush=True)
+        chosen.append((name, script, arguments))
+    started = time.perf_counter()
+    if jobs > 1:
+        names = [name for name, *_ in chosen]
+        side_by_side = [Step(name, ROOT / script, tuple(arguments), names if name == "compare" else NEEDS.get(name, ()), name in SPREADS)
+                        for name, script, arguments in sorted(chosen, key=lambda step: PRIORITY.index(step[0]))]
+        print(f"running up to {jobs} steps side by side on {available_cores()} cores; each step's progress is in {root / 'logs'}/",
+              flush=True)
+        run_side_by_side(side_by_side, available_cores(), root / "logs", ROOT, jobs)
+    else:
+        for name, script, arguments in chosen:
+            if name in SPREADS and on_cpu:
+                arguments = [*arguments, "--executor", "processes"]
+            print(f"== {name}: {script} {' '.join(arguments)}", flush=True)
+            start = time.perf_counter()
+            if run_step(script, arguments) != 0:
+                raise ValueError(f"step {name} failed (its error is above); finished steps keep their results")
+            print(f"== {name} done in {time.perf_counter() - start:.0f} s\n", flush=True)
     print(f"main job finished in {(time.perf_counter() - started) / 60:.1f} minutes; results in {root}/")
 
 

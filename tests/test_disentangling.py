@@ -196,6 +196,23 @@ def test_peel_cliques_finds_planted_cliques_exactly_and_greedily():
     assert greedy[0]["nodes"] == planted[0]
 
 
+
+def test_exact_max_clique_is_the_clique_networkx_finds():
+    """The bit-set branch and bound returns networkx's own clique (not just one of the same size), so
+    peeling, where ties decide what is left for the next clique, matches networkx step for step."""
+    import networkx as nx
+
+    rng = np.random.default_rng(1)
+    for trial in range(12):
+        n = int(rng.integers(20, 90))
+        adjacency = rng.random((n, n)) < rng.uniform(0.1, 0.6)
+        adjacency = np.triu(adjacency, 1)
+        adjacency = adjacency | adjacency.T
+        nodes = np.flatnonzero(rng.random(n) < 0.8)  # as after earlier cliques were peeled
+        graph = nx.from_numpy_array(adjacency[np.ix_(nodes, nodes)].astype(np.uint8))
+        expected, _ = nx.max_weight_clique(graph, weight=None)
+        assert cliques.exact_max_clique(adjacency, nodes) == sorted(int(nodes[v]) for v in expected), trial
+
 def test_division_grows_sets_in_order_and_respects_faithfulness():
     weight = np.zeros((A.N_TRIPLES, A.N_TRIPLES), dtype=np.float32)
     block_a, block_b = np.arange(0, 40), np.arange(40, 70)

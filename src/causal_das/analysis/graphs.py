@@ -64,7 +64,7 @@ def correct_matrices(network, site, trained: list, causal_models: list, bases_pe
         base = np.repeat(bases, N)
         source = np.tile(sources, len(bases))
         data = engine.InterchangeData(network.input_ids, torch.as_tensor(base), torch.as_tensor(source)[:, None], torch.zeros(len(base), dtype=torch.long))
-        # One base's 1000 pairs per intervention per pass: the fastest pass size measured on 2 cores.
+        # A chunk's pairs of every intervention, in passes of `predict_cells`'s size.
         predicted = engine.predict_cells(site, trained, data, batch_size=N * len(trained), activations=network.states[site.layer])
         for matrix, causal_model, p in zip(correct, causal_models, predicted, strict=True):
             matrix[bases] = (p.numpy() == arithmetic.counterfactual_labels(causal_model, base, source)).reshape(len(bases), N)

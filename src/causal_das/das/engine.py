@@ -39,6 +39,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ENGINES = ("fast", "pyvene")
+CPU_PASS_ROWS = 512  # the most intervened states `predict_cells` runs through the suffix at once on the CPU
 
 
 @contextlib.contextmanager
@@ -238,7 +239,10 @@ def predict_cells(
     activations = cache_activations(site, datas[0].inputs) if activations is None else activations.to(device)
     interventions = [one.module().to(device) for one in trained]
     # Rows of each cell per pass: the cells share `batch_size`, so a pass has the same size as one
-    # cell's alone (measured: the CPU gains nothing from larger forward passes).
+    # cell's alone. On the CPU a pass stays within CPU_PASS_ROWS: beyond a few hundred rows its
+    # activations fall out of the caches and each row costs more (benchmarks/bench_sweep.py).
+    if device.type == "cpu":
+        batch_size = min(batch_size, CPU_PASS_ROWS)
     rows = max(1, batch_size // len(trained))
     out = [[] for _ in trained]
     with torch.no_grad(), frozen(site.model):

@@ -19,7 +19,7 @@ from torch import nn
 
 from causal_das.das.site import PyveneSpec, SiteName
 from causal_das.das.training import DivergenceGuard
-from causal_das.models.training import fit, load_weights, save_weights
+from causal_das.models.training import adam, fit, load_weights, save_weights
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ def train_classifier(
     x, y = torch.as_tensor(inputs).to(device), torch.as_tensor(labels, dtype=torch.long).to(device)
     history = fit(
         model, torch.arange(len(x)), lambda idx: nn.functional.cross_entropy(model(x[idx]), y[idx]),
-        torch.optim.Adam(model.parameters(), lr=config.lr), epochs=config.epochs, batch_size=config.batch_size, seed=config.seed,
+        adam(model.parameters(), config.lr), epochs=config.epochs, batch_size=config.batch_size, seed=config.seed,
         guard=DivergenceGuard("training of the MLP classifier", "lower the MLP learning rate (--mlp_lr)"), desc=desc,
     )
     return [epoch.per_batch for epoch in history]

@@ -67,6 +67,9 @@ def add_common_flags(parser: argparse.ArgumentParser, results_path: str) -> None
 
 def run_main(main: Callable[[], None]) -> None:
     """Runs a script's main; a UsageError or ValueError becomes one line on stderr and exit 2."""
+    from causal_das.runtime.allocator import keep_freed_memory
+
+    keep_freed_memory()
     try:
         main()
     except (UsageError, ValueError) as error:

@@ -106,8 +106,10 @@ def map_tasks(executor: str, task: Callable, keys: list[Hashable], address: str 
 def _one_thread() -> None:
     import torch
 
+    from causal_das.runtime.allocator import keep_freed_memory
     from causal_das.runtime.progress import INNER_BARS
 
+    keep_freed_memory()
     torch.set_num_threads(1)
     os.environ[INNER_BARS] = "0"  # the driver shows one bar for all workers
 
