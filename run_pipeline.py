@@ -53,7 +53,7 @@ CONV_LAYERS = ["conv1", "conv2", "conv3"]  # fc1 has 3 units: its own step with 
 # Steps that spread their cells over one-thread worker processes (`--executor processes`) when they
 # have more than one core to themselves on the CPU (measured faster on 2 cores:
 # docs/engines.md#many-cells-in-one-pass).
-SPREADS = {"gpt2_das_arithmetic", "gpt2_das_simple"}
+SPREADS = {"gpt2_das_arithmetic", "gpt2_das_simple", "graphs"}
 NO_NETWORK = {"gpt2_figures", "cliques", "divide", "classify", "predict", "compare"}  # steps that read results only: no --device
 REFERENCE = ROOT / "results" / "reference"
 
@@ -174,7 +174,7 @@ def main():
     started = time.perf_counter()
     if jobs > 1:
         names = [name for name, *_ in chosen]
-        side_by_side = [Step(name, ROOT / script, tuple(arguments), names if name == "compare" else NEEDS.get(name, ()), name in SPREADS)
+        side_by_side = [Step(name, ROOT / script, tuple(arguments), tuple(n for n in names if n != name) if name == "compare" else NEEDS.get(name, ()), name in SPREADS)
                         for name, script, arguments in sorted(chosen, key=lambda step: PRIORITY.index(step[0]))]
         print(f"running up to {jobs} steps side by side on {available_cores()} cores; each step's progress is in {root / 'logs'}/",
               flush=True)

@@ -1,6 +1,7 @@
 """The default GPT-2 sweep and IIA graphs: one cell at a time (before and after the plain-attention
 lever) vs the cells of a layer batched vs batched in one-thread worker processes, side by side in
-one run on this machine.
+one run on this machine; and a sweep at token positions 4-5 with the suffix on every position vs
+on the changing ones only (the untouched tokens' keys and values cached).
 
 The sweep is `run_das.py`'s default (every causal model of the chosen families, every layer, the
 default k and the random-init control), run through `gpt2_sweep.run_sweep` into a temporary
@@ -82,6 +83,31 @@ def graphs_one_layer(model_path: str, sweep: str, names: tuple, k: int, batched:
         return [G.correct_matrix(network, site, one, m) for one, m in zip(trained, models, strict=True)]
 
 
+def untouched_keys_lever(model_path: str, family: str, layers, positions: tuple, tmp: Path) -> None:
+    """A sweep at `positions` (which leave the first tokens alone) with the suffix on every position
+    vs on the positions that can change (the untouched tokens' keys cached: `models.gpt2_untouched`)."""
+    from causal_das.models import gpt2_untouched
+
+    base = gpt2_sweep.SweepConfig(model_path=model_path, causal_model_type=family, layers=tuple(layers) if layers else None, positions=positions)
+    seconds, results = {}, {}
+    for name, reuse in (("every position", False), ("cached keys", True)):
+        config = replace(base, results_path=str(tmp / f"positions_{'reuse' if reuse else 'full'}" / family))
+        gpt2_untouched.REUSE_UNTOUCHED_KEYS = reuse
+        try:
+            started = time.perf_counter()
+            gpt2_sweep.run_sweep(config, "local")
+            seconds[name] = time.perf_counter() - started
+        finally:
+            gpt2_untouched.REUSE_UNTOUCHED_KEYS = True
+        results[name] = (weights(Path(config.results_path)), iia(Path(config.results_path)))
+    (w_full, iia_full), (w_reuse, iia_reuse) = results.values()
+    worst = max((w_full[key] - w_reuse[key]).abs().max().item() for key in w_full)
+    print(f"\npositions {list(positions)} ({family}, layers {layers or 'all'}): suffix on every position vs only the changing ones "
+          f"(max |W difference| = {worst:.1e}; IIA identical: {iia_full == iia_reuse})")
+    for name, value in seconds.items():
+        print(f"{name:<22} {value:>9.1f} s {seconds['every position'] / value:>16.2f}x")
+
+
 def profile_group(model_path: str, family: str, layer: int) -> None:
     """Where one layer's batched group spends its time, and the share of the suffix in a step."""
     config = gpt2_sweep.SweepConfig(model_path=model_path, causal_model_type=family)
@@ -126,6 +152,9 @@ def main():
     parser.add_argument("--graph_layers", type=int, nargs="+", default=[1, 6, 11], help="layers of the arithmetic graphs (the main job's)")
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="worker processes of the processes mode")
     parser.add_argument("--skip_graphs", action="store_true", help="time the sweep only")
+    parser.add_argument("--positions", type=int, nargs="+", default=[4, 5],
+                        help="token positions of the cached-keys lever's sweep (arithmetic family; must start after token 0)")
+    parser.add_argument("--skip_positions", action="store_true", help="skip the cached-keys lever")
     args = parser.parse_args()
     if not Path(args.model_path, "config.json").is_file():
         parser.error(f"no trained GPT-2 at {args.model_path}; run python train_gpt2.py (or pass --model_path)")
@@ -157,6 +186,8 @@ def main():
     for name, value in seconds.items():
         print(f"{name:<22} {value:>9.1f} {trained_cells * steps_per_cell / value:>13.1f} {one / value:>9.2f}x")
     profile_group(args.model_path, args.families[-1], (args.layers or [0])[0])
+    if not args.skip_positions:
+        untouched_keys_lever(args.model_path, "arithmetic", args.layers, tuple(args.positions), tmp)
     if args.skip_graphs:
         return
     sweep = tmp / "batched" / "arithmetic"

@@ -65,7 +65,7 @@ def correct_matrices(network, site, trained: list, causal_models: list, bases_pe
         source = np.tile(sources, len(bases))
         data = engine.InterchangeData(network.input_ids, torch.as_tensor(base), torch.as_tensor(source)[:, None], torch.zeros(len(base), dtype=torch.long))
         # A chunk's pairs of every intervention, in passes of `predict_cells`'s size.
-        predicted = engine.predict_cells(site, trained, data, batch_size=N * len(trained), activations=network.states[site.layer])
+        predicted = engine.predict_cells(site, trained, data, batch_size=N * len(trained), activations=network.site_states(site))
         for matrix, causal_model, p in zip(correct, causal_models, predicted, strict=True):
             matrix[bases] = (p.numpy() == arithmetic.counterfactual_labels(causal_model, base, source)).reshape(len(bases), N)
     for matrix in correct:

@@ -202,7 +202,7 @@ def _evaluate_group(network, model, results_path: Path, positions, keys, pair_id
         base, source = arithmetic.decode_pairs(ids)
         data = engine.InterchangeData(network.input_ids, torch.as_tensor(base), torch.as_tensor(source)[:, None], torch.zeros(len(ids), dtype=torch.long))
         if engine_name == "fast":
-            predictions = engine.predict_cells(site, trained, data, batch_size, activations=network.states[site.layer])
+            predictions = engine.predict_cells(site, trained, data, batch_size, activations=network.site_states(site))
         else:
             predictions = [engine.predict(site, one, data, engine_name, batch_size=batch_size) for one in trained]
         for m in models:

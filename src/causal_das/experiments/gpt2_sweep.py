@@ -118,6 +118,14 @@ class Network:
             plain = gpt2.predictions(model, input_ids).numpy()
         return cls(model, input_ids, states, plain)
 
+    def site_states(self, site) -> torch.Tensor:
+        """The site state of every prompt: the cached block output at the site, or the site's own
+        prefix when its state holds more (the untouched tokens' keys, see `models.gpt2_untouched`)."""
+        if not getattr(site, "untouched", 0):
+            return self.states[site.layer]
+        with engine.frozen(self.model):
+            return engine.cache_activations(site, self.input_ids)
+
 
 def validate(config: SweepConfig, model) -> tuple[tuple[int, ...], tuple[int, ...], int]:
     """(layers, k values, n) after checking the config against the model; ValueError otherwise."""
@@ -153,7 +161,7 @@ def evaluate_cells(network: Network, site, trained: list, test_ids: np.ndarray, 
     base, source = arithmetic.decode_pairs(test_ids)
     data = engine.InterchangeData(network.input_ids, torch.as_tensor(base), torch.as_tensor(source)[:, None], torch.zeros(len(base), dtype=torch.long))
     if config_engine == "fast":
-        predictions = engine.predict_cells(site, trained, data, activations=network.states[site.layer])
+        predictions = engine.predict_cells(site, trained, data, activations=network.site_states(site))
     else:
         predictions = [engine.predict(site, one, data, config_engine) for one in trained]
     labels = {m.name: arithmetic.counterfactual_labels(m, base, source) for m in family}
@@ -180,7 +188,7 @@ def train_group(network: Network, keys: list, train_ids: np.ndarray, config: Swe
     cells = [engine.Cell(interchange_data(network.input_ids, train_ids, arithmetic.get_model(name)), config.das_config(k), f"{desc}{name} L{layer} k{k}")
              for name, _, k in keys]
     if config.engine == "fast":
-        return engine.train_cells(site, cells, network.states[layer], config.max_cells_per_pass)
+        return engine.train_cells(site, cells, network.site_states(site), config.max_cells_per_pass)
     return [engine.train(site, cell.data, cell.config, config.engine, desc=cell.desc) for cell in cells]
 
 

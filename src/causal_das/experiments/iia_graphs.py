@@ -84,7 +84,7 @@ class GraphsConfig:
     layers: tuple[int, ...] | None = None  # None: every layer of the sweep
     k: int | None = None  # None: the sweep's smallest k below the full swap
     model_path: str | None = None  # None: the network recorded in the sweep
-    executor: str = "local"  # or "processes" / "ray": one task per layer's graphs (see causal_das.runtime.executors)
+    executor: str = "local"  # or "processes" / "ray": one task per graph (see causal_das.runtime.executors)
     ray_address: str | None = None
     ray_cpus: int | None = None
     workers: int | None = None
@@ -145,7 +145,7 @@ def compute_graphs(network, model, sweep: Path, positions, out: Path, k: int, ke
 
 
 def graphs_task(config: GraphsConfig, cwd: str, k: int, spec_for: dict, keys: tuple) -> dict:
-    """The graphs of one layer as a Ray task or worker process (paths are meant against the driver's
+    """The graphs `keys` (of one layer) as a Ray task or worker process (paths are meant against the driver's
     working directory `cwd`); {key: record}."""
     os.chdir(cwd)
     sweep, out = Path(config.sweep_path), Path(config.results_path) / "graphs"
@@ -221,8 +221,11 @@ def run_graphs(config: GraphsConfig) -> dict:
     if todo and config.executor in ("ray", "processes"):
         from causal_das.runtime.executors import map_tasks
 
+        # One task per graph, the earliest layers (the longest suffixes) first: a layer's graphs
+        # together gain little (benchmarks/bench_sweep.py), tasks of equal size balance the workers.
+        tasks = [(key,) for key in sorted(todo, key=lambda key: key[1])]
         task = functools.partial(graphs_task, config, os.getcwd(), k, spec_for)
-        for fresh in map_tasks(config.executor, task, [tuple(g) for g in groups], config.ray_address, config.ray_cpus, config.workers,
+        for fresh in map_tasks(config.executor, task, tasks, config.ray_address, config.ray_cpus, config.workers,
                                device=config.device, desc="IIA graphs").values():
             records.update(fresh)
     elif todo:

@@ -25,6 +25,7 @@ from torch import nn
 
 from causal_das.das.site import PyveneSpec, SiteName
 from causal_das.das.training import DivergenceGuard
+from causal_das.models import gpt2_untouched
 from causal_das.models.training import adam, check_model_directory, fit
 from causal_das.tasks import arithmetic
 
@@ -255,6 +256,9 @@ class GPT2Site:
 
     The site's state is the whole block output (B, T*d): positions that are not intervened on keep
     the base's values, and `coordinates` names the state entries DAS rotates (None: all of them).
+    When the positions start after token 0 (and a block follows the site), the state also carries
+    the keys and values the untouched first tokens give every later block, and the suffix runs only
+    the positions that can change (`gpt2_untouched`).
     """
 
     def __init__(self, model, layer: int, positions: tuple[int, ...] | None = None):
@@ -271,11 +275,19 @@ class GPT2Site:
             self.coordinates = None
         else:
             self.coordinates = torch.cat([torch.arange(p * width, (p + 1) * width) for p in positions])
+        # Tokens before the first intervened one: their keys and values are cached in the state.
+        reuse = gpt2_untouched.REUSE_UNTOUCHED_KEYS and layer < n_layers - 1
+        self.untouched = min(positions) if reuse else 0
 
     def prefix(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return block_outputs(self.model, input_ids, [self.layer])[self.layer].flatten(1)
+        if not self.untouched:
+            return block_outputs(self.model, input_ids, [self.layer])[self.layer].flatten(1)
+        outputs = block_outputs(self.model, input_ids, range(self.layer, self.model.config.n_layer - 1))
+        return torch.cat([outputs[self.layer].flatten(1), gpt2_untouched.cached_keys(self.model, outputs, self.layer, self.untouched)], dim=1)
 
     def suffix(self, state: torch.Tensor) -> torch.Tensor:
+        if self.untouched:
+            return gpt2_untouched.logits(self.model, state, self.layer, self.untouched, SEQ_LEN)
         return head(self.model, state.view(len(state), SEQ_LEN, self.width), self.layer)
 
     def pyvene_spec(self) -> PyveneSpec:
