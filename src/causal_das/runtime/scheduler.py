@@ -63,15 +63,14 @@ class _Running:
     where: str  # how it runs: on how many cores, or in how many worker processes
 
 
-def _launch(step: Step, cores: int, all_cores: int, log_dir: Path, cwd: Path) -> _Running:
+def _launch(step: Step, cores: int, log_dir: Path, cwd: Path) -> _Running:
     arguments = list(step.arguments)
     threads = cores
-    if step.spreads and all_cores > 1:
-        # One one-thread worker process per core of the machine, not only per core of its share:
-        # while other steps run, the kernel shares the cores among all processes, and once they
-        # finish this step's workers take the freed cores at once (a step that starts beside others
-        # and runs on alone, like the graphs, would otherwise leave cores idle).
-        arguments += ["--executor", "processes", "--workers", str(all_cores)]
+    if step.spreads and cores > 1:
+        # Its share as one-thread worker processes. (One worker per core of the machine whatever the
+        # share, so that a step left running alone takes the freed cores, was measured slower: the
+        # main job took 752 s instead of 712, every step slowed by the extra processes.)
+        arguments += ["--executor", "processes", "--workers", str(cores)]
         threads = 1  # the driver only gathers
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), INNER_BARS: "0",
            "PYTHONUNBUFFERED": "1", "TQDM_MININTERVAL": "5"}  # a bar line every few seconds in the log, not ten a second
@@ -79,17 +78,16 @@ def _launch(step: Step, cores: int, all_cores: int, log_dir: Path, cwd: Path) ->
     with open(out, "w") as stdout, open(err, "w") as stderr:
         process = subprocess.Popen([sys.executable, str(step.script), *arguments], cwd=cwd, env=env, stdout=stdout, stderr=stderr)
     command = f"{step.script.name} {' '.join(arguments)}"
-    where = f"{all_cores} one-thread worker processes" if threads < cores or (step.spreads and all_cores > 1) else \
-        f"{cores} core{'s' * (cores > 1)}"
+    where = f"{cores} one-thread worker processes" if threads < cores else f"{cores} core{'s' * (cores > 1)}"
     return _Running(step, process, cores, time.perf_counter(), out, err, command, where)
 
 
 def run_side_by_side(steps: list[Step], cores: int, log_dir: Path, cwd: Path, jobs: int | None = None) -> None:
     """Runs every step once the steps it needs (those of `steps` it names) have finished, at most
     `jobs` at once (default: one per core), sharing `cores`: a step gets the free cores minus one
-    for each other step ready to start, at least one, as threads (a step that `spreads` runs one
-    one-thread worker process per core instead). Ready steps start in the order of `steps` (put
-    the longest chain first).
+    for each other step ready to start, at least one, as threads (as one-thread worker processes
+    for a step that `spreads`). Ready steps start in the order of `steps` (put the longest chain
+    first).
     Prints each step's output when it finishes; its progress and warnings are in `log_dir`.
     Raises StepFailed after the running steps finish if a step failed (no new step starts then)."""
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -105,7 +103,7 @@ def run_side_by_side(steps: list[Step], cores: int, log_dir: Path, cwd: Path, jo
                     if free <= 0 or len(running) >= jobs:
                         break
                     share = max(1, free - (len(ready) - position - 1))
-                    running.append(_launch(step, share, cores, log_dir, cwd))
+                    running.append(_launch(step, share, log_dir, cwd))
                     pending.remove(step)
                     others = ", ".join(r.step.name for r in running[:-1]) or "nothing else"
                     print(f"-- started {step.name}, {running[-1].where}, beside {others}; log: {log_dir / step.name}.err", flush=True)
