@@ -6,8 +6,9 @@ gives the counterfactual label; the weight of the undirected edge {i, j} is the 
 orientations, (correct[i, j] + correct[j, i]) / 2, so 0, 0.5 or 1. The diagonal (base = source) is
 not an interchange pair and is stored as False.
 
-`correct_matrix` computes one (`correct_matrices` several at one site) with the fast engine on cached block outputs: one batch is one base
-against all 1000 sources, and only the blocks after the site run. The graphs step that computes,
+`correct_matrix` computes one (`correct_matrices` several at one site) with the fast engine on cached
+block outputs: a chunk of bases against all 1000 sources, in passes of `engine.predict_cells`'s
+size, and only the blocks after the site run. The graphs step that computes,
 stores and reuses them is `experiments.iia_graphs`.
 """
 

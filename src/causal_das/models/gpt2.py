@@ -26,6 +26,7 @@ from torch import nn
 from causal_das.das.site import PyveneSpec, SiteName
 from causal_das.das.training import DivergenceGuard
 from causal_das.models import gpt2_untouched
+from causal_das.models.attention import softmax_over_few
 from causal_das.models.training import adam, check_model_directory, fit
 from causal_das.tasks import arithmetic
 
@@ -184,18 +185,9 @@ def _block_with_plain_attention(block, hidden: torch.Tensor, causal: torch.Tenso
         return x.view(batch, length, attention.num_heads, attention.head_dim).transpose(1, 2)
 
     scores = torch.matmul(heads(query), heads(key).transpose(-1, -2)) * attention.scaling + causal
-    mixed = torch.matmul(_softmax_over_few(scores), heads(value)).transpose(1, 2).reshape(batch, length, -1)
+    mixed = torch.matmul(softmax_over_few(scores), heads(value)).transpose(1, 2).reshape(batch, length, -1)
     hidden = hidden + attention.c_proj(mixed)
     return hidden + block.mlp(block.ln_2(hidden))
-
-
-def _softmax_over_few(scores: torch.Tensor) -> torch.Tensor:
-    """softmax over the last dimension, spelled out: over a handful of keys PyTorch's CPU softmax
-    kernel costs about 7 ns an element (it vectorises along the reduced dimension), three
-    element-wise ops about a third of that (benchmarks/bench_sweep.py --profile); equal to it within
-    float rounding."""
-    exponentials = (scores - scores.amax(-1, keepdim=True)).exp()
-    return exponentials / exponentials.sum(-1, keepdim=True)
 
 
 def embed(model, input_ids: torch.Tensor) -> torch.Tensor:

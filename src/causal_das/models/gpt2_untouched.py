@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import torch
 
+from causal_das.models.attention import softmax_over_few
+
 REUSE_UNTOUCHED_KEYS = True  # off: every site runs its suffix on all positions (benchmarks compare both)
 
 
@@ -36,8 +38,6 @@ def _block_with_cached_keys(block, hidden, cached_key, cached_value, mask, last_
     """GPT2Block in eval mode on the positions `hidden` (B, L, d) that follow the cached ones: their
     queries attend to the cached keys and to their own (`mask` keeps attention causal); with
     `last_only`, only the last position's output (B, d), all it attends to being in the past."""
-    from causal_das.models.gpt2 import _softmax_over_few
-
     attention = block.attn
     batch = len(hidden)
     query, key, value = attention.c_attn(block.ln_1(hidden)).split(attention.split_size, dim=2)
@@ -51,7 +51,7 @@ def _block_with_cached_keys(block, hidden, cached_key, cached_value, mask, last_
     scores = torch.matmul(heads(query), heads(key).transpose(-1, -2)) * attention.scaling
     if not last_only:
         scores = scores + mask
-    mixed = torch.matmul(_softmax_over_few(scores), heads(value)).transpose(1, 2).reshape(batch, query.shape[1], -1)
+    mixed = torch.matmul(softmax_over_few(scores), heads(value)).transpose(1, 2).reshape(batch, query.shape[1], -1)
     hidden = hidden + attention.c_proj(mixed)
     hidden = hidden + block.mlp(block.ln_2(hidden))
     return hidden[:, -1] if last_only else hidden
