@@ -179,9 +179,10 @@ def field_table(compared: dict) -> str:
 
 
 def _is_reference_file(relative: Path) -> bool:
-    """What the reference keeps of a run: its JSON and figures, not weights, caches or locks."""
+    """What the reference keeps of a run: its JSON and figures, not weights, caches, locks or the
+    steps' logs."""
     parts = relative.parts
-    return not (parts[0] in ("reference", "comparison.json") or "evaluations" in parts or any(p.startswith(".") for p in parts)
+    return not (parts[0] in ("reference", "comparison.json", "logs") or "evaluations" in parts or any(p.startswith(".") for p in parts)
                 or relative.suffix == ".safetensors" or (relative.name.startswith("weights") and "interventions" in parts))
 
 
