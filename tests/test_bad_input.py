@@ -261,6 +261,7 @@ CASES = [
     ("run_pipeline.py", ["--results_path", "{file}"], "is a file"),
     ("run_pipeline.py", ["--results_path", "/proc/nope"], "cannot be created"),
     ("run_pipeline.py", ["--device", "tpu"], "invalid choice"),
+    ("run_pipeline.py", ["--jobs", "0"], "--jobs: must be a positive integer"),
     # --device / --precision (every script that runs a network)
     ("run_das.py", ["--model_path", "{gpt2}", "--results_path", "{out}", "--device", "gpu"], "invalid choice"),
     ("run_das.py", ["--model_path", "{gpt2}", "--results_path", "{out}", "--device", "cpu", "--precision", "tf32"], "tf32 is a CUDA mode"),
