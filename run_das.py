@@ -11,12 +11,18 @@ stopped. summary.json gathers every cell.
     python run_das.py --causal_model_type arithmetic          # -> results/gpt2/das_arithmetic/
     python run_das.py --causal_model_type simple --results_path results/gpt2/das_simple
     python run_das.py --preset thesis --model_path models/gpt2_finetuned   # the thesis's sizes
+    python run_das.py --position_sets all 0 1 2 3 4 5   # where each variable lives: -> results/gpt2/positions_arithmetic/
+
+With --position_sets, each cell is (causal model, layer, position set) at one k, beside its baselines at
+the same site and k (full patch, random subspaces, PCA, a learned neuron mask, the random-init control)
+and the illusion check (docs/experiments.md#where-each-variable-lives).
 """
 
 from dataclasses import replace
 
-from causal_das.experiments import gpt2_sweep
+from causal_das.experiments import gpt2_positions, gpt2_sweep
 from causal_das.plots.gpt2 import plot_sweep
+from causal_das.plots.positions import plot_positions
 from causal_das.runtime.cli import ArgumentParser, positive_float, positive_int, run_main, setup_logging
 from causal_das.runtime.devices import add_device_flags
 from causal_das.runtime.executors import add_executor_flags
@@ -33,13 +39,20 @@ def main():
     parser.add_argument("--low_rank_dims", type=positive_int, nargs="+", default=None,
                         help="k values: dimensions of the aligned subspace; k = n is a full swap (default: the thesis's 256 and 4608 "
                              "scaled to the site, 16 and 288 for the default model)")
-    parser.add_argument("--n_training", type=positive_int, default=d.n_training, help="training (base, source) pairs per cell")
-    parser.add_argument("--n_testing", type=positive_int, default=d.n_testing, help="fresh test pairs per cell, disjoint from the training pairs")
-    parser.add_argument("--batch_size", type=positive_int, default=d.batch_size, help="DAS training batch size")
-    parser.add_argument("--epochs", type=positive_int, default=d.epochs, help="DAS training epochs")
-    parser.add_argument("--lr", type=positive_float, default=d.lr, help="DAS learning rate (Adam)")
+    p = gpt2_positions.PositionSweepConfig()
+    parser.add_argument("--n_training", type=positive_int, default=None,
+                        help=f"training (base, source) pairs per cell (default {d.n_training}; {p.n_training} with --position_sets)")
+    parser.add_argument("--n_testing", type=positive_int, default=None, help=f"fresh test pairs per cell, disjoint from the training pairs (default {d.n_testing})")
+    parser.add_argument("--batch_size", type=positive_int, default=None, help=f"DAS training batch size (default {d.batch_size})")
+    parser.add_argument("--epochs", type=positive_int, default=None, help=f"DAS training epochs (default {d.epochs}; {p.epochs} with --position_sets)")
+    parser.add_argument("--lr", type=positive_float, default=None, help=f"DAS learning rate, Adam (default {d.lr})")
     parser.add_argument("--positions", type=int, nargs="+", default=list(d.positions),
                         help="token positions intervened at (0..5 = X + Y + Z =), concatenated; default all six")
+    parser.add_argument("--position_sets", nargs="+", default=None,
+                        help="run the position sweep instead: one site per layer and position set (all, 3, 2-3, 0,2), one k "
+                             "(--low_rank_dims, default 16 of the width 48), every baseline beside each cell; e.g. all 0 1 2 3 4 5")
+    parser.add_argument("--random_draws", type=positive_int, default=p.random_draws,
+                        help="untrained random subspaces per cell of the position sweep (their mean and spread are reported)")
     parser.add_argument("--preset", choices=("thesis",), default=None,
                         help="thesis: 256000 pairs, batch 1280, 4 epochs, lr 0.01, k in {64,128,256,768,4608} scaled to the site")
     parser.add_argument("--control", choices=("random_init", "none"), default=d.control,
@@ -55,14 +68,16 @@ def main():
     add_device_flags(parser)
     args = parser.parse_args()
     setup_logging(args.verbose)
+    sizes = {name: getattr(args, name) for name in ("n_training", "n_testing", "batch_size", "epochs", "lr") if getattr(args, name) is not None}
+    if args.position_sets:
+        return position_sweep(args, sizes)
     results_path = args.results_path or f"results/gpt2/das_{args.causal_model_type}"
     config = gpt2_sweep.SweepConfig(
         model_path=args.model_path, causal_model_type=args.causal_model_type,
         layers=tuple(args.layers) if args.layers else None,
         low_rank_dims=tuple(args.low_rank_dims) if args.low_rank_dims else None,
-        n_training=args.n_training, n_testing=args.n_testing, batch_size=args.batch_size, epochs=args.epochs, lr=args.lr,
         positions=tuple(args.positions), engine=args.engine, control=args.control, seed=args.seed, results_path=results_path,
-        device=args.device, precision=args.precision, max_cells_per_pass=args.max_cells_per_pass,
+        device=args.device, precision=args.precision, max_cells_per_pass=args.max_cells_per_pass, **sizes,
     )
     if args.preset == "thesis":
         config = replace(config, **gpt2_sweep.THESIS_PRESET, preset="thesis")
@@ -70,6 +85,25 @@ def main():
     figure = plot_sweep(f"{results_path}/summary.json", f"{results_path}/iia_per_layer.png")
     print(gpt2_sweep.summary_table(summary))
     print(f"\nwrote {len(summary['cells'])} cells, {results_path}/summary.json and {figure}")
+
+
+def position_sweep(args, sizes: dict) -> None:
+    """run_das.py --position_sets: the flags that only the thesis sweep has are refused, not ignored."""
+    if args.preset or args.engine != "fast" or args.positions != list(range(6)):
+        raise ValueError("--position_sets takes the positions from its sets and runs on the fast engine; drop --positions, --preset and --engine")
+    if args.low_rank_dims and len(args.low_rank_dims) != 1:
+        raise ValueError("--position_sets compares alignments at one k: give one --low_rank_dims value")
+    results_path = args.results_path or f"results/gpt2/positions_{args.causal_model_type}"
+    config = gpt2_positions.PositionSweepConfig(
+        model_path=args.model_path, causal_model_type=args.causal_model_type, layers=tuple(args.layers) if args.layers else None,
+        position_sets=tuple(dict.fromkeys(args.position_sets)), k=args.low_rank_dims[0] if args.low_rank_dims else None,
+        random_draws=args.random_draws, control=args.control, seed=args.seed, results_path=results_path,
+        device=args.device, precision=args.precision, max_cells_per_pass=args.max_cells_per_pass, **sizes,
+    )
+    summary = gpt2_positions.run_position_sweep(config, args.executor, args.ray_address, args.ray_cpus, args.workers)
+    figures = plot_positions(f"{results_path}/summary.json", results_path)
+    print(gpt2_positions.summary_table(summary))
+    print(f"\nwrote {len(summary['cells'])} cells, {results_path}/summary.json, " + ", ".join(map(str, figures)))
 
 
 if __name__ == "__main__":

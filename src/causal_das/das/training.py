@@ -32,7 +32,7 @@ def optimise(parameters, logits_for, data: InterchangeData, config: DASConfig, d
     return optimise_cells([parameters], lambda batches: [logits_for(batches[0][1])], [data], [config], [desc])[0]
 
 
-def optimise_cells(parameters, logits_for, datas, configs, descs, progress_desc: str | None = None) -> list[dict]:
+def optimise_cells(parameters, logits_for, datas, configs, descs, progress_desc: str | None = None, penalty=None) -> list[dict]:
     """The DAS training loop both engines share, for several interventions (cells) at once: Adam on
     cross-entropy against each cell's counterfactual labels, over each cell's own `batch_order`.
 
@@ -41,7 +41,8 @@ def optimise_cells(parameters, logits_for, datas, configs, descs, progress_desc:
     their logits in that order. The loss is the sum of the cells' mean losses: cells share no
     parameter, so each cell's gradient, Adam state and W are those it would get trained alone (up to
     the last bits of the batched matrix products). Cells with fewer steps drop out when done.
-    Divergence of any cell (see `DivergenceGuard`) raises ValueError naming it.
+    Divergence of any cell (see `DivergenceGuard`) raises ValueError naming it. `penalty(c)`, if
+    given, is a term added to cell c's loss at each step (e.g. a mask's sparsity, `das.baselines`).
     Returns one history per cell: {"epochs": [{"loss", "train_iia"}, ...]}."""
     n_cells = len(datas)
     optimizers = [torch.optim.Adam(params, lr=config.lr) for params, config in zip(parameters, configs, strict=True)]
@@ -64,6 +65,8 @@ def optimise_cells(parameters, logits_for, datas, configs, descs, progress_desc:
             batches.append((c, orders[c][step].to(datas[c].labels.device)))
         logits = logits_for(batches)
         losses = [nn.functional.cross_entropy(out, datas[c].labels[idx]) for (c, idx), out in zip(batches, logits, strict=True)]
+        if penalty is not None:
+            losses = [loss + penalty(c) for (c, _), loss in zip(batches, losses, strict=True)]
         for c, _ in batches:
             optimizers[c].zero_grad(set_to_none=True)
         functools.reduce(operator.add, losses).backward()

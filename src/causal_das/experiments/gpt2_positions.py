@@ -1,0 +1,333 @@
+"""Where each variable lives (`run_das.py --position_sets`): DAS over layers x token positions of the
+X+Y+Z GPT-2, every cell beside its baselines at the same site and k, and the illusion check.
+
+A cell is (causal model, layer, position set): W (k columns) at `block_output` of the layer over the
+set's tokens (0..5 = X + Y + Z =). All cells of a (layer, position set) train together in one suffix
+pass per step, the neuron masks likewise, then every alignment of the group (DAS, its projection onto
+the activation span, the baselines of `das.baselines`) is evaluated on the same test pairs in the
+same passes. The random-init control trains the same DAS on an untrained copy of the network.
+
+Causal attention is a built-in negative control: the intermediate variable of a model can exist at a
+token only if every input it depends on comes at or before that token (X+Y from position 2 on, X+Z
+and Y+Z from 4 on). Cells where it cannot are marked `variable_can_exist: false`; DAS must fail there.
+
+One JSON per cell under <results_path>/cells/ (resumable, like the thesis sweep), W under
+interventions/, and summary.json with every cell's DAS IIA, best same-k baseline and margin.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from causal_das.das import baselines, engine
+from causal_das.experiments import gpt2_sweep
+from causal_das.models import gpt2
+from causal_das.runtime import devices
+from causal_das.runtime.io import atomic_write_json, check_results_path, run_metadata
+from causal_das.runtime.provenance import Tally, load_current, model_fingerprint
+from causal_das.runtime.sweep import grouped, run_groups, split_finished
+from causal_das.tasks import arithmetic
+
+DEFAULT_POSITION_SETS = ("all", "0", "1", "2", "3", "4", "5")
+INPUT_POSITION = {"X": 0, "Y": 2, "Z": 4}  # the token of each number in "X + Y + Z ="
+SAME_K_BASELINES = ("random_subspace", "pca", "neuron_mask", "control_random_init")
+
+
+@dataclass(frozen=True)
+class PositionSweepConfig:
+    model_path: str = "results/gpt2/model"
+    causal_model_type: str = "arithmetic"
+    layers: tuple[int, ...] | None = None  # None: every block
+    position_sets: tuple[str, ...] = DEFAULT_POSITION_SETS
+    k: int | None = None  # None: the thesis's 256 of GPT-2 small's 768 per token, scaled to the width (16 of 48)
+    n_training: int = 4_000
+    n_testing: int = 2_000
+    batch_size: int = 64
+    epochs: int = 2
+    lr: float = 0.01
+    random_draws: int = 3
+    control: str = "random_init"
+    seed: int = 0
+    results_path: str = "results/gpt2/positions_arithmetic"
+    device: str = "auto"
+    precision: str = "auto"
+    max_cells_per_pass: int | None = None
+
+    def das_config(self, k: int) -> engine.DASConfig:
+        return engine.DASConfig((k,), self.epochs, self.batch_size, self.lr, self.seed)
+
+    def pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        return gpt2_sweep.sweep_pairs(self)  # (training, test) pair ids, as the thesis sweep draws them
+
+
+def parse_position_set(text: str) -> tuple[int, ...]:
+    """'all' -> 0..5, '3' -> (3,), '2-3' -> (2, 3), '0,2' -> (0, 2); ValueError otherwise."""
+    if text == "all":
+        return tuple(range(gpt2.SEQ_LEN))
+    try:
+        if "-" in text:
+            first, last = (int(part) for part in text.split("-"))
+            positions = tuple(range(first, last + 1))
+        else:
+            positions = tuple(sorted(int(part) for part in text.split(",")))
+    except ValueError:
+        positions = ()
+    if not positions or len(set(positions)) != len(positions) or not all(0 <= p < gpt2.SEQ_LEN for p in positions):
+        raise ValueError(f"--position_sets {text!r} is not a set of token positions in 0..{gpt2.SEQ_LEN - 1}: "
+                         "write all, one position (3), a range (2-3) or a list (0,2)")
+    return positions
+
+
+def earliest_position(causal_model) -> int:
+    """The first token at which the model's intermediate variable can be computed under causal attention."""
+    return max(INPUT_POSITION[parent] for parent in causal_model.mechanisms["P"].parents)
+
+
+def can_exist(causal_model, positions: tuple[int, ...]) -> bool:
+    return max(positions) >= earliest_position(causal_model)
+
+
+def cell_name(model_name: str, layer: int, position_set: str) -> str:
+    return f"{arithmetic.slug(model_name)}/L{layer:02d}_{'all' if position_set == 'all' else 'p' + position_set.replace(',', '_')}"
+
+
+def default_k(width: int) -> int:
+    return max(1, round(256 * width / 768))
+
+
+def validate(config: PositionSweepConfig, model) -> tuple[tuple[int, ...], int]:
+    """(layers, k) after checking the config against the model; ValueError otherwise."""
+    arithmetic.get_family(config.causal_model_type)
+    for text in config.position_sets:
+        parse_position_set(text)
+    if config.control not in ("random_init", "none"):
+        raise ValueError(f"unknown control {config.control!r}; choose random_init or none")
+    n_layers, width = model.config.n_layer, model.config.n_embd
+    layers = tuple(range(n_layers)) if config.layers is None else tuple(config.layers)
+    bad = [layer for layer in layers if not 0 <= layer < n_layers]
+    if bad:
+        raise ValueError(f"--layers {bad} do not exist: the model at {config.model_path} has blocks 0..{n_layers - 1}")
+    k = config.k or default_k(width)
+    if not 1 <= k < width:
+        raise ValueError(f"--low_rank_dims {k} must be in 1..{width - 1} (below one token's width, {width}): a position "
+                         "sweep compares k-dimensional alignments inside each position set")
+    if config.n_training + config.n_testing > arithmetic.N_PAIRS:
+        raise ValueError(f"--n_training + --n_testing must not exceed the {arithmetic.N_PAIRS} distinct ordered pairs")
+    if config.random_draws < 1:
+        raise ValueError("--random_draws must be at least 1")
+    return layers, k
+
+
+def run_group(network, control, keys: list, k: int, config: PositionSweepConfig, out_dir: Path, settings_for: dict, inputs: dict) -> dict:
+    """Trains, evaluates and writes the cells `keys` = [(causal model, layer, position set)] of one
+    (layer, position set); returns {key: record}."""
+    started = time.perf_counter()
+    _, layer, position_set = keys[0]
+    positions = parse_position_set(position_set)
+    family = arithmetic.get_family(config.causal_model_type)
+    train_ids, test_ids = config.pairs()
+    site = gpt2.GPT2Site(network.model, layer, positions)
+    states = network.site_states(site)
+    activations = baselines.site_activations(site, states)
+    models = [arithmetic.get_model(name) for name, _, _ in keys]
+    datas = [gpt2_sweep.interchange_data(network.input_ids, train_ids, m) for m in models]
+    das = engine.train_cells(site, [engine.Cell(d, config.das_config(k), f"{m.name} L{layer} {position_set}") for m, d in zip(models, datas, strict=True)],
+                             states, config.max_cells_per_pass)
+    with engine.frozen(network.model):
+        masks = baselines.train_neuron_masks(site, datas, [config.das_config(k)] * len(datas), k, states,
+                                             functools.partial(engine.suffix_logits, site),
+                                             descs=[f"neuron mask {m.name} L{layer} {position_set}" for m in models])
+    span = baselines.activation_span(activations)
+    projected = [baselines.project_onto_span(site, one, span) for one in das]
+    shared = [baselines.full_patch(site), baselines.principal_subspace(site, activations, k),
+              *baselines.random_subspaces(site, k, config.random_draws, config.seed)]
+    everything = [*das, *projected, *masks, *shared]
+    scores = gpt2_sweep.evaluate_cells(network, site, everything, test_ids, family, "fast")
+    n = len(keys)
+    das_scores, projected_scores, mask_scores, shared_scores = scores[:n], scores[n:2 * n], scores[2 * n:3 * n], scores[3 * n:]
+    control_scores = [None] * n
+    if control is not None:
+        control_site = gpt2.GPT2Site(control.model, layer, positions)
+        control_states = control.site_states(control_site)
+        trained = engine.train_cells(control_site, [engine.Cell(gpt2_sweep.interchange_data(control.input_ids, train_ids, m), config.das_config(k),
+                                                                f"control {m.name} L{layer} {position_set}") for m in models],
+                                     control_states, config.max_cells_per_pass)
+        control_scores = gpt2_sweep.evaluate_cells(control, control_site, trained, test_ids, family, "fast")
+    seconds = (time.perf_counter() - started) / n
+    records = {}
+    for c, (key, model) in enumerate(zip(keys, models, strict=True)):
+        name = model.name
+        own = das_scores[c][name]
+        label_rates = gpt2_sweep.baselines(network, model, test_ids)
+        draws = [score[name] for score in shared_scores[2:]]
+        same_site = {
+            "full_patch": shared_scores[0][name],
+            "pca": shared_scores[1][name],
+            "pca_variance_explained": shared[1].history["variance_explained"],
+            "random_subspace": {"mean": float(np.mean(draws)), "std": float(np.std(draws)), "draws": draws},
+            "neuron_mask": mask_scores[c][name],
+            "neuron_mask_neurons": masks[c].history["neurons"],
+        }
+        if control_scores[c] is not None:
+            same_site["control_random_init"] = control_scores[c][name]
+        candidates = {"random_subspace": same_site["random_subspace"]["mean"], "pca": same_site["pca"], "neuron_mask": same_site["neuron_mask"],
+                      **({"control_random_init": same_site["control_random_init"]} if "control_random_init" in same_site else {})}
+        best = max(candidates, key=candidates.get)
+        illusion = baselines.illusion_check(das[c], activations, span)
+        illusion.update(projected_iia=projected_scores[c][name], projected_columns=projected[c].history["columns_kept"])
+        illusion["flagged"] = baselines.illusion_flag(own, illusion["projected_iia"], label_rates["network_no_intervention"])
+        das[c].save(out_dir / "interventions" / cell_name(name, layer, position_set))
+        record = {
+            "causal_model": name, "layer": layer, "position_set": position_set, "positions": list(positions),
+            "site": str(site.name), "n": site.n, "k": k,
+            "variable_can_exist": can_exist(model, positions), "earliest_position": earliest_position(model),
+            "iia": das_scores[c], "iia_own_model": own,
+            "baselines": {**label_rates, **same_site},
+            "best_baseline": {"name": best, "iia": candidates[best]},
+            "das_minus_best_baseline": own - candidates[best],
+            "illusion": illusion,
+            "n_training_pairs": len(train_ids), "n_test_pairs": len(test_ids),
+            "train_history": das[c].history, "neuron_mask_history": masks[c].history["training"],
+        }
+        record.update(settings=settings_for[key], inputs=inputs, status="done", seconds=seconds, **run_metadata())
+        atomic_write_json(out_dir / "cells" / f"{cell_name(name, layer, position_set)}.json", record)
+        records[key] = record
+    return records
+
+
+def cell_settings(config: PositionSweepConfig, key: tuple, k: int) -> dict:
+    """What determines one cell's numbers: not the sweep's axes (which cells exist), not where it runs."""
+    settings = asdict(config)
+    for other in ("results_path", "device", "precision", "max_cells_per_pass", "layers", "position_sets", "causal_model_type"):
+        settings.pop(other)
+    name, layer, position_set = key
+    return {**settings, "k": k, "causal_model": name, "layer": layer, "positions": list(parse_position_set(position_set))}
+
+
+class _Cells:
+    """Where a sweep's cells live and whether each is finished and current."""
+
+    def __init__(self, config: PositionSweepConfig, k: int, fingerprint: str):
+        self.out_dir, self.k = Path(config.results_path), k
+        self.config, self.inputs = config, {"model_fingerprint": fingerprint}
+
+    def path(self, key) -> Path:
+        return self.out_dir / "cells" / f"{cell_name(*key)}.json"
+
+    def finished(self, key, tally=None):
+        weights = self.out_dir / "interventions" / cell_name(*key) / "weights.safetensors"
+        return load_current(self.path(key), cell_settings(self.config, key, self.k), self.inputs, companions=(weights,), tally=tally)
+
+    def settings_for(self, keys) -> dict:
+        return {key: cell_settings(self.config, key, self.k) for key in keys}
+
+
+def _networks(model, tokenizer, config: PositionSweepConfig, layers):
+    input_ids = gpt2.encode_prompts(tokenizer)
+    network = gpt2_sweep.Network.load(model, input_ids, layers)
+    control = None
+    if config.control == "random_init":
+        control = gpt2_sweep.Network.load(gpt2.random_init_copy(model, config.seed), input_ids, layers)
+    return network, control
+
+
+def group_task(config: PositionSweepConfig, cwd: str, keys: tuple) -> dict:
+    """One (layer, position set) as a worker process or Ray task: the cells no other run holds."""
+    os.chdir(cwd)
+    device = devices.setup(config.device, config.precision)
+    model, tokenizer = gpt2.load_classifier(config.model_path, device)
+    _, k = validate(config, model)
+    cells = _Cells(config, k, model_fingerprint(model))
+
+    def compute(group):
+        network, control = _networks(model, tokenizer, config, [keys[0][1]])
+        with engine.frozen(model):
+            return run_group(network, control, group, k, config, cells.out_dir, cells.settings_for(group), cells.inputs)
+
+    records, _ = run_groups([list(keys)], cells.path, cells.finished, compute, lambda groups: groups)
+    return records
+
+
+def run_position_sweep(config: PositionSweepConfig, executor: str = "local", ray_address: str | None = None, ray_cpus: int | None = None,
+                       workers: int | None = None) -> dict:
+    """Every unfinished cell of the position sweep; writes cells/, interventions/ and summary.json."""
+    device = devices.setup(config.device, config.precision) if executor == "local" else None
+    model, tokenizer = gpt2.load_classifier(config.model_path)
+    layers, k = validate(config, model)
+    out_dir = check_results_path(config.results_path)
+    started = time.perf_counter()
+    family = arithmetic.get_family(config.causal_model_type)
+    cells = _Cells(config, k, model_fingerprint(model))
+    # Early layers first: their suffix is longest, so no worker is left alone with one at the end.
+    keys = [(m.name, layer, s) for layer in layers for s in config.position_sets for m in family]
+    done, todo = split_finished(keys, cells.finished, Tally("cells"))
+    groups = grouped(todo, lambda key: key[1:])
+    desc = f"position sweep ({config.causal_model_type})"
+    if todo and executor in ("ray", "processes"):
+        from causal_das.runtime.executors import map_tasks
+
+        task = functools.partial(group_task, config, os.getcwd())
+        for records in map_tasks(executor, task, [tuple(g) for g in groups], address=ray_address, cpus=ray_cpus, workers=workers,
+                                 device=config.device, desc=desc).values():
+            done.update(records)
+    elif todo:
+        model.to(device)
+        print(f"computing on {devices.describe()}", flush=True)
+        network, control = _networks(model, tokenizer, config, sorted({key[1] for key in todo}))
+
+        def compute(group):
+            return run_group(network, control, group, k, config, out_dir, cells.settings_for(group), cells.inputs)
+
+        with engine.frozen(model):
+            records, _ = run_groups(groups, cells.path, cells.finished, compute, lambda gs: tqdm(gs, desc=desc, unit="site"))
+        done.update(records)
+    summary = {
+        "experiment": "position_sweep",
+        "config": {key: (list(v) if isinstance(v, tuple) else v) for key, v in asdict(config).items()
+                   if key not in ("results_path", "device", "precision", "max_cells_per_pass")},
+        **run_metadata(),
+        "model_fingerprint": cells.inputs["model_fingerprint"],
+        "k": k, "layers": list(layers), "position_sets": list(config.position_sets),
+        "causal_models": [m.name for m in family],
+        "cells": [_summary_row(done[key]) for key in keys],
+        "seconds": time.perf_counter() - started,
+    }
+    atomic_write_json(out_dir / "summary.json", summary)
+    return summary
+
+
+def _summary_row(cell: dict) -> dict:
+    row = {key: cell[key] for key in ("causal_model", "layer", "position_set", "positions", "variable_can_exist", "iia_own_model",
+                                      "best_baseline", "das_minus_best_baseline")}
+    same_site = cell["baselines"]
+    row["baselines"] = {name: (value["mean"] if isinstance(value, dict) else value) for name, value in same_site.items()
+                        if not name.endswith(("_neurons", "_explained"))}
+    row["illusion_flagged"] = cell["illusion"]["flagged"]
+    row["projected_iia"] = cell["illusion"]["projected_iia"]
+    return row
+
+
+def summary_table(summary: dict) -> str:
+    """Per causal model: DAS IIA per layer x position set, the margin over the best same-k baseline in
+    brackets; '-' marks a set where the variable cannot exist, '!' an illusion flag."""
+    lines = []
+    cells = {(c["causal_model"], c["layer"], c["position_set"]): c for c in summary["cells"]}
+    sets = summary["position_sets"]
+    for name in summary["causal_models"]:
+        lines.append(f"\n{name}: DAS IIA (k = {summary['k']}) per layer x position set, [margin over the best same-k baseline]")
+        lines.append("layer " + "".join(f"{s:>15}" for s in sets))
+        for layer in summary["layers"]:
+            entries = []
+            for s in sets:
+                cell = cells[(name, layer, s)]
+                mark = ("!" if cell["illusion_flagged"] else "") + ("" if cell["variable_can_exist"] else "-")
+                entries.append(f"{cell['iia_own_model']:.2f}[{cell['das_minus_best_baseline']:+.2f}]{mark}")
+            lines.append(f"{layer:>5} " + "".join(f"{e:>15}" for e in entries))
+    return "\n".join(lines)

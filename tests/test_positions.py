@@ -1,0 +1,79 @@
+"""The position sweep (`run_das.py --position_sets`) on a tiny trained GPT-2: cells per (causal model,
+layer, position set), every baseline beside each, the causal-attention negative control, resuming."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from causal_das.experiments import gpt2_positions as gp
+from causal_das.tasks import arithmetic as A
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--width", "16", "--n_layers", "3", "--n_heads", "2"]
+SMALL = ["--n_training", "256", "--n_testing", "300", "--epochs", "1", "--batch_size", "64"]
+
+
+def run(script, *args):
+    return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], capture_output=True, text=True, cwd=ROOT, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gpt2") / "model"
+    proc = run("train_gpt2.py", "--output_dir", out, "--epochs", "3", *TINY)
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+@pytest.mark.parametrize("text, positions", [("all", (0, 1, 2, 3, 4, 5)), ("3", (3,)), ("2-3", (2, 3)), ("4,0", (0, 4))])
+def test_position_sets_parse(text, positions):
+    assert gp.parse_position_set(text) == positions
+
+
+@pytest.mark.parametrize("text", ["6", "3-1", "x", "", "1,1"])
+def test_bad_position_sets_are_refused(text):
+    with pytest.raises(ValueError, match="not a set of token positions"):
+        gp.parse_position_set(text)
+
+
+def test_where_a_variable_can_exist_under_causal_attention():
+    expected = {"(X+Y)+Z": 2, "(X+Z)+Y": 4, "X+(Y+Z)": 4, "(X)+Y+Z": 0, "X+(Y)+Z": 2, "X+Y+(Z)": 4, "(X+Y+Z)": 4}
+    assert {name: gp.earliest_position(A.get_model(name)) for name in expected} == expected
+    assert not gp.can_exist(A.get_model("(X+Y)+Z"), (0, 1)) and gp.can_exist(A.get_model("(X+Y)+Z"), (1, 2))
+
+
+def test_position_sweep_end_to_end(model_dir, tmp_path):
+    out = tmp_path / "positions"
+    proc = run("run_das.py", "--model_path", model_dir, "--position_sets", "all", "3", "4-5", "--layers", "1", *SMALL, "--results_path", out)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["k"] == 5 and summary["position_sets"] == ["all", "3", "4-5"]
+    assert len(summary["cells"]) == 9
+    cell = json.loads((out / "cells" / "PXZ_Y" / "L01_p3.json").read_text())
+    assert cell["variable_can_exist"] is False and cell["earliest_position"] == 4  # X+Z needs Z, at token 4
+    assert json.loads((out / "cells" / "PXY_Z" / "L01_p3.json").read_text())["variable_can_exist"] is True
+    same_site = cell["baselines"]
+    for name in ("full_patch", "pca", "neuron_mask", "control_random_init", "copy_base_label", "network_no_intervention"):
+        assert 0 <= same_site[name] <= 1, name
+    assert len(same_site["random_subspace"]["draws"]) == 3 and len(same_site["neuron_mask_neurons"]) == 5
+    assert cell["best_baseline"]["name"] in gp.SAME_K_BASELINES
+    assert cell["das_minus_best_baseline"] == pytest.approx(cell["iia_own_model"] - cell["best_baseline"]["iia"])
+    assert set(cell["illusion"]) >= {"variance_fraction", "projected_iia", "flagged", "span_dims"}
+    assert (out / "interventions" / "PXZ_Y" / "L01_p3" / "weights.safetensors").is_file()
+    assert (out / "positions_iia.png").stat().st_size > 10_000 and (out / "positions_margin.png").is_file()
+    # A rerun reuses every cell; the full patch of all six tokens is the same in every model's cell.
+    again = run("run_das.py", "--model_path", model_dir, "--position_sets", "all", "3", "4-5", "--layers", "1", *SMALL, "--results_path", out)
+    assert again.returncode == 0 and "reusing 9 of 9 cells" in again.stdout
+    # Another k on the same results path is the user's own conflict: refused.
+    other = run("run_das.py", "--model_path", model_dir, "--position_sets", "3", "--layers", "1", "--low_rank_dims", "3", *SMALL, "--results_path", out)
+    assert other.returncode != 0 and "other settings" in other.stderr
+
+
+def test_position_sweep_bad_flags(model_dir, tmp_path):
+    proc = run("run_das.py", "--model_path", model_dir, "--position_sets", "7", "--results_path", tmp_path / "p")
+    assert proc.returncode != 0 and "not a set of token positions" in proc.stderr and not (tmp_path / "p").exists()
+    proc = run("run_das.py", "--model_path", model_dir, "--position_sets", "3", "--low_rank_dims", "4", "8", "--results_path", tmp_path / "p")
+    assert proc.returncode != 0 and "one --low_rank_dims value" in proc.stderr
