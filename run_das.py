@@ -51,6 +51,9 @@ def main():
     parser.add_argument("--position_sets", nargs="+", default=None,
                         help="run the position sweep instead: one site per layer and position set (all, 3, 2-3, 0,2), one k "
                              "(--low_rank_dims, default 16 of the width 48), every baseline beside each cell; e.g. all 0 1 2 3 4 5")
+    parser.add_argument("--causal_models", nargs="+", default=None,
+                        help="with --position_sets: these causal models (any of both families, e.g. '(X+Y)+Z' '(X)+Y+Z') instead of "
+                             "the --causal_model_type family; all are trained together at each site")
     parser.add_argument("--random_draws", type=positive_int, default=p.random_draws,
                         help="untrained random subspaces per cell of the position sweep (their mean and spread are reported)")
     parser.add_argument("--preset", choices=("thesis",), default=None,
@@ -71,6 +74,8 @@ def main():
     sizes = {name: getattr(args, name) for name in ("n_training", "n_testing", "batch_size", "epochs", "lr") if getattr(args, name) is not None}
     if args.position_sets:
         return position_sweep(args, sizes)
+    if args.causal_models or args.random_draws != gpt2_positions.PositionSweepConfig.random_draws:
+        raise ValueError("--causal_models and --random_draws belong to the position sweep: add --position_sets (e.g. all 0 1 2 3 4 5)")
     results_path = args.results_path or f"results/gpt2/das_{args.causal_model_type}"
     config = gpt2_sweep.SweepConfig(
         model_path=args.model_path, causal_model_type=args.causal_model_type,
@@ -96,6 +101,7 @@ def position_sweep(args, sizes: dict) -> None:
     results_path = args.results_path or f"results/gpt2/positions_{args.causal_model_type}"
     config = gpt2_positions.PositionSweepConfig(
         model_path=args.model_path, causal_model_type=args.causal_model_type, layers=tuple(args.layers) if args.layers else None,
+        causal_models=tuple(args.causal_models) if args.causal_models else None,
         position_sets=tuple(dict.fromkeys(args.position_sets)), k=args.low_rank_dims[0] if args.low_rank_dims else None,
         random_draws=args.random_draws, control=args.control, seed=args.seed, results_path=results_path,
         device=args.device, precision=args.precision, max_cells_per_pass=args.max_cells_per_pass, **sizes,

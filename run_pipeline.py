@@ -8,19 +8,21 @@ each other's results run side by side, sharing the cores (--jobs):
   4. train_gpt2.py                            -> results/gpt2/model/
   5. run_das.py --causal_model_type arithmetic -> results/gpt2/das_arithmetic/
   6. run_das.py --causal_model_type simple     -> results/gpt2/das_simple/
-  7. evaluate_das.py (both sweeps, every causal model) -> results/gpt2/das_*/evaluation.json
-  8. visualizations.py --experiment all       -> results/gpt2/{sanity_check,empirical,overview}.png
-  9. disentangle_causal_models.py graphs / cliques / divide / classify / predict
+  7. run_das.py --position_sets all 0 1 2 3 4 5 (six causal models, every baseline)
+                                              -> results/gpt2/positions/
+  8. evaluate_das.py (both sweeps, every causal model) -> results/gpt2/das_*/evaluation.json
+  9. visualizations.py --experiment all       -> results/gpt2/{sanity_check,empirical,overview}.png
+ 10. disentangle_causal_models.py graphs / cliques / divide / classify / predict
                                               -> results/gpt2/disentangling/
- 10. cnn/train_cnn.py                         -> results/cnn/model/
- 11. cnn/ellipse_das.py: circularity+colour at conv1 single-source (rows and flat views) and
+ 11. cnn/train_cnn.py                         -> results/cnn/model/
+ 12. cnn/ellipse_das.py: circularity+colour at conv1 single-source (rows and flat views) and
      multi-source; each variable alone at conv1, conv2, conv3 and fc1 -> results/cnn/das/
 
- 12. compare_results.py                      -> results/comparison.json: this run beside results/reference/
+ 13. compare_results.py                      -> results/comparison.json: this run beside results/reference/
 
     python run_pipeline.py                 # default sizes (about 15-18 minutes on 2 CPU cores)
     python run_pipeline.py --quick         # smoke test (about a minute); numbers are not meaningful
-    python run_pipeline.py --engine pyvene # every DAS run through pyvene (much slower)
+    python run_pipeline.py --engine pyvene # every DAS run through pyvene but the position sweep (much slower)
 
 Every result records the flags and the inputs it was made from, so a rerun reuses what is up to date
 (a second run takes seconds), recomputes what an input change made stale (saying so, one line per
@@ -48,12 +50,18 @@ TINY_GPT2 = ["--epochs", "3", "--width", "16", "--n_layers", "3", "--n_heads", "
 TINY_SWEEP = ["--layers", "0", "2", "--n_training", "512", "--n_testing", "400", "--batch_size", "128", "--epochs", "1"]
 GRAPH_LAYERS = ["1", "6", "11"]  # early (best arithmetic IIA), middle, last: about 3 minutes of the budget
 FAITHFULNESS = "0.8"
+# The position sweep: the arithmetic family and the three single-input models at every layer and
+# token, at sizes that fit the main job (docs/experiments.md#where-each-variable-lives; flags give more).
+POSITION_SETS = ["all", "0", "1", "2", "3", "4", "5"]
+POSITION_MODELS = ["(X+Y)+Z", "(X+Z)+Y", "X+(Y+Z)", "(X)+Y+Z", "X+(Y)+Z", "X+Y+(Z)"]
+POSITION_SIZES = ["--n_training", "1000", "--epochs", "2", "--n_testing", "1000"]
+TINY_POSITIONS = ["--layers", "0", "2", "--n_training", "256", "--n_testing", "200", "--epochs", "1"]
 EXAMPLE_TRIPLES = ["3,7,2", "10,1,4", "5,5,5"]
 CONV_LAYERS = ["conv1", "conv2", "conv3"]  # fc1 has 3 units: its own step with 1 dimension
 # Steps that spread their cells over one-thread worker processes (`--executor processes`) when they
 # have more than one core to themselves on the CPU (measured faster on 2 cores:
 # docs/engines.md#many-cells-in-one-pass).
-SPREADS = {"gpt2_das_arithmetic", "gpt2_das_simple", "graphs"}
+SPREADS = {"gpt2_das_arithmetic", "gpt2_das_simple", "gpt2_positions", "graphs"}
 NO_NETWORK = {"gpt2_figures", "cliques", "divide", "classify", "predict", "compare"}  # steps that read results only: no --device
 REFERENCE = ROOT / "results" / "reference"
 
@@ -62,6 +70,7 @@ REFERENCE = ROOT / "results" / "reference"
 NEEDS = {
     "gpt2_das_arithmetic": ("gpt2_model",),
     "gpt2_das_simple": ("gpt2_model",),
+    "gpt2_positions": ("gpt2_model",),
     "gpt2_evaluate": ("gpt2_das_arithmetic", "gpt2_das_simple"),
     "gpt2_figures": ("gpt2_evaluate",),
     "graphs": ("gpt2_das_arithmetic",),
@@ -74,7 +83,7 @@ NEEDS = {
 # The order in which steps that are ready start side by side: the longest chain (the GPT-2 network,
 # its arithmetic sweep, the graphs) first, the short independent steps last, to fill the cores.
 PRIORITY = ("gpt2_model", "gpt2_das_arithmetic", "graphs", "cliques", "divide", "classify", "predict", "cnn_model", "cnn_layers",
-            "gpt2_das_simple", "gpt2_evaluate", "gpt2_figures", "cnn_multi", "cnn_flat", "cnn_single", "cnn_layers_fc1",
+            "gpt2_positions", "gpt2_das_simple", "gpt2_evaluate", "gpt2_figures", "cnn_multi", "cnn_flat", "cnn_single", "cnn_layers_fc1",
             "hierarchical_equality", "pattern_matching", "wrong_causal_graph_ablation", "compare")
 
 
@@ -98,6 +107,9 @@ def steps(root: Path, quick: bool):
         ("gpt2_das_arithmetic", "run_das.py",
          [*model, "--causal_model_type", "arithmetic", "--results_path", str(gpt2 / "das_arithmetic"), *sweep_quick], True),
         ("gpt2_das_simple", "run_das.py", [*model, "--causal_model_type", "simple", "--results_path", str(gpt2 / "das_simple"), *sweep_quick], True),
+        ("gpt2_positions", "run_das.py",
+         [*model, "--position_sets", *(POSITION_SETS[:3] if quick else POSITION_SETS), "--causal_models", *POSITION_MODELS,
+          "--results_path", str(gpt2 / "positions"), *(TINY_POSITIONS if quick else POSITION_SIZES)], False),
         ("gpt2_evaluate", "evaluate_das.py",
          ["--results_path", str(gpt2 / "das_arithmetic"), str(gpt2 / "das_simple"), *(["--n_testing", "500"] if quick else [])], True),
         ("gpt2_figures", "visualizations.py", ["--experiment", "all", "--results_path", str(gpt2)], False),

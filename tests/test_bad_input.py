@@ -189,6 +189,13 @@ CASES = [
     ("run_das.py", ["--model_path", "{gpt2}", "--results_path", "{out}", "--executor", "spark"], "invalid choice"),
     ("run_das.py", ["--model_path", "{gpt2}", "--results_path", "{out}", "--executor", "ray", "--ray_cpus", "0"], "must be a positive integer"),
     ("run_das.py", ["--model_path", "{gpt2}", "--results_path", "{out}", "--executor", "processes", "--workers", "0"], "must be a positive integer"),
+    # run_das.py --position_sets
+    ("run_das.py", ["--model_path", "{gpt2}", "--position_sets", "2-9", "--results_path", "{out}"], "not a set of token positions"),
+    ("run_das.py", ["--model_path", "{gpt2}", "--position_sets", "3", "--low_rank_dims", "4", "8", "--results_path", "{out}"], "one --low_rank_dims"),
+    ("run_das.py", ["--model_path", "{gpt2}", "--position_sets", "3", "--low_rank_dims", "16", "--results_path", "{out}"], "below one token's width"),
+    ("run_das.py", ["--model_path", "{gpt2}", "--position_sets", "3", "--causal_models", "X*Y", "--results_path", "{out}"], "unknown causal model"),
+    ("run_das.py", ["--model_path", "{gpt2}", "--position_sets", "3", "--positions", "4", "--results_path", "{out}"], "drop --positions"),
+    ("run_das.py", ["--model_path", "{gpt2}", "--causal_models", "(X)+Y+Z", "--results_path", "{out}"], "add --position_sets"),
     ("run_das.py", ["--model_path", "{gpt2}", "--results_path", "{out}", "--max_cells_per_pass", "0"], "must be a positive integer"),
     # evaluate_das.py
     ("evaluate_das.py", ["--results_path", "{root}/no_such_sweep"], "no_such_sweep"),

@@ -78,11 +78,11 @@ def test_fixed_baselines_are_orthonormal_reproducible_and_find_the_variance():
     hidden = torch.tensor(rng.normal(0, 0.01, (300, n)), dtype=torch.float32)
     hidden[:, 4] += torch.tensor(rng.normal(0, 1, 300), dtype=torch.float32)  # nearly all the variance on neuron 4
     site = PlantedSite(hidden, lambda h: bit_logits(h[:, 0]))
-    draws = baselines.random_subspaces(site, 2, 3, seed=0)
+    draws = baselines.random_subspaces(site, (2,), 3, seed=0)
     for one in draws:
         assert torch.allclose(one.weight.T @ one.weight, torch.eye(2), atol=1e-5)
     assert not torch.allclose(draws[0].weight, draws[1].weight)
-    assert all(torch.equal(a.weight, b.weight) for a, b in zip(draws, baselines.random_subspaces(site, 2, 3, seed=0), strict=True))
+    assert all(torch.equal(a.weight, b.weight) for a, b in zip(draws, baselines.random_subspaces(site, (2,), 3, seed=0), strict=True))
     pca = baselines.principal_subspace(site, hidden, 1)
     assert abs(float(pca.weight[4, 0])) > 0.999 and pca.history["variance_explained"] > 0.99
     assert baselines.variance_fraction(pca.weight, hidden) == pytest.approx(pca.history["variance_explained"], abs=1e-6)
@@ -101,7 +101,7 @@ def test_neuron_mask_finds_the_neuron_that_carries_the_variable():
     data = engine.InterchangeData(torch.arange(100), base, source[:, None], torch.as_tensor(bits[source.numpy()]))
     config = engine.DASConfig((1,), epochs=2, batch_size=64, lr=0.05, seed=0)
     with engine.frozen(site.model):
-        (mask,) = baselines.train_neuron_masks(site, [data], [config], 1, hidden, site.suffix)
+        (mask,) = baselines.train_neuron_masks(site, [data], [config], (1,), hidden, site.suffix)
     assert mask.history["neurons"] == [2]
     test_base, test_source = pairs(100, 1000, seed=4)
     assert iia(site, mask, bits, test_base, test_source) == 1.0

@@ -43,19 +43,22 @@ def site_activations(site, states: torch.Tensor) -> torch.Tensor:
     return states if coordinates is None else states[:, coordinates.to(states.device)]
 
 
-def fixed(site, weight: torch.Tensor, kind: str, **info) -> TrainedIntervention:
-    """A baseline W (n, k) as a `TrainedIntervention` at `site`, evaluated like a trained one."""
-    return TrainedIntervention(str(site.name), site.n, (weight.shape[1],), weight.float().cpu(), "fast", {"baseline": kind, **info})
+def fixed(site, weight: torch.Tensor, kind: str, sizes: tuple[int, ...] | None = None, **info) -> TrainedIntervention:
+    """A baseline W (n, k) as a `TrainedIntervention` at `site`, evaluated like a trained one; `sizes`
+    splits its columns into one subspace per variable (default: one subspace)."""
+    sizes = tuple(sizes) if sizes is not None else (weight.shape[1],)
+    return TrainedIntervention(str(site.name), site.n, sizes, weight.float().cpu(), "fast", {"baseline": kind, **info})
 
 
 def full_patch(site) -> TrainedIntervention:
     return fixed(site, torch.eye(site.n), "full_patch")
 
 
-def random_subspaces(site, k: int, draws: int, seed: int) -> list[TrainedIntervention]:
-    """`draws` untrained W (n, k), orthonormal columns from a seeded Gaussian (pyvene's initial W)."""
+def random_subspaces(site, sizes: tuple[int, ...], draws: int, seed: int) -> list[TrainedIntervention]:
+    """`draws` untrained W (n, sum(sizes)), orthonormal columns from a seeded Gaussian (pyvene's
+    initial W), split into `sizes`."""
     generator = torch.Generator().manual_seed(seed * 7_919 + 17)
-    return [fixed(site, orthonormal_columns(torch.randn(site.n, k, generator=generator)), "random_subspace", draw=d)
+    return [fixed(site, orthonormal_columns(torch.randn(site.n, sum(sizes), generator=generator)), "random_subspace", sizes, draw=d)
             for d in range(draws)]
 
 
@@ -134,25 +137,42 @@ class MaskSchedule:
         return self.start_temperature * (self.end_temperature / self.start_temperature) ** fraction
 
 
-def masked_interchange(site, base: torch.Tensor, source: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The site state with each rotated coordinate i moved a fraction mask_i of the way to the source."""
+def masked_interchange(site, base: torch.Tensor, sources: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """The site state (B, ...) with each rotated coordinate i moved a fraction masks[v, i] of the way
+    to source v (sources (B, V, ...), masks (V, n))."""
     coordinates = getattr(site, "coordinates", None)
-    if coordinates is None:
-        return base + mask * (source - base)
-    coordinates = coordinates.to(base.device)
-    inside = base[:, coordinates]
-    return base.index_copy(1, coordinates, inside + mask * (source[:, coordinates] - inside))
+    if coordinates is not None:
+        coordinates = coordinates.to(base.device)
+        base_part, sources = base[:, coordinates], sources[:, :, coordinates]
+    else:
+        base_part = base
+    mixed = base_part + (masks * (sources - base_part.unsqueeze(1))).sum(1)
+    return mixed if coordinates is None else base.index_copy(1, coordinates, mixed)
 
 
-def train_neuron_masks(site, datas: list[InterchangeData], configs: list, k: int, activations: torch.Tensor, suffix,
+def disjoint_top(scores: torch.Tensor, sizes: tuple[int, ...]) -> list[list[int]]:
+    """For each variable v, sizes[v] neurons, no neuron twice: the highest (variable, neuron) scores
+    first."""
+    chosen: list[list[int]] = [[] for _ in sizes]
+    taken = set()
+    for flat in torch.argsort(scores.flatten(), descending=True).tolist():
+        v, neuron = divmod(flat, scores.shape[1])
+        if neuron not in taken and len(chosen[v]) < sizes[v]:
+            chosen[v].append(neuron)
+            taken.add(neuron)
+    return [sorted(c) for c in chosen]
+
+
+def train_neuron_masks(site, datas: list[InterchangeData], configs: list, sizes: tuple[int, ...], activations: torch.Tensor, suffix,
                        schedule: MaskSchedule = MaskSchedule(), descs: list[str] | None = None) -> list[TrainedIntervention]:
-    """One learned neuron mask per dataset (every cell together in one suffix pass per step, like
-    `engine.train_cells`), each turned into the localist alignment of its k highest-scoring neurons.
-    `suffix(hidden)` runs the network after the site; `configs` are the cells' DAS configs (epochs,
-    batch size, lr, seed: the same training budget as DAS)."""
+    """One learned neuron mask per dataset and variable (every cell together in one suffix pass per
+    step, like `engine.train_cells`), each turned into the localist alignment of the sizes[v]
+    highest-scoring neurons of each variable v (disjoint, `disjoint_top`). `suffix(hidden)` runs the
+    network after the site; `configs` are the cells' DAS configs (epochs, batch size, lr, seed: the
+    same training budget as DAS)."""
     device = activations.device
     datas = [data.to(device) for data in datas]
-    scores = [torch.zeros(site.n, device=device, requires_grad=True) for _ in datas]
+    scores = [torch.zeros(len(sizes), site.n, device=device, requires_grad=True) for _ in datas]
     total = max(math.ceil(len(d) / c.batch_size) * c.epochs for d, c in zip(datas, configs, strict=True))
     step = [0]
     masks: dict[int, torch.Tensor] = {}
@@ -163,7 +183,7 @@ def train_neuron_masks(site, datas: list[InterchangeData], configs: list, k: int
         hidden = []
         for c, idx in batches:
             masks[c] = torch.sigmoid(scores[c] / temperature)
-            hidden.append(masked_interchange(site, activations[datas[c].base[idx]], activations[datas[c].sources[idx, 0]], masks[c]))
+            hidden.append(masked_interchange(site, activations[datas[c].base[idx]], activations[datas[c].sources[idx]], masks[c]))
         return suffix(torch.cat(hidden)).split([len(idx) for _, idx in batches])
 
     descs = descs or [f"neuron mask {c}" for c in range(len(datas))]
@@ -171,8 +191,8 @@ def train_neuron_masks(site, datas: list[InterchangeData], configs: list, k: int
                                penalty=lambda c: schedule.sparsity * masks[c].mean())
     out = []
     for score, history in zip(scores, histories, strict=True):
-        neurons = torch.topk(score.detach().cpu(), k).indices.sort().values
-        weight = torch.eye(site.n)[:, neurons]
-        out.append(fixed(site, weight, "neuron_mask", neurons=neurons.tolist(), open_after_training=int((score.detach() > 0).sum()),
-                         training=history))
+        neurons = disjoint_top(score.detach().cpu(), sizes)
+        weight = torch.eye(site.n)[:, [i for chosen in neurons for i in chosen]]
+        out.append(fixed(site, weight, "neuron_mask", sizes, neurons=neurons if len(sizes) > 1 else neurons[0],
+                         open_after_training=int((score.detach() > 0).sum()), training=history))
     return out

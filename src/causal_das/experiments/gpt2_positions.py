@@ -44,6 +44,7 @@ SAME_K_BASELINES = ("random_subspace", "pca", "neuron_mask", "control_random_ini
 class PositionSweepConfig:
     model_path: str = "results/gpt2/model"
     causal_model_type: str = "arithmetic"
+    causal_models: tuple[str, ...] | None = None  # None: every model of `causal_model_type`'s family
     layers: tuple[int, ...] | None = None  # None: every block
     position_sets: tuple[str, ...] = DEFAULT_POSITION_SETS
     k: int | None = None  # None: the thesis's 256 of GPT-2 small's 768 per token, scaled to the width (16 of 48)
@@ -65,6 +66,11 @@ class PositionSweepConfig:
 
     def pairs(self) -> tuple[np.ndarray, np.ndarray]:
         return gpt2_sweep.sweep_pairs(self)  # (training, test) pair ids, as the thesis sweep draws them
+
+    def models(self) -> tuple:
+        if self.causal_models is None:
+            return arithmetic.get_family(self.causal_model_type)
+        return tuple(arithmetic.get_model(name) for name in dict.fromkeys(self.causal_models))
 
 
 def parse_position_set(text: str) -> tuple[int, ...]:
@@ -105,6 +111,7 @@ def default_k(width: int) -> int:
 def validate(config: PositionSweepConfig, model) -> tuple[tuple[int, ...], int]:
     """(layers, k) after checking the config against the model; ValueError otherwise."""
     arithmetic.get_family(config.causal_model_type)
+    config.models()  # unknown names fail here
     for text in config.position_sets:
         parse_position_set(text)
     if config.control not in ("random_init", "none"):
@@ -131,7 +138,7 @@ def run_group(network, control, keys: list, k: int, config: PositionSweepConfig,
     started = time.perf_counter()
     _, layer, position_set = keys[0]
     positions = parse_position_set(position_set)
-    family = arithmetic.get_family(config.causal_model_type)
+    family = config.models()
     train_ids, test_ids = config.pairs()
     site = gpt2.GPT2Site(network.model, layer, positions)
     states = network.site_states(site)
@@ -141,15 +148,15 @@ def run_group(network, control, keys: list, k: int, config: PositionSweepConfig,
     das = engine.train_cells(site, [engine.Cell(d, config.das_config(k), f"{m.name} L{layer} {position_set}") for m, d in zip(models, datas, strict=True)],
                              states, config.max_cells_per_pass)
     with engine.frozen(network.model):
-        masks = baselines.train_neuron_masks(site, datas, [config.das_config(k)] * len(datas), k, states,
+        masks = baselines.train_neuron_masks(site, datas, [config.das_config(k)] * len(datas), (k,), states,
                                              functools.partial(engine.suffix_logits, site),
                                              descs=[f"neuron mask {m.name} L{layer} {position_set}" for m in models])
     span = baselines.activation_span(activations)
     projected = [baselines.project_onto_span(site, one, span) for one in das]
     shared = [baselines.full_patch(site), baselines.principal_subspace(site, activations, k),
-              *baselines.random_subspaces(site, k, config.random_draws, config.seed)]
+              *baselines.random_subspaces(site, (k,), config.random_draws, config.seed)]
     everything = [*das, *projected, *masks, *shared]
-    scores = gpt2_sweep.evaluate_cells(network, site, everything, test_ids, family, "fast")
+    scores = gpt2_sweep.evaluate_cells(network, site, everything, test_ids, family, "fast", states)
     n = len(keys)
     das_scores, projected_scores, mask_scores, shared_scores = scores[:n], scores[n:2 * n], scores[2 * n:3 * n], scores[3 * n:]
     control_scores = [None] * n
@@ -159,7 +166,7 @@ def run_group(network, control, keys: list, k: int, config: PositionSweepConfig,
         trained = engine.train_cells(control_site, [engine.Cell(gpt2_sweep.interchange_data(control.input_ids, train_ids, m), config.das_config(k),
                                                                 f"control {m.name} L{layer} {position_set}") for m in models],
                                      control_states, config.max_cells_per_pass)
-        control_scores = gpt2_sweep.evaluate_cells(control, control_site, trained, test_ids, family, "fast")
+        control_scores = gpt2_sweep.evaluate_cells(control, control_site, trained, test_ids, family, "fast", control_states)
     seconds = (time.perf_counter() - started) / n
     records = {}
     for c, (key, model) in enumerate(zip(keys, models, strict=True)):
@@ -192,6 +199,9 @@ def run_group(network, control, keys: list, k: int, config: PositionSweepConfig,
             "baselines": {**label_rates, **same_site},
             "best_baseline": {"name": best, "iia": candidates[best]},
             "das_minus_best_baseline": own - candidates[best],
+            # The margin's standard error (two rates on len(test_ids) pairs each); "beats" means by two of them.
+            "margin_standard_error": margin_error(own, candidates[best], len(test_ids)),
+            "das_beats_baselines": own - candidates[best] > 2 * margin_error(own, candidates[best], len(test_ids)),
             "illusion": illusion,
             "n_training_pairs": len(train_ids), "n_test_pairs": len(test_ids),
             "train_history": das[c].history, "neuron_mask_history": masks[c].history["training"],
@@ -202,10 +212,14 @@ def run_group(network, control, keys: list, k: int, config: PositionSweepConfig,
     return records
 
 
+def margin_error(p: float, q: float, n: int) -> float:
+    return float(np.sqrt((p * (1 - p) + q * (1 - q)) / n))
+
+
 def cell_settings(config: PositionSweepConfig, key: tuple, k: int) -> dict:
     """What determines one cell's numbers: not the sweep's axes (which cells exist), not where it runs."""
     settings = asdict(config)
-    for other in ("results_path", "device", "precision", "max_cells_per_pass", "layers", "position_sets", "causal_model_type"):
+    for other in ("results_path", "device", "precision", "max_cells_per_pass", "layers", "position_sets", "causal_model_type", "causal_models"):
         settings.pop(other)
     name, layer, position_set = key
     return {**settings, "k": k, "causal_model": name, "layer": layer, "positions": list(parse_position_set(position_set))}
@@ -238,20 +252,23 @@ def _networks(model, tokenizer, config: PositionSweepConfig, layers):
     return network, control
 
 
-def group_task(config: PositionSweepConfig, cwd: str, keys: tuple) -> dict:
-    """One (layer, position set) as a worker process or Ray task: the cells no other run holds."""
+def layer_task(config: PositionSweepConfig, cwd: str, keys: tuple) -> dict:
+    """The cells of one layer (every position set) as a worker process or Ray task, the network loaded
+    once: the cells no other run holds or finished, each (layer, position set) together."""
     os.chdir(cwd)
     device = devices.setup(config.device, config.precision)
     model, tokenizer = gpt2.load_classifier(config.model_path, device)
     _, k = validate(config, model)
     cells = _Cells(config, k, model_fingerprint(model))
+    networks = []
 
     def compute(group):
-        network, control = _networks(model, tokenizer, config, [keys[0][1]])
+        if not networks:
+            networks.extend(_networks(model, tokenizer, config, [keys[0][1]]))
         with engine.frozen(model):
-            return run_group(network, control, group, k, config, cells.out_dir, cells.settings_for(group), cells.inputs)
+            return run_group(*networks, group, k, config, cells.out_dir, cells.settings_for(group), cells.inputs)
 
-    records, _ = run_groups([list(keys)], cells.path, cells.finished, compute, lambda groups: groups)
+    records, _ = run_groups(grouped(list(keys), lambda key: key[2]), cells.path, cells.finished, compute, lambda groups: groups)
     return records
 
 
@@ -263,18 +280,18 @@ def run_position_sweep(config: PositionSweepConfig, executor: str = "local", ray
     layers, k = validate(config, model)
     out_dir = check_results_path(config.results_path)
     started = time.perf_counter()
-    family = arithmetic.get_family(config.causal_model_type)
+    family = config.models()
     cells = _Cells(config, k, model_fingerprint(model))
     # Early layers first: their suffix is longest, so no worker is left alone with one at the end.
     keys = [(m.name, layer, s) for layer in layers for s in config.position_sets for m in family]
     done, todo = split_finished(keys, cells.finished, Tally("cells"))
     groups = grouped(todo, lambda key: key[1:])
-    desc = f"position sweep ({config.causal_model_type})"
+    desc = "position sweep" if config.causal_models else f"position sweep ({config.causal_model_type})"
     if todo and executor in ("ray", "processes"):
         from causal_das.runtime.executors import map_tasks
 
-        task = functools.partial(group_task, config, os.getcwd())
-        for records in map_tasks(executor, task, [tuple(g) for g in groups], address=ray_address, cpus=ray_cpus, workers=workers,
+        task = functools.partial(layer_task, config, os.getcwd())
+        for records in map_tasks(executor, task, [tuple(g) for g in grouped(todo, lambda key: key[1])], address=ray_address, cpus=ray_cpus, workers=workers,
                                  device=config.device, desc=desc).values():
             done.update(records)
     elif todo:
@@ -305,7 +322,8 @@ def run_position_sweep(config: PositionSweepConfig, executor: str = "local", ray
 
 def _summary_row(cell: dict) -> dict:
     row = {key: cell[key] for key in ("causal_model", "layer", "position_set", "positions", "variable_can_exist", "iia_own_model",
-                                      "best_baseline", "das_minus_best_baseline")}
+                                      "best_baseline", "das_minus_best_baseline",
+                                      "das_beats_baselines")}
     same_site = cell["baselines"]
     row["baselines"] = {name: (value["mean"] if isinstance(value, dict) else value) for name, value in same_site.items()
                         if not name.endswith(("_neurons", "_explained"))}
@@ -316,18 +334,20 @@ def _summary_row(cell: dict) -> dict:
 
 def summary_table(summary: dict) -> str:
     """Per causal model: DAS IIA per layer x position set, the margin over the best same-k baseline in
-    brackets; '-' marks a set where the variable cannot exist, '!' an illusion flag."""
+    brackets; '*' marks a margin of more than two standard errors, '-' a set where the variable cannot
+    exist, '!' an illusion flag."""
     lines = []
     cells = {(c["causal_model"], c["layer"], c["position_set"]): c for c in summary["cells"]}
     sets = summary["position_sets"]
     for name in summary["causal_models"]:
-        lines.append(f"\n{name}: DAS IIA (k = {summary['k']}) per layer x position set, [margin over the best same-k baseline]")
-        lines.append("layer " + "".join(f"{s:>15}" for s in sets))
+        lines.append(f"\n{name}: DAS IIA (k = {summary['k']}) per layer x position set, [margin over the best same-k baseline]; "
+                     "* margin > 2 standard errors, - the variable cannot exist there, ! illusion flag")
+        lines.append("layer " + "".join(f"{s:>16}" for s in sets))
         for layer in summary["layers"]:
             entries = []
             for s in sets:
                 cell = cells[(name, layer, s)]
-                mark = ("!" if cell["illusion_flagged"] else "") + ("" if cell["variable_can_exist"] else "-")
+                mark = ("*" if cell["das_beats_baselines"] else "") + ("!" if cell["illusion_flagged"] else "") + ("" if cell["variable_can_exist"] else "-")
                 entries.append(f"{cell['iia_own_model']:.2f}[{cell['das_minus_best_baseline']:+.2f}]{mark}")
-            lines.append(f"{layer:>5} " + "".join(f"{e:>15}" for e in entries))
+            lines.append(f"{layer:>5} " + "".join(f"{e:>16}" for e in entries))
     return "\n".join(lines)

@@ -155,13 +155,14 @@ def validate(config: SweepConfig, model) -> tuple[tuple[int, ...], tuple[int, ..
     return layers, ks, site.n
 
 
-def evaluate_cells(network: Network, site, trained: list, test_ids: np.ndarray, family, config_engine: str) -> list[dict]:
+def evaluate_cells(network: Network, site, trained: list, test_ids: np.ndarray, family, config_engine: str, states=None) -> list[dict]:
     """IIA of each trained intervention at `site` against each causal model of `family` on the
-    `test_ids` pairs (the fast engine evaluates them together)."""
+    `test_ids` pairs (the fast engine evaluates them together; `states`: the site states, if the
+    caller has them)."""
     base, source = arithmetic.decode_pairs(test_ids)
     data = engine.InterchangeData(network.input_ids, torch.as_tensor(base), torch.as_tensor(source)[:, None], torch.zeros(len(base), dtype=torch.long))
     if config_engine == "fast":
-        predictions = engine.predict_cells(site, trained, data, activations=network.site_states(site))
+        predictions = engine.predict_cells(site, trained, data, activations=network.site_states(site) if states is None else states)
     else:
         predictions = [engine.predict(site, one, data, config_engine) for one in trained]
     labels = {m.name: arithmetic.counterfactual_labels(m, base, source) for m in family}

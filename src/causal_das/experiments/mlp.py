@@ -10,6 +10,7 @@ same flags give the same files, and `evaluate_saved` can redraw the exact test s
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 
 from causal_das.causal_model import CounterfactualData, sample_counterfactuals
+from causal_das.das import baselines as alignment_baselines
 from causal_das.das import engine
 from causal_das.metrics import baselines, iia
 from causal_das.models import mlp
@@ -52,6 +54,7 @@ class MLPExperimentConfig:
     layers: tuple[int, ...] = (0, 1, 2)
     engine: str = "fast"
     control: str = "random_init"
+    random_draws: int = 3  # untrained random subspaces beside each layer's DAS (`same_site_baselines`)
     export_pyvene: bool = False
     seed: int = 0
     results_path: str = "results/hierarchical_equality"
@@ -144,6 +147,30 @@ def align_layer(model, layer, train_data, test_data, config: MLPExperimentConfig
     return trained, evaluate(model, layer, trained, test_data, config.engine)
 
 
+def same_site_baselines(model, layer, train_data, test_data, config: MLPExperimentConfig) -> dict:
+    """What the layer's DAS is judged against at the same site and subspace sizes (`das.baselines`):
+    random subspaces (mean, spread, draws), the top principal directions of the site's activations
+    (given to the variables in order or in reverse order, the better one), and the localist alignment of a
+    learned neuron mask per variable (disjoint neurons, the same training budget as DAS)."""
+    site, sizes = MLPSite(model, layer), config.subspace_dims
+    train = to_interchange(train_data)
+    with engine.frozen(model):
+        states = engine.cache_activations(site, train.inputs)
+        (mask,) = alignment_baselines.train_neuron_masks(site, [train], [config.das_config()], sizes, states,
+                                                         functools.partial(engine.suffix_logits, site), descs=[f"neuron mask layer {layer}"])
+    _, directions = alignment_baselines.principal_directions(states)
+    top = directions[:, : sum(sizes)]
+    swapped = torch.cat(top.split(list(sizes), dim=1)[::-1], dim=1)  # the variables take the directions in reverse order
+    pca = [alignment_baselines.fixed(site, w, "pca", sizes[::-1] if i else sizes) for i, w in enumerate((top, swapped))]
+    randoms = alignment_baselines.random_subspaces(site, sizes, config.random_draws, config.seed)
+    everything = [mask, *pca, *randoms]
+    predictions = engine.predict_cells(site, everything, to_interchange(test_data))
+    scores = [iia(p.numpy(), test_data)["iia"] for p in predictions]
+    draws = scores[3:]
+    return {"neuron_mask": scores[0], "neuron_mask_neurons": mask.history["neurons"], "pca": max(scores[1:3]),
+            "random_subspace": {"mean": float(np.mean(draws)), "std": float(np.std(draws)), "draws": draws}}
+
+
 def run_settings(config: MLPExperimentConfig) -> dict:
     """What a saved MLP or layer cell must have been computed with to be reused (not where it is
     written or run, nor which other layers the run covers)."""
@@ -212,6 +239,7 @@ def run_layer_sweep(config: MLPExperimentConfig, experiment: str) -> dict:
 
             export(MLPSite(model, layer), trained, out_dir / "interventions" / f"L{layer}" / "pyvene")
         result["train_history"] = trained.history
+        result["same_site_baselines"] = same_site_baselines(model, layer, train_data, test_data, config)
         if control_model is not None:
             _, control = align_layer(control_model, layer, train_data, test_data, config, f"control layer {layer}")
             result["control_random_init"] = {"iia": control["iia"], "by_subset": control["by_subset"]}
@@ -313,12 +341,15 @@ def summary(result: dict) -> str:
     lines = [f"{result['causal_model']} MLP: held-out accuracy {result['mlp']['heldout_accuracy']:.4f}"]
     first = next(iter(result["layers"].values()))
     subsets = list(first["by_subset"])
-    header = f"{'layer':>5} {'IIA':>6} " + " ".join(f"{s:>10}" for s in subsets) + f" {'control':>8} {'base-lbl':>8} {'majority':>8}"
+    header = (f"{'layer':>5} {'IIA':>6} " + " ".join(f"{s:>10}" for s in subsets)
+              + f" {'neurons':>8} {'random':>8} {'PCA':>8} {'control':>8} {'base-lbl':>8} {'majority':>8}")
     lines.append(header)
     for layer, r in result["layers"].items():
         control = r.get("control_random_init", {}).get("iia", float("nan"))
+        same = r.get("same_site_baselines") or {"neuron_mask": float("nan"), "random_subspace": {"mean": float("nan")}, "pca": float("nan")}
         lines.append(
             f"{layer:>5} {r['iia']:6.3f} " + " ".join(f"{r['by_subset'][s]:10.3f}" for s in subsets)
+            + f" {same['neuron_mask']:8.3f} {same['random_subspace']['mean']:8.3f} {same['pca']:8.3f}"
             + f" {control:8.3f} {r['baselines']['copy_base_label']:8.3f} {r['baselines']['majority']:8.3f}"
         )
     return "\n".join(lines)

@@ -17,11 +17,16 @@ def _grid(summary: dict, name: str, value) -> np.ndarray:
 
 
 def _panels(plt, summary: dict):
+    """One panel per causal model, at most three to a row."""
     names = summary["causal_models"]
-    height = 1.2 + 0.42 * len(summary["layers"])
-    width = 1.6 + 0.62 * len(summary["position_sets"])
-    fig, axes = plt.subplots(1, len(names), figsize=(width * len(names), height), squeeze=False, sharey=True)
-    return fig, list(zip(axes[0], names, strict=True))
+    columns = min(3, len(names))
+    rows = -(-len(names) // columns)
+    height = 1.0 + 0.36 * len(summary["layers"])
+    width = 1.2 + 0.62 * len(summary["position_sets"])
+    fig, axes = plt.subplots(rows, columns, figsize=(width * columns, height * rows + 0.6), squeeze=False)
+    for ax in axes.flat[len(names):]:
+        ax.axis("off")
+    return fig, list(zip(axes.flat, names, strict=False))
 
 
 def _decorate(ax, summary: dict, name: str) -> None:
@@ -34,7 +39,7 @@ def _decorate(ax, summary: dict, name: str) -> None:
             if impossible[i, j]:
                 ax.add_patch(pyplot().Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", ec="0.55", lw=0))
             if flagged[i, j]:
-                ax.text(j + 0.42, i - 0.42, "!", color="red", fontsize=9, fontweight="bold", ha="right", va="top")
+                ax.text(j - 0.45, i - 0.5, "!", color="red", fontsize=10, fontweight="bold", ha="left", va="top")
     ax.set_xticks(range(len(sets)), sets)
     ax.set_yticks(range(len(layers)), [str(layer) for layer in layers])
     ax.set_xlabel("token positions (0..5 = X + Y + Z =)")
@@ -51,15 +56,18 @@ def plot_positions(summary_json: str | Path, out_dir: str | Path) -> list[Path]:
     k = summary["k"]
 
     fig, panels = _panels(plt, summary)
+    # The colour scale spans the measured IIA (at least 0..0.2), so that small differences show.
+    top = min(1.0, max(0.2, np.ceil(max(c["iia_own_model"] for c in summary["cells"]) * 10) / 10))
     for ax, name in panels:
         das = _grid(summary, name, lambda c: c["iia_own_model"])
         best = _grid(summary, name, lambda c: c["best_baseline"]["iia"])
-        image = ax.imshow(das, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+        image = ax.imshow(das, vmin=0, vmax=top, cmap="viridis", aspect="auto")
         for (i, j), value in np.ndenumerate(das):
-            ax.text(j, i, f"{value:.2f}\n{best[i, j]:.2f}", ha="center", va="center", fontsize=6.5,
-                    color="white" if value < 0.6 else "black")
+            ax.text(j, i, f"{value:.2f}\n{best[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                    color="white" if value < 0.6 * top else "black")
         _decorate(ax, summary, name)
-    panels[0][0].set_ylabel("layer (block output)")
+    for ax, _ in panels:
+        ax.set_ylabel("layer (block output)")
     fig.colorbar(image, ax=[ax for ax, _ in panels], fraction=0.02, pad=0.01, label="IIA")
     fig.suptitle(f"Where each variable lives: DAS IIA (k = {k}, top) and the best same-k baseline (bottom: random subspace, "
                  "PCA, neuron mask or the random-init network); hatched: the variable cannot exist there", fontsize=9)
@@ -73,7 +81,8 @@ def plot_positions(summary_json: str | Path, out_dir: str | Path) -> list[Path]:
         for (i, j), value in np.ndenumerate(margin):
             ax.text(j, i, f"{value:+.2f}", ha="center", va="center", fontsize=6.5)
         _decorate(ax, summary, name)
-    panels[0][0].set_ylabel("layer (block output)")
+    for ax, _ in panels:
+        ax.set_ylabel("layer (block output)")
     fig.colorbar(image, ax=[ax for ax, _ in panels], fraction=0.02, pad=0.01, label="DAS IIA - best same-k baseline")
     fig.suptitle(f"DAS minus the best same-k baseline (k = {k}); hatched: the variable cannot exist there; "
                  "'!': the IIA collapses when W is confined to the activations' span", fontsize=9)

@@ -56,6 +56,10 @@ def numbers(root: str | Path) -> dict[str, tuple[str, float]]:
             where = f"{cell['causal_model']} L{cell['layer']} k{cell['k']}"
             put(f"gpt2_das_{family}", f"sweep {family}: IIA {where}", cell["iia_own_model"])
             put(f"gpt2_das_{family}", f"sweep {family}: control IIA {where}", cell.get("control_iia_own_model"))
+    for cell in (_read(root / "gpt2" / "positions" / "summary.json") or {}).get("cells", []):
+        where = f"{cell['causal_model']} L{cell['layer']} {cell['position_set']}"
+        put("gpt2_positions", f"positions: IIA {where}", cell["iia_own_model"])
+        put("gpt2_positions", f"positions: best baseline {where}", cell["best_baseline"]["iia"])
     analysis = root / "gpt2" / "disentangling"
     for row in (_read(analysis / "graphs.json") or {}).get("graphs", []):
         put("graphs", f"graph mean IIA {row['causal_model']} L{row['layer']}", row["mean_iia"])
