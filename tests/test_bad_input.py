@@ -209,6 +209,7 @@ CASES = [
     ("visualizations.py", ["--experiment", "everything"], "invalid choice"),
     ("visualizations.py", ["--experiment", "sanity_check", "--results_path", "{broken:empty_dir}"], "run_das.py"),
     ("visualizations.py", ["--experiment", "training", "--results_path", "{broken:empty_dir}"], "train_gpt2.py"),
+    ("visualizations.py", ["--experiment", "positions", "--results_path", "{broken:empty_dir}"], "--position_sets"),
     ("visualizations.py", ["--experiment", "all", "--formats", "gif"], "invalid choice"),
     ("visualizations.py", ["--experiment", "all", "--results_path", "{file}"], "is not a directory"),
     ("visualizations.py", ["--experiment", "all", "--results_path", "/proc/nope"], "is not a directory"),

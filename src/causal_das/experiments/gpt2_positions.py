@@ -134,13 +134,15 @@ def validate(config: PositionSweepConfig, model) -> tuple[tuple[int, ...], int]:
 
 def run_group(network, control, keys: list, k: int, config: PositionSweepConfig, out_dir: Path, settings_for: dict, inputs: dict) -> dict:
     """Trains, evaluates and writes the cells `keys` = [(causal model, layer, position set)] of one
-    (layer, position set); returns {key: record}."""
+    (layer, position set); returns {key: record}. `network` (and `control`, or None) is a
+    `gpt2_sweep.Network` or anything with its attributes and `site(layer, positions)` (a test's
+    planted network)."""
     started = time.perf_counter()
     _, layer, position_set = keys[0]
     positions = parse_position_set(position_set)
     family = config.models()
     train_ids, test_ids = config.pairs()
-    site = gpt2.GPT2Site(network.model, layer, positions)
+    site = network.site(layer, positions)
     states = network.site_states(site)
     activations = baselines.site_activations(site, states)
     models = [arithmetic.get_model(name) for name, _, _ in keys]
@@ -161,7 +163,7 @@ def run_group(network, control, keys: list, k: int, config: PositionSweepConfig,
     das_scores, projected_scores, mask_scores, shared_scores = scores[:n], scores[n:2 * n], scores[2 * n:3 * n], scores[3 * n:]
     control_scores = [None] * n
     if control is not None:
-        control_site = gpt2.GPT2Site(control.model, layer, positions)
+        control_site = control.site(layer, positions)
         control_states = control.site_states(control_site)
         trained = engine.train_cells(control_site, [engine.Cell(gpt2_sweep.interchange_data(control.input_ids, train_ids, m), config.das_config(k),
                                                                 f"control {m.name} L{layer} {position_set}") for m in models],

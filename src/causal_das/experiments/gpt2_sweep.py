@@ -118,6 +118,9 @@ class Network:
             plain = gpt2.predictions(model, input_ids).numpy()
         return cls(model, input_ids, states, plain)
 
+    def site(self, layer: int, positions: tuple[int, ...]) -> gpt2.GPT2Site:
+        return gpt2.GPT2Site(self.model, layer, positions)
+
     def site_states(self, site) -> torch.Tensor:
         """The site state of every prompt: the cached block output at the site, or the site's own
         prefix when its state holds more (the untouched tokens' keys, see `models.gpt2_untouched`)."""

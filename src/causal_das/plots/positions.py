@@ -46,9 +46,9 @@ def _decorate(ax, summary: dict, name: str) -> None:
     ax.set_title(name, fontsize=10)
 
 
-def plot_positions(summary_json: str | Path, out_dir: str | Path) -> list[Path]:
-    """positions_iia.png (DAS IIA per layer x position set, each cell with the best same-k baseline
-    below it) and positions_margin.png (DAS minus that baseline); hatched: the model's variable cannot
+def plot_positions(summary_json: str | Path, out_dir: str | Path, fmt: str = "png") -> list[Path]:
+    """positions_iia.<fmt> (DAS IIA per layer x position set, each cell with the best same-k baseline
+    below it) and positions_margin.<fmt> (DAS minus that baseline); hatched: the model's variable cannot
     exist there under causal attention; '!': the illusion check flags the W."""
     plt = pyplot()
     summary = read_json(summary_json)
@@ -71,7 +71,7 @@ def plot_positions(summary_json: str | Path, out_dir: str | Path) -> list[Path]:
     fig.colorbar(image, ax=[ax for ax, _ in panels], fraction=0.02, pad=0.01, label="IIA")
     fig.suptitle(f"Where each variable lives: DAS IIA (k = {k}, top) and the best same-k baseline (bottom: random subspace, "
                  "PCA, neuron mask or the random-init network); hatched: the variable cannot exist there", fontsize=9)
-    figures = [finish(plt, fig, out_dir / "positions_iia.png")]
+    figures = [finish(plt, fig, out_dir / f"positions_iia.{fmt}")]
 
     fig, panels = _panels(plt, summary)
     margins = [_grid(summary, name, lambda c: c["das_minus_best_baseline"]) for _, name in panels]
@@ -86,5 +86,5 @@ def plot_positions(summary_json: str | Path, out_dir: str | Path) -> list[Path]:
     fig.colorbar(image, ax=[ax for ax, _ in panels], fraction=0.02, pad=0.01, label="DAS IIA - best same-k baseline")
     fig.suptitle(f"DAS minus the best same-k baseline (k = {k}); hatched: the variable cannot exist there; "
                  "'!': the IIA collapses when W is confined to the activations' span", fontsize=9)
-    figures.append(finish(plt, fig, out_dir / "positions_margin.png"))
+    figures.append(finish(plt, fig, out_dir / f"positions_margin.{fmt}"))
     return figures
