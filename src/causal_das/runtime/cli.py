@@ -5,8 +5,13 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import sys
 from collections.abc import Callable
+
+# Every script imports this before transformers (which the package imports lazily): transformers'
+# weight-loading bars for these small local models are noise on the console.
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 class UsageError(ValueError):
