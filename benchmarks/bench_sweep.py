@@ -155,12 +155,16 @@ def main():
     parser.add_argument("--positions", type=int, nargs="+", default=[4, 5],
                         help="token positions of the cached-keys lever's sweep (arithmetic family; must start after token 0)")
     parser.add_argument("--skip_positions", action="store_true", help="skip the cached-keys lever")
+    parser.add_argument("--skip_sweep", action="store_true", help="only the cached-keys lever (no sweep modes, no graphs)")
     args = parser.parse_args()
     if not Path(args.model_path, "config.json").is_file():
         parser.error(f"no trained GPT-2 at {args.model_path}; run python train_gpt2.py (or pass --model_path)")
     os.environ[progress.INNER_BARS] = "0"
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores")
     tmp = Path(tempfile.mkdtemp(prefix="bench_sweep_"))
+    if args.skip_sweep:
+        untouched_keys_lever(args.model_path, "arithmetic", args.layers, tuple(args.positions), tmp)
+        return
     seconds = dict.fromkeys(SWEEP_MODES, 0.0)
     trained_cells, steps_per_cell = 0, 0
     for family in args.families:

@@ -48,10 +48,16 @@ def _block_with_cached_keys(block, hidden, cached_key, cached_value, mask, last_
     def heads(x):
         return x.reshape(batch, x.shape[1], attention.num_heads, attention.head_dim).transpose(1, 2)
 
+    rows = query.shape[1]
+    if 1 < rows < key.shape[1]:
+        # Zero queries for the cached positions (their rows are dropped below): the CPU's batched
+        # matrix products over a few tokens are 2-3x faster when the query count equals the key
+        # count (docs/engines.md#the-cpu-levers-measured).
+        query = torch.cat([query.new_zeros(batch, key.shape[1] - rows, query.shape[2]), query], dim=1)
     scores = torch.matmul(heads(query), heads(key).transpose(-1, -2)) * attention.scaling
     if not last_only:
         scores = scores + mask
-    mixed = torch.matmul(softmax_over_few(scores), heads(value)).transpose(1, 2).reshape(batch, query.shape[1], -1)
+    mixed = torch.matmul(softmax_over_few(scores), heads(value))[:, :, -rows:].transpose(1, 2).reshape(batch, rows, -1)
     hidden = hidden + attention.c_proj(mixed)
     hidden = hidden + block.mlp(block.ln_2(hidden))
     return hidden[:, -1] if last_only else hidden
@@ -63,9 +69,15 @@ def logits(model, state: torch.Tensor, layer: int, untouched: int, seq_len: int)
     width, n_layer = model.config.n_embd, model.config.n_layer
     batch, changing = len(state), seq_len - untouched
     hidden = state[:, : seq_len * width].view(batch, seq_len, width)[:, untouched:]
-    cache = state[:, seq_len * width :].view(batch, n_layer - 1 - layer, 2, untouched, width)
-    # Row i is position untouched + i: it sees every cached position and the changing ones up to itself.
-    mask = torch.full((changing, seq_len), float("-inf"), device=state.device, dtype=state.dtype).triu(untouched + 1)
+    # The cached keys and values are the base's whatever the intervention (it touches only block
+    # outputs): detached, so the backward neither differentiates attention through them nor fills a
+    # state-sized zero gradient for every block's slice of them (W's gradient is the same).
+    cache = state[:, seq_len * width :].detach().view(batch, n_layer - 1 - layer, 2, untouched, width)
+    # The queries are padded to every position's row (see `_block_with_cached_keys`), so the usual
+    # causal mask; a single changing position (the last) sees every key.
+    mask = torch.full((seq_len, seq_len), float("-inf"), device=state.device, dtype=state.dtype).triu(1)
+    if changing == 1:
+        mask = mask[-1:]
     for b, j in enumerate(range(layer + 1, n_layer)):
         hidden = _block_with_cached_keys(model.transformer.h[j], hidden, cache[:, b, 0], cache[:, b, 1], mask, last_only=j == n_layer - 1)
     return model.score(model.transformer.ln_f(hidden))
