@@ -5,8 +5,9 @@ Subcommands, in the order they build on each other (each writes JSON and a figur
   graphs    IIA graph over the 1000 triples for each trained cell: every one of the 999,000 ordered
             pairs evaluated; edge {i,j} = mean IIA of (base i <- source j) and (base j <- source i)
   cliques   maximum cliques of weight-1 edges, removed one by one while they have >= 5 triples
-  divide    assign triples to causal models in an order while each set's mean pairwise IIA stays
-            >= --faithfulness; the rest is "unexplained"
+  divide    assign triples to causal models in an order while each member's mean IIA with the rest
+            of its set stays >= --faithfulness (--rule mean: the set's mean, as the thesis); the rest
+            is "unexplained"
   classify  a decision tree over features of a triple predicting its causal model; held-out accuracy
   predict   the tree's prediction for triples given on the command line, beside their measured IIA
 
@@ -83,9 +84,12 @@ def build_parser() -> ArgumentParser:
                        help="time allowed for each exact maximum clique before the greedy approximation is used (0: always greedy)")
 
     divide = sub("divide", "assign triples to causal models, greedily, at a faithfulness threshold")
-    divide.add_argument("--faithfulness", type=unit_interval, required=True, help="minimum mean pairwise IIA of each model's set, in [0, 1]")
+    divide.add_argument("--faithfulness", type=unit_interval, required=True, help="the threshold in [0, 1]: each member's mean IIA with the rest of its set (--rule mean: the set's mean pairwise IIA)")
     divide.add_argument("--order", nargs="+", choices=list(MODELS), default=None, help="order the causal models are given triples in (default: the graphs' order)")
     divide.add_argument("--layers", type=int, nargs="+", default=None, help="layers to divide at (default: every layer with graphs)")
+    divide.add_argument("--rule", choices=("member", "mean"), default="member",
+                        help="member (default): every member's mean IIA with the rest of its set >= --faithfulness; mean (the thesis's): "
+                             "the set's mean pairwise IIA >= --faithfulness. Both are computed and reported; this one is used downstream")
 
     classify = sub("classify", "decision tree predicting a triple's causal model from its features")
     classify.add_argument("--layer", type=int, default=None, help="layer of the division to learn (default: the one explaining the most triples in sets that "
@@ -121,7 +125,7 @@ def main():
     elif args.command == "divide":
         from causal_das.analysis.division import division_table
 
-        record = disentangling.run_division(args.results_path, args.faithfulness, args.order, args.layers)
+        record = disentangling.run_division(args.results_path, args.faithfulness, args.order, args.layers, args.rule)
         print(division_table(record))
         print(f"wrote {args.results_path}/division.json and division.png")
     elif args.command == "classify":

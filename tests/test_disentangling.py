@@ -127,9 +127,12 @@ def test_analysis_steps_end_to_end(analysis):
     for layer in result["layers"]:
         members = [i for m in result["order"] for i in layer["sets"][m]] + layer["unexplained"]
         assert sorted(members) == list(range(A.N_TRIPLES))  # each triple in exactly one place
+        assert result["rule"] == layer["rule"] == "member" and layer["other_rule"]["rule"] == "mean"
         for m in result["order"]:
             if layer["sets"][m]:
-                assert layer["mean_pairwise_iia"][m] >= 0.75
+                assert layer["weakest_member_iia"][m] >= 0.75 and layer["mean_pairwise_iia"][m] >= 0.75
+            if layer["other_rule"]["sets"][m]:
+                assert layer["other_rule"]["mean_pairwise_iia"][m] >= 0.75
     proc = run("disentangle_causal_models.py", "classify", "--results_path", analysis)
     assert "HELD-OUT accuracy" in proc.stdout
     record = json.loads((analysis / "classification.json").read_text())
@@ -223,10 +226,12 @@ def test_division_grows_sets_in_order_and_respects_faithfulness():
     assert result["sets"]["(X+Y)+Z"] == block_a.tolist() and result["sets"]["X+(Y+Z)"] == block_b.tolist()
     assert result["sizes"]["unexplained"] == A.N_TRIPLES - 70
     assert result["mean_pairwise_iia"]["(X+Y)+Z"] == pytest.approx(1.0)
-    # Below 1 the set keeps growing past the block while its mean stays above the threshold.
-    loose = division.divide({"(X+Y)+Z": weight}, ["(X+Y)+Z"], 0.9)
+    # Below 1 the mean rule keeps growing past the block while the set's mean stays above the
+    # threshold; the member rule stops at the block, where every member still holds.
+    loose = division.divide({"(X+Y)+Z": weight}, ["(X+Y)+Z"], 0.9, rule="mean")
     assert set(block_a) <= set(loose["sets"]["(X+Y)+Z"]) and len(loose["sets"]["(X+Y)+Z"]) > 40
-    assert 0.9 <= loose["mean_pairwise_iia"]["(X+Y)+Z"] < 1.0
+    assert 0.9 <= loose["mean_pairwise_iia"]["(X+Y)+Z"] < 1.0 and loose["weakest_member_iia"]["(X+Y)+Z"] < 0.9
+    assert division.divide({"(X+Y)+Z": weight}, ["(X+Y)+Z"], 0.9)["sets"]["(X+Y)+Z"] == block_a.tolist()
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         division.divide({"(X+Y)+Z": weight}, ["(X+Y)+Z"], 1.2)
 

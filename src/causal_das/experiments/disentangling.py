@@ -75,10 +75,13 @@ def _layers_with_all(graphs: dict, order: list[str], layers) -> list[int]:
     return chosen
 
 
-def run_division(results_path: str | Path, faithfulness: float, order: list[str] | None, layers=None) -> dict:
+def run_division(results_path: str | Path, faithfulness: float, order: list[str] | None, layers=None, rule: str = "member") -> dict:
     division.check_faithfulness(faithfulness)
+    if rule not in division.RULES:
+        raise ValueError(f"unknown division rule {rule!r}; choose one of {division.RULES}")
     results_path = Path(results_path)
-    settings = {"faithfulness": faithfulness, "order": list(order) if order else None, "layers": list(layers) if layers is not None else None}
+    settings = {"faithfulness": faithfulness, "order": list(order) if order else None, "layers": list(layers) if layers is not None else None,
+                "rule": rule}
     inputs = {"graphs": graph_hashes(results_path)}
     path, figure = results_path / "division.json", results_path / "division.png"
     record = _reusable(path, settings, inputs, figure, figures.plot_division)
@@ -93,8 +96,9 @@ def run_division(results_path: str | Path, faithfulness: float, order: list[str]
     rows = []
     for layer in _layers_with_all(graphs, order, layers):
         weights = {m: graphs[(m, layer)].weight for m in order}
-        rows.append({"layer": layer, **division.divide(weights, order, faithfulness)})
-    record = {"experiment": "division", "k": index["k"], "faithfulness": faithfulness, "order": order, "layers": rows, **run_metadata()}
+        rows.append({"layer": layer, **division.divide_both(weights, order, faithfulness, rule)})
+    record = {"experiment": "division", "k": index["k"], "faithfulness": faithfulness, "order": order, "rule": rule, "layers": rows,
+              **run_metadata()}
     return _write(path, record, settings, inputs, figure, figures.plot_division)
 
 

@@ -88,7 +88,8 @@ def plot_cliques(cliques_json: str | Path, out: str | Path) -> Path:
 
 def plot_division(division_json: str | Path, out: str | Path) -> Path:
     """The 10x10x10 cube of triples, one slice per X (rows: Y, columns: Z), coloured by the causal
-    model each triple was assigned to; one row of slices per layer."""
+    model each triple was assigned to; for each layer one row per division rule (the one used
+    downstream first)."""
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
@@ -97,28 +98,28 @@ def plot_division(division_json: str | Path, out: str | Path) -> Path:
     order = result["order"]
     labels = [*order, "unexplained"]
     cmap = ListedColormap([*(f"C{i}" for i in range(len(order))), UNEXPLAINED_COLOUR])
-    layers = result["layers"]
-    fig, axes = plt.subplots(len(layers), 10, figsize=(15, 1.75 * len(layers) + 0.9), squeeze=False)
-    for row, layer in enumerate(layers):
-        codes = np.array([labels.index(a) for a in layer["assignment"]]).reshape(10, 10, 10)  # [X-1, Y-1, Z-1]
+    rows = [(layer["layer"], division) for layer in result["layers"] for division in (layer, layer["other_rule"])]
+    fig, axes = plt.subplots(len(rows), 10, figsize=(15, 1.75 * len(rows) + 0.9), squeeze=False)
+    for r, (layer, division) in enumerate(rows):
+        codes = np.array([labels.index(a) for a in division["assignment"]]).reshape(10, 10, 10)  # [X-1, Y-1, Z-1]
         for x in range(10):
-            ax = axes[row][x]
+            ax = axes[r][x]
             ax.imshow(codes[x], cmap=cmap, vmin=-0.5, vmax=len(labels) - 0.5, origin="lower")
             ax.set_xticks([0, 9], ["1", "10"], fontsize=6)
             ax.set_yticks([0, 9], ["1", "10"], fontsize=6)
-            if row == 0:
+            if r == 0:
                 ax.set_title(f"X = {x + 1}", fontsize=8)
             if x == 0:
-                ax.set_ylabel(f"layer {layer['layer']}\nY", fontsize=8)
-            if row == len(layers) - 1:
+                sizes = ", ".join(str(division["sizes"][n]) for n in labels)
+                ax.set_ylabel(f"layer {layer}, rule {division['rule']}\n({sizes})\nY", fontsize=7)
+            if r == len(rows) - 1:
                 ax.set_xlabel("Z", fontsize=8)
-    sizes = layers[0]["sizes"] if len(layers) == 1 else None
-    handles = [Patch(color=cmap(i), label=label + (f" ({sizes[label]})" if sizes else "")) for i, label in enumerate(labels)]
+    handles = [Patch(color=cmap(i), label=label) for i, label in enumerate(labels)]
     fig.legend(handles=handles, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
-    counts = "; ".join(f"layer {lay['layer']}: " + ", ".join(f"{lay['sizes'][n]}" for n in labels) for lay in layers)
-    fig.suptitle(f"Division of the triples among causal models (order {' > '.join(order)}, mean pairwise IIA >= {result['faithfulness']})\n"
-                 f"set sizes ({', '.join(labels)}) - {counts}", fontsize=9)
-    fig.subplots_adjust(bottom=0.14, top=0.84, wspace=0.15, hspace=0.3)
+    fig.suptitle(f"Division of the triples among causal models (order {' > '.join(order)}, threshold {result['faithfulness']}); "
+                 f"rule member: every member's mean IIA with the rest >= it, rule mean: the set's mean pairwise IIA >= it\n"
+                 f"set sizes in brackets ({', '.join(labels)}); classification follows rule {result['rule']}", fontsize=9)
+    fig.subplots_adjust(bottom=0.1, top=0.9, wspace=0.15, hspace=0.35, left=0.08)
     return finish(plt, fig, out)
 
 
