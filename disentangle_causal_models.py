@@ -12,6 +12,8 @@ Subcommands, in the order they build on each other (each writes JSON and a figur
   predict   the tree's prediction for triples given on the command line, beside their measured IIA
 
     python disentangle_causal_models.py graphs --layers 1 6 11      # default: every layer of the sweep
+    python disentangle_causal_models.py graphs --sweep_path results/gpt2/positions --site best \
+        --causal_models "(X+Y)+Z" "(X+Z)+Y" "X+(Y+Z)" --results_path results/gpt2/disentangling_best_sites
     python disentangle_causal_models.py cliques
     python disentangle_causal_models.py divide --faithfulness 0.8
     python disentangle_causal_models.py classify
@@ -58,6 +60,14 @@ def triple(text: str):
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def group(text: str) -> int | str:
+    """A layer number, or a site group of graphs built with --site ('best sites', 'L2:3')."""
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                             formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
@@ -72,7 +82,11 @@ def build_parser() -> ArgumentParser:
     graphs = sub("graphs", "IIA graphs over all 999,000 ordered pairs, one per trained DAS cell")
     graphs.add_argument("--sweep_path", default="results/gpt2/das_arithmetic", help="a run_das.py sweep directory with trained cells")
     graphs.add_argument("--causal_models", nargs="+", choices=list(MODELS), default=None, help="causal models (default: every model of the sweep)")
-    graphs.add_argument("--layers", type=int, nargs="+", default=None, help="layers (default: every layer of the sweep)")
+    graphs.add_argument("--layers", type=int, nargs="+", default=None, help="a thesis sweep's layers (default: every layer of the sweep)")
+    graphs.add_argument("--site", nargs="+", default=None, metavar="LAYER:POSITIONS",
+                        help="a position sweep's sites (run_das.py --position_sets), e.g. 2:3 1:all 0:4-5, or 'best' (the default): each "
+                             "causal model at the site where DAS beats its best same-k baseline by the widest margin and its variable "
+                             "can exist. The analyses after the graphs divide the triples among the models of one site (or of 'best sites')")
     graphs.add_argument("--low_rank_dim", type=positive_int, default=None, help="k of the cells (default: the sweep's smallest k below the full swap)")
     graphs.add_argument("--model_path", default=None, help="the network (default: the one recorded in the sweep)")
     add_executor_flags(graphs)
@@ -92,8 +106,9 @@ def build_parser() -> ArgumentParser:
                              "the set's mean pairwise IIA >= --faithfulness. Both are computed and reported; this one is used downstream")
 
     classify = sub("classify", "decision tree predicting a triple's causal model from its features")
-    classify.add_argument("--layer", type=int, default=None, help="layer of the division to learn (default: the one explaining the most triples in sets that "
-                               "span more than one intermediate value)")
+    classify.add_argument("--layer", type=group, default=None,
+                          help="layer (or site group, e.g. 'best sites') of the division to learn (default: the one explaining the most "
+                               "triples in sets that span more than one intermediate value)")
     classify.add_argument("--test_fraction", type=open_fraction, default=0.2, help="share of triples held out from fitting and CV (default 0.2)")
     classify.add_argument("--max_depth", type=positive_int, default=8, help="depths 1..max_depth are cross-validated (default 8)")
     classify.add_argument("--folds", type=positive_int, default=5, help="cross-validation folds (default 5)")
@@ -111,7 +126,8 @@ def main():
         config = iia_graphs.GraphsConfig(args.sweep_path, args.results_path, tuple(args.causal_models) if args.causal_models else None,
                                          tuple(args.layers) if args.layers else None, args.low_rank_dim, args.model_path,
                                          executor=args.executor, ray_address=args.ray_address, ray_cpus=args.ray_cpus,
-                                         workers=args.workers, device=args.device, precision=args.precision)
+                                         workers=args.workers, device=args.device, precision=args.precision,
+                                         sites=tuple(args.site) if args.site else None)
         index = iia_graphs.run_graphs(config)
         figures.plot_graphs(f"{args.results_path}/graphs.json", f"{args.results_path}/graphs.png")
         print(iia_graphs.graphs_table(index))

@@ -12,8 +12,10 @@ each other's results run side by side, sharing the cores (--jobs):
                                               -> results/gpt2/positions/
   8. evaluate_das.py (both sweeps, every causal model) -> results/gpt2/das_*/evaluation.json
   9. visualizations.py --experiment all       -> results/gpt2/{sanity_check,empirical,overview}.png
- 10. disentangle_causal_models.py graphs / cliques / divide / classify / predict
-                                              -> results/gpt2/disentangling/
+ 10. disentangle_causal_models.py graphs / cliques / divide / classify / predict, on the arithmetic
+     sweep's cells at layers 1, 6, 11         -> results/gpt2/disentangling/
+     and on the position sweep's, each arithmetic model at its best site
+                                              -> results/gpt2/disentangling_best_sites/
  11. cnn/train_cnn.py                         -> results/cnn/model/
  12. cnn/ellipse_das.py: circularity+colour at conv1 single-source (rows and flat views) and
      multi-source; each variable alone at conv1, conv2, conv3 and fc1 -> results/cnn/das/
@@ -61,8 +63,10 @@ CONV_LAYERS = ["conv1", "conv2", "conv3"]  # fc1 has 3 units: its own step with 
 # Steps that spread their cells over one-thread worker processes (`--executor processes`) when they
 # have more than one core to themselves on the CPU (measured faster on 2 cores:
 # docs/engines.md#many-cells-in-one-pass).
-SPREADS = {"gpt2_das_arithmetic", "gpt2_das_simple", "gpt2_positions", "graphs"}
-NO_NETWORK = {"gpt2_figures", "cliques", "divide", "classify", "predict", "compare"}  # steps that read results only: no --device
+SPREADS = {"gpt2_das_arithmetic", "gpt2_das_simple", "gpt2_positions", "graphs", "graphs_best_sites"}
+ANALYSES = ("cliques", "divide", "classify", "predict")  # what follows each run of the graphs
+NO_NETWORK = {"gpt2_figures", *ANALYSES, *(f"{name}_best_sites" for name in ANALYSES), "compare"}  # steps that read results only: no --device
+ARITHMETIC = ["(X+Y)+Z", "(X+Z)+Y", "X+(Y+Z)"]
 REFERENCE = ROOT / "results" / "reference"
 
 
@@ -73,17 +77,16 @@ NEEDS = {
     "gpt2_positions": ("gpt2_model",),
     "gpt2_evaluate": ("gpt2_das_arithmetic", "gpt2_das_simple"),
     "gpt2_figures": ("gpt2_evaluate",),
-    "graphs": ("gpt2_das_arithmetic",),
-    "cliques": ("graphs",),
-    "divide": ("graphs",),
-    "classify": ("divide",),
-    "predict": ("classify",),
+    **{f"graphs{where}": (sweep,) for where, sweep in (("", "gpt2_das_arithmetic"), ("_best_sites", "gpt2_positions"))},
+    **{f"{name}{where}": (f"{after}{where}",) for where in ("", "_best_sites")
+       for name, after in (("cliques", "graphs"), ("divide", "graphs"), ("classify", "divide"), ("predict", "classify"))},
     **{name: ("cnn_model",) for name in ("cnn_single", "cnn_flat", "cnn_multi", "cnn_layers", "cnn_layers_fc1")},
 }
 # The order in which steps that are ready start side by side: the longest chain (the GPT-2 network,
 # its arithmetic sweep, the graphs) first, the short independent steps last, to fill the cores.
 PRIORITY = ("gpt2_model", "gpt2_das_arithmetic", "graphs", "cliques", "divide", "classify", "predict", "cnn_model", "cnn_layers",
-            "gpt2_positions", "gpt2_das_simple", "gpt2_evaluate", "gpt2_figures", "cnn_multi", "cnn_flat", "cnn_single", "cnn_layers_fc1",
+            "gpt2_positions", "graphs_best_sites", "cliques_best_sites", "divide_best_sites", "classify_best_sites", "predict_best_sites",
+            "gpt2_das_simple", "gpt2_evaluate", "gpt2_figures", "cnn_multi", "cnn_flat", "cnn_single", "cnn_layers_fc1",
             "hierarchical_equality", "pattern_matching", "wrong_causal_graph_ablation", "compare")
 
 
@@ -92,7 +95,7 @@ def steps(root: Path, quick: bool):
     mlp_quick = ["--quick"] if quick else []
     gpt2 = root / "gpt2"
     model = ["--model_path", str(gpt2 / "model")]
-    analysis = gpt2 / "disentangling"
+    analysis, best_sites = gpt2 / "disentangling", gpt2 / "disentangling_best_sites"
     sweep_quick = TINY_SWEEP if quick else []
     cnn = root / "cnn"
     cnn_quick = ["--quick"] if quick else []
@@ -116,10 +119,11 @@ def steps(root: Path, quick: bool):
         ("graphs", "disentangle_causal_models.py",
          ["graphs", "--sweep_path", str(gpt2 / "das_arithmetic"), "--results_path", str(analysis), "--layers", *(["0", "2"] if quick else GRAPH_LAYERS)],
          False),
-        ("cliques", "disentangle_causal_models.py", ["cliques", "--results_path", str(analysis)], False),
-        ("divide", "disentangle_causal_models.py", ["divide", "--faithfulness", FAITHFULNESS, "--results_path", str(analysis)], False),
-        ("classify", "disentangle_causal_models.py", ["classify", "--results_path", str(analysis)], False),
-        ("predict", "disentangle_causal_models.py", ["predict", *EXAMPLE_TRIPLES, "--results_path", str(analysis)], False),
+        *analyses("", analysis),
+        ("graphs_best_sites", "disentangle_causal_models.py",
+         ["graphs", "--sweep_path", str(gpt2 / "positions"), "--site", "best", "--causal_models", *ARITHMETIC,
+          "--results_path", str(best_sites)], False),
+        *analyses("_best_sites", best_sites),
         ("cnn_model", "cnn/train_cnn.py", ["--output_dir", str(cnn / "model"), *cnn_quick], False),
         ("cnn_single", "cnn/ellipse_das.py", [*cnn_das], True),
         ("cnn_flat", "cnn/ellipse_das.py", [*cnn_das, "--site_view", "flat"], True),
@@ -128,6 +132,12 @@ def steps(root: Path, quick: bool):
         ("cnn_layers_fc1", "cnn/ellipse_das.py", [*cnn_das, "--variables", *ellipse_vars, "--layer", "fc1", "--intervention_size", "1"], True),
         ("compare", "compare_results.py", ["--run", str(root), "--reference", str(REFERENCE)], False),
     ]
+
+
+def analyses(suffix: str, results: Path) -> list:
+    """The steps after a run of the graphs, on its results directory."""
+    commands = {"cliques": [], "divide": ["--faithfulness", FAITHFULNESS], "classify": [], "predict": EXAMPLE_TRIPLES}
+    return [(f"{name}{suffix}", "disentangle_causal_models.py", [name, *commands[name], "--results_path", str(results)], False) for name in ANALYSES]
 
 
 def cuda_available() -> bool:

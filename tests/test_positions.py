@@ -77,3 +77,59 @@ def test_position_sweep_bad_flags(model_dir, tmp_path):
     assert proc.returncode != 0 and "not a set of token positions" in proc.stderr and not (tmp_path / "p").exists()
     proc = run("run_das.py", "--model_path", model_dir, "--position_sets", "3", "--low_rank_dims", "4", "8", "--results_path", tmp_path / "p")
     assert proc.returncode != 0 and "one --low_rank_dims value" in proc.stderr
+
+
+def test_graphs_and_the_division_at_the_position_sweeps_sites(model_dir, tmp_path):
+    """`graphs --site best` puts each causal model's graph at its own best site, `--site L:P` every
+    model at one site; the analyses after them follow the graphs they are given."""
+    import numpy as np
+    import torch
+
+    from causal_das.das import engine
+    from causal_das.experiments import gpt2_sweep, iia_graphs
+    from causal_das.models import gpt2
+
+    sweep = tmp_path / "positions"
+    proc = run("run_das.py", "--model_path", model_dir, "--position_sets", "all", "3", "4-5", "--layers", "1", "2", *SMALL,
+               "--control", "none", "--results_path", sweep)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((sweep / "summary.json").read_text())
+    best = tmp_path / "best"
+    proc = run("disentangle_causal_models.py", "graphs", "--sweep_path", sweep, "--results_path", best)
+    assert proc.returncode == 0, proc.stderr
+    index = json.loads((best / "graphs.json").read_text())
+    assert index["groups"] == ["best sites"] and [g["causal_model"] for g in index["graphs"]] == summary["causal_models"]
+    for g in index["graphs"]:
+        cells = [c for c in summary["cells"] if c["causal_model"] == g["causal_model"] and c["variable_can_exist"]]
+        top = max(cells, key=lambda c: (c["das_beats_baselines"], c["das_minus_best_baseline"]))
+        assert (g["layer"], g["position_set"]) == (top["layer"], top["position_set"])
+        assert g["selection"]["das_minus_best_baseline"] == top["das_minus_best_baseline"]
+    for step in (["cliques"], ["divide", "--faithfulness", "0.8"], ["classify"], ["predict", "3,7,2"]):
+        proc = run("disentangle_causal_models.py", *step, "--results_path", best)
+        assert proc.returncode == 0, (step, proc.stderr)
+    division = json.loads((best / "division.json").read_text())
+    assert [row["layer"] for row in division["layers"]] == ["best sites"]
+    assert division["layers"][0]["sites"] == {g["causal_model"]: g["site"] for g in index["graphs"]}
+    # One site for every model: a graph at token 3 of layer 1 (the untouched first tokens' keys cached)
+    # equals the position sweep's own W evaluated pair by pair.
+    at_site = tmp_path / "site"
+    proc = run("disentangle_causal_models.py", "graphs", "--sweep_path", sweep, "--site", "1:3", "--causal_models", "(X+Y)+Z", "X+(Y+Z)",
+               "--results_path", at_site)
+    assert proc.returncode == 0, proc.stderr
+    row = json.loads((at_site / "graphs.json").read_text())["graphs"][0]
+    assert (row["group"], row["site"], row["record"]) == ("L1:3", "L1:3", "graphs/PXY_Z/L01_p3_k5.json")
+    graph = iia_graphs.load_graph(at_site / row["record"])
+    model, tokenizer = gpt2.load_classifier(model_dir)
+    ids = gpt2.encode_prompts(tokenizer)
+    trained = engine.TrainedIntervention.load(sweep / "interventions" / "PXY_Z" / "L01_p3")
+    pairs = np.random.default_rng(0).integers(0, A.N_TRIPLES, size=(200, 2))
+    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+    data = engine.InterchangeData(ids, torch.as_tensor(pairs[:, 0]), torch.as_tensor(pairs[:, 1])[:, None], torch.zeros(len(pairs), dtype=torch.long))
+    with engine.frozen(model):
+        predicted = engine.predict(gpt2_sweep.Network.load(model, ids, [1]).site(1, (3,)), trained, data).numpy()
+    expected = predicted == A.counterfactual_labels(A.get_model("(X+Y)+Z"), pairs[:, 0], pairs[:, 1])
+    assert np.array_equal(graph.correct[pairs[:, 0], pairs[:, 1]], expected)
+    # What does not fit the sweep is refused in one line.
+    for args, fragment in ((["--layers", "1"], "--site"), (["--site", "7:3"], "no cell"), (["--site", "1:9"], "LAYER:POSITIONS")):
+        proc = run("disentangle_causal_models.py", "graphs", "--sweep_path", sweep, *args, "--results_path", tmp_path / "bad")
+        assert proc.returncode != 0 and fragment in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, (args, proc.stderr)

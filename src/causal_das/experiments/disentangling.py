@@ -93,10 +93,12 @@ def run_division(results_path: str | Path, faithfulness: float, order: list[str]
     unknown = [m for m in order if m not in names]
     if unknown or len(set(order)) != len(order):
         raise ValueError(f"--order must name distinct causal models among the graphs' {names}, got {order}")
+    sites = {(row["causal_model"], row.get("group", row["layer"])): row.get("site") or f"L{row['layer']}" for row in index["graphs"]}
     rows = []
     for layer in _layers_with_all(graphs, order, layers):
         weights = {m: graphs[(m, layer)].weight for m in order}
-        rows.append({"layer": layer, **division.divide_both(weights, order, faithfulness, rule)})
+        # "layer": the graphs' group (the layer, or a site label: see experiments.graph_sites); "sites": each model's site.
+        rows.append({"layer": layer, "sites": {m: sites[(m, layer)] for m in order}, **division.divide_both(weights, order, faithfulness, rule)})
     record = {"experiment": "division", "k": index["k"], "faithfulness": faithfulness, "order": order, "rule": rule, "layers": rows,
               **run_metadata()}
     return _write(path, record, settings, inputs, figure, figures.plot_division)
@@ -118,7 +120,7 @@ def _division_at(results_path: Path, layer: int | None) -> dict:
         def informative(r):
             return sum(r["sizes"][m] for m in record["order"] if r["distinct_intermediate_values"][m] > 1)
 
-        return record, max(rows, key=lambda r: (informative(r), -r["layer"]))
+        return record, max(rows, key=informative)  # ties: the first row (the lower layer), as max keeps the first
     chosen = [r for r in rows if r["layer"] == layer]
     if not chosen:
         raise ValueError(f"{path} has no division at layer {layer}; it has layers {[r['layer'] for r in rows]}")

@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 
 from causal_das.analysis.graphs import Graph, correct_matrices, statistics
 from causal_das.das import engine
-from causal_das.experiments import gpt2_sweep
+from causal_das.experiments import gpt2_sweep, graph_sites
+from causal_das.experiments.graph_sites import GraphKey
 from causal_das.models import gpt2
 from causal_das.runtime import devices
 from causal_das.runtime.io import (
@@ -31,22 +32,18 @@ from causal_das.runtime.io import (
     run_metadata,
 )
 from causal_das.runtime.provenance import Tally, file_sha256, load_current, model_fingerprint
-from causal_das.runtime.sweep import run_groups, split_finished
+from causal_das.runtime.sweep import grouped, run_groups, split_finished
 from causal_das.tasks import arithmetic
 
 N = arithmetic.N_TRIPLES
 
 
-def graph_name(causal_model: str, layer: int, k: int) -> str:
-    return gpt2_sweep.cell_name(causal_model, layer, k)
-
-
-def save_graph(directory: Path, graph: Graph, record: dict) -> dict:
+def save_graph(directory: Path, name: str, correct: np.ndarray, record: dict) -> dict:
     """Writes `<name>.npz` then `<name>.json` (the JSON last, so its presence means both are whole)."""
-    base = directory / graph_name(graph.causal_model, graph.layer, graph.k)
+    base = directory / name
     array_path = base.with_suffix(".npz")
     with atomic_writer(array_path, binary=True) as tmp, open(tmp, "wb") as handle:
-        np.savez_compressed(handle, correct_packed=np.packbits(graph.correct, axis=1), shape=np.array(graph.correct.shape))
+        np.savez_compressed(handle, correct_packed=np.packbits(correct, axis=1), shape=np.array(correct.shape))
     record = {**record, "array_file": array_path.name, "array_sha256": file_sha256(array_path)}
     atomic_write_json(base.with_suffix(".json"), record)
     return record
@@ -81,7 +78,7 @@ class GraphsConfig:
     sweep_path: str = "results/gpt2/das_arithmetic"
     results_path: str = "results/gpt2/disentangling"
     causal_models: tuple[str, ...] | None = None  # None: every model of the sweep
-    layers: tuple[int, ...] | None = None  # None: every layer of the sweep
+    layers: tuple[int, ...] | None = None  # a thesis sweep's layers (None: every layer of the sweep)
     k: int | None = None  # None: the sweep's smallest k below the full swap
     model_path: str | None = None  # None: the network recorded in the sweep
     executor: str = "local"  # or "processes" / "ray": one task per graph (see causal_das.runtime.executors)
@@ -90,49 +87,31 @@ class GraphsConfig:
     workers: int | None = None
     device: str = "auto"  # see causal_das.runtime.devices
     precision: str = "auto"
+    sites: tuple[str, ...] | None = None  # a position sweep's sites, LAYER:POSITIONS or "best" (None: best)
 
 
-def select_cells(summary: dict, config: GraphsConfig) -> tuple[list[tuple[str, int]], int]:
-    """([(causal model, layer)], k) of the sweep's cells to build graphs for; ValueError when the
-    sweep has none of them."""
-    sweep = Path(config.sweep_path)
-    cells = {(c["causal_model"], c["layer"], c["k"]) for c in summary.get("cells", [])}
-    if not cells:
-        raise ValueError(f"{sweep / 'summary.json'} lists no DAS cells; run run_das.py with --results_path {sweep} first")
-    ks = sorted({k for _, _, k in cells})
-    k = config.k if config.k is not None else next((v for v in ks if v < summary["n"]), ks[0])
-    if k not in ks:
-        raise ValueError(f"--low_rank_dim {k} is not in the sweep {sweep} (it has k = {ks})")
-    models = list(config.causal_models) if config.causal_models is not None else list(summary["causal_models"])
-    layers = list(config.layers) if config.layers is not None else list(summary["layers"])
-    missing = [(m, layer) for m in models for layer in layers if (m, layer, k) not in cells]
-    if missing:
-        m, layer = missing[0]
-        raise ValueError(f"the sweep {sweep} has no cell for {m} at layer {layer} with k={k} ({len(missing)} such); "
-                         f"it has causal models {summary['causal_models']} and layers {summary['layers']}")
-    return [(m, layer) for m in models for layer in layers], k
-
-
-def compute_graphs(network, model, sweep: Path, positions, out: Path, k: int, keys: list, spec_for: dict) -> dict:
-    """Builds the graphs of the sweep cells `keys` = [(causal model, layer)], all at one layer,
-    together (`correct_matrices`), and saves them; returns {key: record}."""
+def compute_graphs(network, summary: dict, sweep: Path, out: Path, k: int, keys: list[GraphKey], spec_for: dict, why: dict) -> dict:
+    """Builds the graphs of the sweep cells `keys`, all at one site, together (`correct_matrices`),
+    and saves them; returns {key: record}."""
     started = time.perf_counter()
-    layer = keys[0][1]
-    trained = [engine.TrainedIntervention.load(sweep / "interventions" / gpt2_sweep.cell_name(name, layer, k)) for name, _ in keys]
-    site = gpt2.GPT2Site(model, layer, positions)
-    causal_models = [arithmetic.get_model(name) for name, _ in keys]
-    label = f"L{layer}: " + ", ".join(name for name, _ in keys)
+    layer = keys[0].layer
+    trained = [engine.TrainedIntervention.load(sweep / "interventions" / key.cell_name(k)) for key in keys]
+    site = network.site(layer, graph_sites.positions(summary, keys[0]))
+    causal_models = [arithmetic.get_model(key.causal_model) for key in keys]
+    label = f"{keys[0].site_label}: " + ", ".join(key.causal_model for key in keys)
     matrices = correct_matrices(network, site, trained, causal_models, progress=label)
-    seconds = (time.perf_counter() - started) / len(keys)  # each graph's share of its layer's time
+    seconds = (time.perf_counter() - started) / len(keys)  # each graph's share of its site's time
     records = {}
     for key, causal_model, correct in zip(keys, causal_models, matrices, strict=True):
         record = {
             "experiment": "iia_graph",
-            "causal_model": key[0],
+            "causal_model": key.causal_model,
             "layer": layer,
+            **({"position_set": key.position_set} if key.position_set is not None else {}),
             "k": k,
             "site": str(site.name),
             "sweep": str(sweep),
+            **({"selection": why[key]} if key in why else {}),
             **statistics(correct, causal_model),
             "settings": spec_for[key][0],
             "inputs": spec_for[key][1],
@@ -140,26 +119,26 @@ def compute_graphs(network, model, sweep: Path, positions, out: Path, k: int, ke
             "seconds": seconds,
             **run_metadata(),
         }
-        records[key] = save_graph(out, Graph(key[0], layer, k, correct), record)
+        records[key] = save_graph(out, key.graph_name(k), correct, record)
     return records
 
 
-def graphs_task(config: GraphsConfig, cwd: str, k: int, spec_for: dict, keys: tuple) -> dict:
-    """The graphs `keys` (of one layer) as a Ray task or worker process (paths are meant against the driver's
-    working directory `cwd`); {key: record}."""
+def graphs_task(config: GraphsConfig, cwd: str, k: int, spec_for: dict, why: dict, keys: tuple) -> dict:
+    """The graphs `keys` (of one site) as a Ray task or worker process (paths are meant against the
+    driver's working directory `cwd`); {key: record}."""
     os.chdir(cwd)
     sweep, out = Path(config.sweep_path), Path(config.results_path) / "graphs"
+    summary = read_json(sweep / "summary.json")
 
     def graph_path(key):
-        return out / f"{graph_name(key[0], key[1], k)}.json"
+        return out / f"{key.graph_name(k)}.json"
 
     def compute(group):
-        sweep_config = gpt2_sweep.load_sweep_config(sweep)
         device = devices.setup(config.device, config.precision)
-        model, tokenizer = gpt2.load_classifier(config.model_path or sweep_config.model_path, device)
-        network = gpt2_sweep.Network.load(model, gpt2.encode_prompts(tokenizer), [group[0][1]])
+        model, tokenizer = gpt2.load_classifier(config.model_path or graph_sites.model_path(summary), device)
+        network = gpt2_sweep.Network.load(model, gpt2.encode_prompts(tokenizer), [group[0].layer])
         with engine.frozen(model):
-            return compute_graphs(network, model, sweep, sweep_config.positions, out, k, group, spec_for)
+            return compute_graphs(network, summary, sweep, out, k, group, spec_for, why)
 
     records, _ = run_groups([list(keys)], graph_path, lambda key: _finished_graph(graph_path(key), spec_for[key]), compute, lambda g: g)
     return records
@@ -178,74 +157,78 @@ def _finished_graph(path: Path, spec: tuple[dict, dict], tally=None) -> dict | N
     return record
 
 
-def graph_spec(sweep: Path, name: str, layer: int, k: int) -> tuple[dict, dict]:
+def graph_spec(sweep: Path, key: GraphKey, k: int) -> tuple[dict, dict]:
     """(settings, inputs) of the graph of one sweep cell. Settings: the sweep's flags (a graph of a
     sweep made with other flags is not mixed in); inputs: the cell's own inputs (the network) and the
     sha256 of its trained W, so a recomputed cell makes its graph stale."""
-    cell = read_json(sweep / "cells" / f"{gpt2_sweep.cell_name(name, layer, k)}.json")
-    weights = sweep / "interventions" / gpt2_sweep.cell_name(name, layer, k) / "weights.safetensors"
-    settings = {"sweep_cell_settings": cell.get("settings"), "causal_model": name, "layer": layer, "k": k}
+    cell = read_json(sweep / "cells" / f"{key.cell_name(k)}.json")
+    weights = sweep / "interventions" / key.cell_name(k) / "weights.safetensors"
+    settings = {"sweep_cell_settings": cell.get("settings"), "causal_model": key.causal_model, "layer": key.layer, "k": k}
+    if key.position_set is not None:
+        settings["position_set"] = key.position_set
     return settings, {"sweep_cell": cell.get("inputs"), "weights_sha256": file_sha256(weights)}
 
 
 def run_graphs(config: GraphsConfig) -> dict:
     """Builds (or reuses, when finished with the same settings) every selected graph; writes
-    graphs/<model>/L<layer>_k<k>.{npz,json} and graphs.json under `results_path`."""
+    graphs/<model>/<cell>.{npz,json} and graphs.json under `results_path`."""
     sweep = Path(config.sweep_path)
     device = devices.setup(config.device, config.precision) if config.executor == "local" else None
     if not (sweep / "summary.json").is_file():
         raise ValueError(f"{sweep} holds no run_das.py results (no summary.json); run run_das.py --results_path {sweep} first")
     summary = read_json(sweep / "summary.json")
-    selected, k = select_cells(summary, config)
-    sweep_config = gpt2_sweep.load_sweep_config(sweep)
+    selected, k, why = graph_sites.select(summary, sweep, config.causal_models, config.layers, config.k, config.sites)
     out = check_results_path(config.results_path) / "graphs"
-    spec_for = {(name, layer): graph_spec(sweep, name, layer, k) for name, layer in selected}
+    cells = list(dict.fromkeys(key.cell for key in selected))  # a site selected twice is built once
+    spec_for = {cell: graph_spec(sweep, cell, k) for cell in cells}
+    why = {key.cell: reason for key, reason in why.items()}
 
     def graph_path(key):
-        return out / f"{graph_name(key[0], key[1], k)}.json"
+        return out / f"{key.graph_name(k)}.json"
 
     def finished(key, tally=None):
         return _finished_graph(graph_path(key), spec_for[key], tally)
 
-    records, todo = split_finished(selected, finished, Tally("graphs"))
+    records, todo = split_finished(cells, finished, Tally("graphs"))
     started = time.perf_counter()
     if todo:
-        model_path = config.model_path or sweep_config.model_path
+        model_path = config.model_path or graph_sites.model_path(summary)
         model, tokenizer = gpt2.load_classifier(model_path)
         if model_fingerprint(model) != summary.get("model_fingerprint"):
             if config.model_path is not None:
                 raise ValueError(f"--model_path {model_path} is not the network the sweep in {sweep} was trained on")
             raise ValueError(f"the network at {model_path} changed since the sweep in {sweep} was trained; rerun "
                              f"run_das.py --model_path {model_path} --results_path {sweep} first (it recomputes the stale cells)")
-    groups = gpt2_sweep.group_by_layer(todo)
+    groups = grouped(todo, lambda key: (key.layer, key.position_set))
     if todo and config.executor in ("ray", "processes"):
         from causal_das.runtime.executors import map_tasks
 
-        # One task per graph, the earliest layers (the longest suffixes) first: a layer's graphs
+        # One task per graph, the earliest layers (the longest suffixes) first: a site's graphs
         # together gain little (benchmarks/bench_sweep.py), tasks of equal size balance the workers.
-        tasks = [(key,) for key in sorted(todo, key=lambda key: key[1])]
-        task = functools.partial(graphs_task, config, os.getcwd(), k, spec_for)
+        tasks = [(key,) for key in sorted(todo, key=lambda key: key.layer)]
+        task = functools.partial(graphs_task, config, os.getcwd(), k, spec_for, why)
         for fresh in map_tasks(config.executor, task, tasks, config.ray_address, config.ray_cpus, config.workers,
                                device=config.device, desc="IIA graphs").values():
             records.update(fresh)
     elif todo:
         model.to(device)
         print(f"computing on {devices.describe()}", flush=True)
-        network = gpt2_sweep.Network.load(model, gpt2.encode_prompts(tokenizer), sorted({layer for _, layer in todo}))
+        network = gpt2_sweep.Network.load(model, gpt2.encode_prompts(tokenizer), sorted({key.layer for key in todo}))
 
         def compute(group):
-            return compute_graphs(network, model, sweep, sweep_config.positions, out, k, group, spec_for)
+            return compute_graphs(network, summary, sweep, out, k, group, spec_for, why)
 
         with engine.frozen(model):
-            fresh, _ = run_groups(groups, graph_path, finished, compute, lambda groups: tqdm(groups, desc="IIA graphs", unit="layer"))
+            fresh, _ = run_groups(groups, graph_path, finished, compute, lambda groups: tqdm(groups, desc="IIA graphs", unit="site"))
         records.update(fresh)
     index = {
         "experiment": "iia_graphs",
         "sweep": str(sweep),
         "k": k,
-        "causal_models": list(dict.fromkeys(m for m, _ in selected)),
-        "layers": list(dict.fromkeys(layer for _, layer in selected)),
-        "graphs": [_index_row(records[key], out) for key in selected],
+        "causal_models": list(dict.fromkeys(key.causal_model for key in selected)),
+        "groups": list(dict.fromkeys(key.group for key in selected)),
+        "layers": list(dict.fromkeys(key.layer for key in selected)),
+        "graphs": [_index_row(records[key.cell], key, k) for key in selected],
         "seconds": time.perf_counter() - started,
         **run_metadata(),
     }
@@ -253,11 +236,14 @@ def run_graphs(config: GraphsConfig) -> dict:
     return index
 
 
-def _index_row(record: dict, out: Path) -> dict:
-    keys = ("causal_model", "layer", "k", "mean_iia", "mean_iia_label_changing_pairs", "weight_fractions", "n_edges_weight_1",
-            "fraction_weight_1_same_intermediate", "degree_weight_1", "seconds")
-    row = {key: record[key] for key in keys}
-    row["record"] = f"graphs/{graph_name(record['causal_model'], record['layer'], record['k'])}.json"
+def _index_row(record: dict, key: GraphKey, k: int) -> dict:
+    names = ("causal_model", "layer", "k", "mean_iia", "mean_iia_label_changing_pairs", "weight_fractions", "n_edges_weight_1",
+             "fraction_weight_1_same_intermediate", "degree_weight_1", "seconds")
+    row = {name: record[name] for name in names}
+    row.update(group=key.group, position_set=key.position_set, site=key.site_label)
+    if "selection" in record:
+        row["selection"] = record["selection"]
+    row["record"] = f"graphs/{key.graph_name(k)}.json"
     return row
 
 
@@ -276,7 +262,8 @@ def load_graphs(results_path: str | Path) -> tuple[dict, dict[tuple[str, int], G
     graphs = {}
     for row in rows:
         graph = load_graph(results_path / row["record"])
-        graphs[(graph.causal_model, graph.layer)] = graph
+        group = row.get("group", graph.layer)  # the analyses' grouping (see `graph_sites`)
+        graphs[(graph.causal_model, group)] = Graph(graph.causal_model, group, graph.k, graph.correct)
     return index, graphs
 
 
@@ -284,12 +271,13 @@ def graphs_table(index: dict) -> str:
     lines = [f"IIA graphs (k={index['k']}): mean IIA over 999,000 ordered pairs; fraction of the 499,500 edges with weight 0 / 0.5 / 1"]
     lines.append("(IIA if label changes: only pairs whose counterfactual label differs from the base's; w=1 same P: share of weight-1 "
                  "edges joining triples with equal intermediate value, which an intervention that does nothing also gets right)")
-    lines.append(f"{'causal model':>12} {'layer':>5} {'mean IIA':>9} {'IIA if label changes':>21} {'w=0':>7} {'w=0.5':>7} {'w=1':>7} "
+    lines.append(f"{'causal model':>12} {'site':>8} {'group':>10} {'mean IIA':>9} {'IIA if label changes':>21} {'w=0':>7} {'w=0.5':>7} {'w=1':>7} "
                  f"{'w=1 same P':>11} {'mean deg(w=1)':>14} {'seconds':>8}")
     for g in index["graphs"]:
         f = g["weight_fractions"]
         same = g["fraction_weight_1_same_intermediate"]
-        lines.append(f"{g['causal_model']:>12} {g['layer']:>5} {g['mean_iia']:>9.3f} {g['mean_iia_label_changing_pairs']:>21.3f} "
+        site, group = g.get("site") or f"L{g['layer']}", g.get("group", g["layer"])
+        lines.append(f"{g['causal_model']:>12} {site:>8} {group!s:>10} {g['mean_iia']:>9.3f} {g['mean_iia_label_changing_pairs']:>21.3f} "
                      f"{f['0']:>7.3f} {f['0.5']:>7.3f} {f['1']:>7.3f} {('-' if same is None else format(same, '.3f')):>11} "
                      f"{g['degree_weight_1']['mean']:>14.1f} {g['seconds']:>8.1f}")
     return "\n".join(lines)

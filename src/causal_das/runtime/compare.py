@@ -60,15 +60,17 @@ def numbers(root: str | Path) -> dict[str, tuple[str, float]]:
         where = f"{cell['causal_model']} L{cell['layer']} {cell['position_set']}"
         put("gpt2_positions", f"positions: IIA {where}", cell["iia_own_model"])
         put("gpt2_positions", f"positions: best baseline {where}", cell["best_baseline"]["iia"])
-    analysis = root / "gpt2" / "disentangling"
-    for row in (_read(analysis / "graphs.json") or {}).get("graphs", []):
-        put("graphs", f"graph mean IIA {row['causal_model']} L{row['layer']}", row["mean_iia"])
-    for row in (_read(analysis / "division.json") or {}).get("layers", []):
-        for name, size in row.get("sizes", {}).items():
-            put("divide", f"division set size {name} L{row['layer']}", size)
-    record = _read(analysis / "classification.json")
-    if record:
-        put("classify", "classifier held-out accuracy", record["heldout_accuracy"])
+    for suffix, where in (("", ""), ("_best_sites", " at best sites")):
+        analysis = root / "gpt2" / f"disentangling{suffix}"
+        for row in (_read(analysis / "graphs.json") or {}).get("graphs", []):
+            put(f"graphs{suffix}", f"graph mean IIA{where} {row['causal_model']} {row.get('site') or 'L' + str(row['layer'])}", row["mean_iia"])
+        for row in (_read(analysis / "division.json") or {}).get("layers", []):
+            group = f"L{row['layer']}" if isinstance(row["layer"], int) else row["layer"]
+            for name, size in row.get("sizes", {}).items():
+                put(f"divide{suffix}", f"division{where} set size {name} {group}", size)
+        record = _read(analysis / "classification.json")
+        if record:
+            put(f"classify{suffix}", f"classifier held-out accuracy{where}", record["heldout_accuracy"])
     record = _read(root / "cnn" / "model" / "training.json")
     if record:
         put("cnn_model", "CNN: held-out accuracy", record["heldout_accuracy"])

@@ -1,0 +1,147 @@
+"""Which sweep cells the graphs step builds IIA graphs for, and where each one's files are.
+
+A graph is built from one trained cell: of a thesis sweep (`run_das.py`, every cell at the sweep's
+token positions, selected by causal model and layer) or of a position sweep (`run_das.py
+--position_sets`, selected by causal model and site). The analyses after the graphs (cliques,
+division, classification) group graphs by a label, `group`, and divide the triples among the
+causal models of one group:
+
+- a thesis sweep's graphs: the layer (the three arithmetic models at layer 1, ...);
+- `--site LAYER:POSITIONS` on a position sweep: that site, the same for every model ("L2:3");
+- `--site best` on a position sweep: each causal model at its own best site ("best sites"): among
+  the cells where its intermediate variable can exist, the one where DAS beats the best same-k
+  baseline by the widest margin (ties: the lower layer, then the sweep's order of position sets). A
+  model none of whose cells beats its baselines still gets its widest margin, and the graph's
+  record says so (`selection`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from causal_das.experiments import gpt2_positions, gpt2_sweep
+
+BEST = "best"
+BEST_GROUP = "best sites"
+
+
+@dataclass(frozen=True)
+class GraphKey:
+    causal_model: str
+    layer: int
+    position_set: str | None  # None: a thesis sweep's cell, at its sweep's token positions
+    group: int | str | None  # what the analyses group graphs by (see the module docstring)
+
+    @property
+    def cell(self) -> GraphKey:
+        """The key without its group: what is built (one graph can belong to two groups)."""
+        return GraphKey(self.causal_model, self.layer, self.position_set, None)
+
+    def cell_name(self, k: int) -> str:
+        """The sweep cell's name (its JSON under cells/, its W under interventions/)."""
+        if self.position_set is None:
+            return gpt2_sweep.cell_name(self.causal_model, self.layer, k)
+        return gpt2_positions.cell_name(self.causal_model, self.layer, self.position_set)
+
+    def graph_name(self, k: int) -> str:
+        """The graph's files under graphs/ (.json and .npz)."""
+        if self.position_set is None:
+            return self.cell_name(k)
+        return f"{self.cell_name(k)}_k{k}"
+
+    @property
+    def site_label(self) -> str:
+        return f"L{self.layer}" if self.position_set is None else f"L{self.layer}:{self.position_set}"
+
+
+def is_position_sweep(summary: dict) -> bool:
+    return summary.get("experiment") == "position_sweep"
+
+
+def parse_site(text: str) -> tuple[int, str]:
+    """'2:3' -> (2, '3'), '1:all' -> (1, 'all'), '0:4-5' -> (0, '4-5'); ValueError otherwise."""
+    layer, _, positions = text.partition(":")
+    try:
+        number = int(layer.removeprefix("L"))
+        gpt2_positions.parse_position_set(positions)
+    except ValueError:
+        raise ValueError(f"--site {text!r} is not LAYER:POSITIONS (e.g. 2:3, 1:all, 0:4-5) or {BEST}") from None
+    return number, positions
+
+
+def select(summary: dict, sweep: Path, causal_models, layers, k, sites) -> tuple[list[GraphKey], int, dict]:
+    """(graph keys, k, {key: why it was selected}) for a sweep's summary; ValueError when the flags do
+    not fit the sweep."""
+    if not summary.get("cells"):
+        raise ValueError(f"{sweep / 'summary.json'} lists no DAS cells; run run_das.py with --results_path {sweep} first")
+    if is_position_sweep(summary):
+        return _select_sites(summary, sweep, causal_models, layers, k, sites)
+    if sites:
+        raise ValueError(f"--site needs a position sweep (run_das.py --position_sets); {sweep} is a sweep over layers: use --layers")
+    keys, k = _select_layers(summary, sweep, causal_models, layers, k)
+    return keys, k, {}
+
+
+def _select_layers(summary: dict, sweep: Path, causal_models, layers, k) -> tuple[list[GraphKey], int]:
+    cells = {(c["causal_model"], c["layer"], c["k"]) for c in summary["cells"]}
+    ks = sorted({k for _, _, k in cells})
+    k = k if k is not None else next((v for v in ks if v < summary["n"]), ks[0])
+    if k not in ks:
+        raise ValueError(f"--low_rank_dim {k} is not in the sweep {sweep} (it has k = {ks})")
+    models = list(causal_models) if causal_models is not None else list(summary["causal_models"])
+    layers = list(layers) if layers is not None else list(summary["layers"])
+    missing = [(m, layer) for m in models for layer in layers if (m, layer, k) not in cells]
+    if missing:
+        m, layer = missing[0]
+        raise ValueError(f"the sweep {sweep} has no cell for {m} at layer {layer} with k={k} ({len(missing)} such); "
+                         f"it has causal models {summary['causal_models']} and layers {summary['layers']}")
+    return [GraphKey(m, layer, None, layer) for m in models for layer in layers], k
+
+
+def _select_sites(summary: dict, sweep: Path, causal_models, layers, k, sites) -> tuple[list[GraphKey], int, dict]:
+    if layers is not None:
+        raise ValueError(f"{sweep} is a position sweep: choose its graphs with --site LAYER:POSITIONS or --site {BEST}, not --layers")
+    if k is not None and k != summary["k"]:
+        raise ValueError(f"--low_rank_dim {k} is not the position sweep's k ({summary['k']}) in {sweep}")
+    cells = {(c["causal_model"], c["layer"], c["position_set"]): c for c in summary["cells"]}
+    models = list(causal_models) if causal_models is not None else list(summary["causal_models"])
+    unknown = [m for m in models if m not in summary["causal_models"]]
+    if unknown:
+        raise ValueError(f"the position sweep {sweep} has no cells for {unknown[0]}; it has {summary['causal_models']}")
+    keys, why = [], {}
+    for site in sites or (BEST,):
+        if site == BEST:
+            for m in models:
+                key, cell = _best_site(m, summary, cells)
+                keys.append(key)
+                why[key] = {"rule": "the widest margin over the best same-k baseline where the variable can exist",
+                            **{name: cell[name] for name in ("das_minus_best_baseline", "das_beats_baselines", "iia_own_model",
+                                                             "best_baseline", "illusion_flagged")}}
+            continue
+        layer, position_set = parse_site(site)
+        missing = [m for m in models if (m, layer, position_set) not in cells]
+        if missing:
+            raise ValueError(f"the position sweep {sweep} has no cell for {missing[0]} at --site {site}; it has layers "
+                             f"{summary['layers']} and position sets {summary['position_sets']}")
+        keys += [GraphKey(m, layer, position_set, f"L{layer}:{position_set}") for m in models]
+    return keys, summary["k"], why
+
+
+def _best_site(model: str, summary: dict, cells: dict) -> tuple[GraphKey, dict]:
+    order = {s: i for i, s in enumerate(summary["position_sets"])}
+    candidates = [c for (m, _, _), c in cells.items() if m == model and c["variable_can_exist"]]
+    if not candidates:
+        raise ValueError(f"no cell of the position sweep lets {model}'s intermediate variable exist; add later token positions")
+    best = min(candidates, key=lambda c: (not c["das_beats_baselines"], -c["das_minus_best_baseline"], c["layer"], order[c["position_set"]]))
+    return GraphKey(model, best["layer"], best["position_set"], BEST_GROUP), best
+
+
+def model_path(summary: dict) -> str:
+    return summary["config"]["model_path"]
+
+
+def positions(summary: dict, key: GraphKey) -> tuple[int, ...]:
+    if key.position_set is None:
+        return tuple(summary["config"]["positions"])
+    return gpt2_positions.parse_position_set(key.position_set)
