@@ -22,6 +22,11 @@ each other's results run side by side, sharing the cores (--jobs):
 
  13. compare_results.py                      -> results/comparison.json: this run beside results/reference/
 
+Not in the default run, `--only known_answer`: a GPT-2 trained with interchange intervention training
+to implement (X+Y)+Z at block 2, token 3 where X <= 5 and X+(Y+Z) at block 4, token 4 where X > 5
+(train_gpt2.py --induce), its position sweep, its graphs at the best sites and their division and
+classification, which must find what was induced -> results/gpt2_known_answer/
+
     python run_pipeline.py                 # default sizes (about 15-18 minutes on 2 CPU cores)
     python run_pipeline.py --quick         # smoke test (about a minute); numbers are not meaningful
     python run_pipeline.py --engine pyvene # every DAS run through pyvene but the position sweep (much slower)
@@ -63,10 +68,15 @@ CONV_LAYERS = ["conv1", "conv2", "conv3"]  # fc1 has 3 units: its own step with 
 # Steps that spread their cells over one-thread worker processes (`--executor processes`) when they
 # have more than one core to themselves on the CPU (measured faster on 2 cores:
 # docs/engines.md#many-cells-in-one-pass).
-SPREADS = {"gpt2_das_arithmetic", "gpt2_das_simple", "gpt2_positions", "graphs", "graphs_best_sites"}
+SPREADS = {"gpt2_das_arithmetic", "gpt2_das_simple", "gpt2_positions", "graphs", "graphs_best_sites", "known_answer_positions", "known_answer_graphs"}
 ANALYSES = ("cliques", "divide", "classify", "predict")  # what follows each run of the graphs
-NO_NETWORK = {"gpt2_figures", *ANALYSES, *(f"{name}_best_sites" for name in ANALYSES), "compare"}  # steps that read results only: no --device
+NO_NETWORK = {"gpt2_figures", *ANALYSES, *(f"{name}_best_sites" for name in ANALYSES), "known_answer_divide", "known_answer_classify",
+              "compare"}  # steps that read results only: no --device
 ARITHMETIC = ["(X+Y)+Z", "(X+Z)+Y", "X+(Y+Z)"]
+# The network with a known answer (--only known_answer): the inductions of train_gpt2.py --induce.
+INDUCE = ["--induce", "(X+Y)+Z", "X+(Y+Z)", "--induce_where", "X<=5", "X>5"]
+INDUCE_SITES, TINY_INDUCE_SITES = ["--induce_site", "L2:3", "L4:4"], ["--induce_site", "L0:3", "L1:4"]
+KNOWN_ANSWER = ("known_answer_model", "known_answer_positions", "known_answer_graphs", "known_answer_divide", "known_answer_classify")
 REFERENCE = ROOT / "results" / "reference"
 
 
@@ -81,13 +91,14 @@ NEEDS = {
     **{f"{name}{where}": (f"{after}{where}",) for where in ("", "_best_sites")
        for name, after in (("cliques", "graphs"), ("divide", "graphs"), ("classify", "divide"), ("predict", "classify"))},
     **{name: ("cnn_model",) for name in ("cnn_single", "cnn_flat", "cnn_multi", "cnn_layers", "cnn_layers_fc1")},
+    **dict(zip(KNOWN_ANSWER[1:], ((name,) for name in KNOWN_ANSWER), strict=False)),
 }
 # The order in which steps that are ready start side by side: the longest chain (the GPT-2 network,
 # its arithmetic sweep, the graphs) first, the short independent steps last, to fill the cores.
 PRIORITY = ("gpt2_model", "gpt2_das_arithmetic", "graphs", "cliques", "divide", "classify", "predict", "cnn_model", "cnn_layers",
             "gpt2_positions", "graphs_best_sites", "cliques_best_sites", "divide_best_sites", "classify_best_sites", "predict_best_sites",
             "gpt2_das_simple", "gpt2_evaluate", "gpt2_figures", "cnn_multi", "cnn_flat", "cnn_single", "cnn_layers_fc1",
-            "hierarchical_equality", "pattern_matching", "wrong_causal_graph_ablation", "compare")
+            "hierarchical_equality", "pattern_matching", "wrong_causal_graph_ablation", *KNOWN_ANSWER, "compare")
 
 
 def steps(root: Path, quick: bool):
@@ -131,6 +142,24 @@ def steps(root: Path, quick: bool):
         ("cnn_layers", "cnn/ellipse_das.py", [*cnn_das, "--variables", *ellipse_vars, "--layer", *(["conv1", "conv3"] if quick else CONV_LAYERS)], True),
         ("cnn_layers_fc1", "cnn/ellipse_das.py", [*cnn_das, "--variables", *ellipse_vars, "--layer", "fc1", "--intervention_size", "1"], True),
         ("compare", "compare_results.py", ["--run", str(root), "--reference", str(REFERENCE)], False),
+        *known_answer(root / "gpt2_known_answer", quick),
+    ]
+
+
+def known_answer(root: Path, quick: bool) -> list:
+    """The steps of `--only known_answer` (see the module docstring)."""
+    model = root / "model"
+    return [
+        ("known_answer_model", "train_gpt2.py",
+         ["--output_dir", str(model), *INDUCE, *(TINY_INDUCE_SITES if quick else INDUCE_SITES), *(TINY_GPT2 if quick else [])], False),
+        ("known_answer_positions", "run_das.py",
+         ["--model_path", str(model), "--position_sets", *(POSITION_SETS[:3] if quick else POSITION_SETS), "--causal_models", *ARITHMETIC,
+          "--results_path", str(root / "positions"), *(TINY_POSITIONS if quick else POSITION_SIZES)], False),
+        ("known_answer_graphs", "disentangle_causal_models.py",
+         ["graphs", "--sweep_path", str(root / "positions"), "--site", "best", "--results_path", str(root / "disentangling")], False),
+        ("known_answer_divide", "disentangle_causal_models.py",
+         ["divide", "--faithfulness", FAITHFULNESS, "--results_path", str(root / "disentangling")], False),
+        ("known_answer_classify", "disentangle_causal_models.py", ["classify", "--results_path", str(root / "disentangling")], False),
     ]
 
 
@@ -168,7 +197,8 @@ def main():
     parser.add_argument("--seed", type=int, default=None, help="seed passed to every experiment (default: each script's own default)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes for a smoke test")
     names = [name for name, *_ in steps(Path("results"), False)]
-    parser.add_argument("--only", nargs="+", choices=names, help="run only these steps")
+    parser.add_argument("--only", nargs="+", choices=[*names, "known_answer"],
+                        help="run only these steps; known_answer: the steps of the network with a known answer, not in the default run")
     add_device_flags(parser)
     parser.add_argument("--jobs", type=positive_int, default=None,
                         help="steps that run at once, side by side in child processes sharing the cores (default: as many as "
@@ -180,7 +210,8 @@ def main():
     jobs = args.jobs or (available_cores() if on_cpu else 1)
     chosen = []
     for name, script, arguments, takes_engine in steps(root, args.quick):
-        if args.only and name not in args.only:
+        wanted = set(args.only or ()) | (set(KNOWN_ANSWER) if "known_answer" in (args.only or ()) else set())
+        if (args.only and name not in wanted) or (not args.only and name in KNOWN_ANSWER):
             continue
         if name == "compare" and (args.quick or not REFERENCE.is_dir() or root.resolve() == REFERENCE.resolve()):
             why = "--quick sizes are not comparable" if args.quick else "it is this run" if REFERENCE.is_dir() else "it does not exist"

@@ -8,6 +8,8 @@ triples are held out and the held-out accuracy is reported.
 
     python train_gpt2.py                                     # -> results/gpt2/model/
     python train_gpt2.py --base_model gpt2 --output_dir models/gpt2_finetuned
+    python train_gpt2.py --induce "(X+Y)+Z" "X+(Y+Z)" --induce_site L2:3 L4:4 --induce_where "X<=5" "X>5" \
+        --output_dir results/gpt2_known_answer/model        # a network whose answer is known (IIT)
 """
 
 from causal_das.experiments.gpt2_training import (
@@ -48,6 +50,13 @@ def main():
                         help=f"fraction of steps of linear warm-up before the linear decay (default {SCRATCH['warmup_fraction']} from scratch, 0 fine-tuning)")
     parser.add_argument("--heldout_fraction", type=finite_float, default=d.heldout_fraction, help="fraction of triples held out from training (per class)")
     parser.add_argument("--seed", type=int, default=d.seed, help="seed for the split, the initialisation and the batch order")
+    parser.add_argument("--induce", nargs="+", default=None, metavar="CAUSAL_MODEL",
+                        help="interchange intervention training: make the network implement these causal models, each at its "
+                             "--induce_site on its --induce_where region (e.g. --induce \"(X+Y)+Z\" \"X+(Y+Z)\")")
+    parser.add_argument("--induce_site", nargs="+", default=None, metavar="LAYER:POSITIONS",
+                        help="one site per --induce model: the block output of a layer at token positions, e.g. L2:3 L4:4")
+    parser.add_argument("--induce_where", nargs="+", default=None, metavar="CONDITION",
+                        help="one region per --induce model, disjoint: a condition on X, Y, Z, e.g. \"X<=5\" \"X>5\"")
     parser.add_argument("--retrain", action="store_true",
                         help="train even if --output_dir holds a network trained with these flags (by default it is reused)")
     parser.add_argument("--verbose", action="store_true", help="log every epoch")
@@ -62,6 +71,10 @@ def main():
         parser.error(f"--warmup_fraction must be in [0, 1), got {args.warmup_fraction}")
     if not 0 < args.heldout_fraction < 1:
         parser.error(f"--heldout_fraction must be in (0, 1), got {args.heldout_fraction}")
+    given = [flag for flag in ("induce", "induce_site", "induce_where") if getattr(args, flag) is not None]
+    if given and (len(given) < 3 or len({len(getattr(args, flag)) for flag in given}) > 1):
+        parser.error("--induce, --induce_site and --induce_where go together, one site and one region per causal model")
+    args.inductions = tuple(zip(args.induce, args.induce_site, args.induce_where, strict=True)) if given else ()
     config = GPT2RunConfig(**{k: v for k, v in vars(args).items() if k in GPT2RunConfig.__dataclass_fields__})
     record = train_and_save(config)
     print(
@@ -69,6 +82,10 @@ def main():
         f"held-out accuracy {record['heldout_accuracy']:.4f} on {record['n_heldout_triples']} triples, "
         f"training accuracy {record['train_accuracy']:.4f}, {record['seconds']:.0f} s\nwrote {config.output_dir}/"
     )
+    for induction in record.get("inductions", []):
+        print(f"induced {induction['causal_model']} at {induction['site']} where {induction['where']} ({induction['n_triples']} triples): "
+              f"interchange accuracy {induction['heldout_interchange_accuracy']:.3f} on held-out bases, "
+              f"{induction['train_interchange_accuracy']:.3f} on training bases")
     if record["heldout_accuracy"] < REQUIRED_HELDOUT_ACCURACY:
         print(f"warning: held-out accuracy is below {REQUIRED_HELDOUT_ACCURACY}; DAS needs a network that solves the task "
               "(train longer: --epochs)")

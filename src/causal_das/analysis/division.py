@@ -211,6 +211,10 @@ def division_table(result: dict) -> str:
             cells = [f"{sizes[n]} ({means[n]:.2f}/{weakest[n]:.2f}, {distinct[n]}P)" if means.get(n) is not None else str(sizes[n])
                      for n in result["order"]]
             lines.append(f"{layer['layer']:>5} {row['rule']:>7} " + "".join(f"{c:>26}" for c in [*cells, str(sizes[UNEXPLAINED])]) + f"{agree:>13}")
+    for layer in result["layers"]:
+        if "agreement_with_induced" in layer:
+            agreement = ", ".join(f"rule {rule} {value:.3f}" for rule, value in layer["agreement_with_induced"].items())
+            lines.append(f"{layer['layer']}: agreement with the induced partition (the network's known answer): {agreement}")
     lines.append("(set size, with its mean pairwise IIA / its weakest member's mean IIA with the rest, and its number of distinct "
                  "intermediate values P, in brackets)")
     return "\n".join(lines)

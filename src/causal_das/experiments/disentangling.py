@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from causal_das.analysis import classification, cliques, division
 from causal_das.experiments.iia_graphs import load_graphs
+from causal_das.models import gpt2_iit
 from causal_das.plots import disentangling as figures
 from causal_das.runtime.io import atomic_write_json, read_json, run_metadata
 from causal_das.runtime.provenance import Tally, digest, load_current
@@ -99,9 +100,26 @@ def run_division(results_path: str | Path, faithfulness: float, order: list[str]
         weights = {m: graphs[(m, layer)].weight for m in order}
         # "layer": the graphs' group (the layer, or a site label: see experiments.graph_sites); "sites": each model's site.
         rows.append({"layer": layer, "sites": {m: sites[(m, layer)] for m in order}, **division.divide_both(weights, order, faithfulness, rule)})
+    induced = induced_answer(index)
+    if induced is not None:  # a network trained with known mechanisms (IIT): how well each rule finds them
+        expected = gpt2_iit.induced_labels(induced)
+        for row in rows:
+            row["agreement_with_induced"] = {row["rule"]: division.agreement(row["assignment"], expected),
+                                             row["other_rule"]["rule"]: division.agreement(row["other_rule"]["assignment"], expected)}
     record = {"experiment": "division", "k": index["k"], "faithfulness": faithfulness, "order": order, "rule": rule, "layers": rows,
-              **run_metadata()}
+              **({"induced": induced} if induced is not None else {}), **run_metadata()}
     return _write(path, record, settings, inputs, figure, figures.plot_division)
+
+
+def induced_answer(index: dict) -> list[dict] | None:
+    """The inductions (`train_gpt2.py --induce`) of the network the graphs' sweep was trained on, or
+    None when it has none or its records are not at hand."""
+    sweep = Path(index.get("sweep", ""))
+    try:
+        model_path = Path(read_json(sweep / "summary.json")["config"]["model_path"])
+        return read_json(model_path / "training.json").get("inductions") or None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _division_at(results_path: Path, layer: int | None) -> dict:

@@ -75,20 +75,7 @@ class PositionSweepConfig:
 
 def parse_position_set(text: str) -> tuple[int, ...]:
     """'all' -> 0..5, '3' -> (3,), '2-3' -> (2, 3), '0,2' -> (0, 2); ValueError otherwise."""
-    if text == "all":
-        return tuple(range(gpt2.SEQ_LEN))
-    try:
-        if "-" in text:
-            first, last = (int(part) for part in text.split("-"))
-            positions = tuple(range(first, last + 1))
-        else:
-            positions = tuple(sorted(int(part) for part in text.split(",")))
-    except ValueError:
-        positions = ()
-    if not positions or len(set(positions)) != len(positions) or not all(0 <= p < gpt2.SEQ_LEN for p in positions):
-        raise ValueError(f"--position_sets {text!r} is not a set of token positions in 0..{gpt2.SEQ_LEN - 1}: "
-                         "write all, one position (3), a range (2-3) or a list (0,2)")
-    return positions
+    return gpt2.parse_positions(text, "--position_sets")
 
 
 def earliest_position(causal_model) -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from causal_das.models import gpt2
+from causal_das.models import gpt2, gpt2_iit
 from causal_das.runtime import devices
 from causal_das.runtime.io import atomic_write_json, check_results_path, run_metadata
 from causal_das.runtime.provenance import model_fingerprint, trained_earlier
@@ -46,10 +46,17 @@ class GPT2RunConfig:
     device: str = "auto"  # see `devices`
     precision: str = "auto"
     retrain: bool = False  # train even when output_dir holds a network trained with these flags
+    # Interchange intervention training (`models.gpt2_iit`): (causal model, site, region) triples.
+    inductions: tuple[tuple[str, str, str], ...] = ()
 
     def settings(self) -> dict:
         """The flags that determine the trained network (not where it is written or run)."""
-        return {k: v for k, v in asdict(self).items() if k not in ("output_dir", "device", "precision", "retrain")}
+        settings = {k: v for k, v in asdict(self).items() if k not in ("output_dir", "device", "precision", "retrain")}
+        if not self.inductions:
+            settings.pop("inductions")  # a network trained before inductions existed keeps its settings
+        else:
+            settings["inductions"] = [list(induction) for induction in self.inductions]
+        return settings
 
     def train_config(self) -> gpt2.GPT2TrainConfig:
         return gpt2.GPT2TrainConfig(self.epochs, self.batch_size, self.lr, self.weight_decay, self.warmup_fraction, 1.0, self.seed)
@@ -104,6 +111,8 @@ def train_and_save(config: GPT2RunConfig) -> dict:
     `config.output_dir`, and returns the training record. A network already trained there with the
     same flags (and whose weights are the ones its record names) is reused, not retrained."""
     output_dir = Path(config.output_dir)
+    if config.base_model is None:  # bad inductions fail before anything is written (a pretrained model's depth: once loaded)
+        gpt2_iit.check_disjoint([gpt2_iit.Induction.parse(*spec, config.n_layers) for spec in config.inductions])
     device = devices.setup(config.device, config.precision)
     check_results_path(output_dir, "--output_dir")
     earlier = trained_earlier(output_dir, config.settings(), lambda: gpt2.load_classifier(output_dir)[0], config.retrain)
@@ -116,10 +125,13 @@ def train_and_save(config: GPT2RunConfig) -> dict:
     else:
         model, tokenizer = _load_base(config.base_model)
     model = model.to(device)  # initialised on the CPU: the same start on every device
+    inductions = [gpt2_iit.Induction.parse(*spec, model.config.n_layer) for spec in config.inductions]
+    gpt2_iit.check_disjoint(inductions)
     input_ids = gpt2.encode_prompts(tokenizer)
     train_idx, heldout_idx = arithmetic.heldout_split(np.random.default_rng(config.seed), config.heldout_fraction)
     torch.manual_seed(config.seed)
-    history = gpt2.train_classifier(model, input_ids, train_idx, heldout_idx, config.train_config())
+    interchange = gpt2_iit.InterchangeLoss(inductions, train_idx, config.batch_size, config.seed, device) if inductions else None
+    history = gpt2.train_classifier(model, input_ids, train_idx, heldout_idx, config.train_config(), interchange)
     predicted = gpt2.predictions(model, input_ids).numpy()
     correct = predicted == arithmetic.LABELS
     wrong = np.flatnonzero(~correct)
@@ -142,6 +154,12 @@ def train_and_save(config: GPT2RunConfig) -> dict:
             for i in wrong
         ],
         "history": history,
+        # The known answer: each induced mechanism's site and region, and how often the network obeys
+        # it on interchanges whose base it never trained on (and on ones it did).
+        "inductions": [{**induction.describe(),
+                        "heldout_interchange_accuracy": gpt2_iit.interchange_accuracy(model, input_ids, induction, heldout_idx),
+                        "train_interchange_accuracy": gpt2_iit.interchange_accuracy(model, input_ids, induction, train_idx)}
+                       for induction in inductions],
         "seconds": time.perf_counter() - started,
         "model_fingerprint": model_fingerprint(model),
         "settings": config.settings(),

@@ -137,6 +137,25 @@ def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu")
 # -- running the network in pieces ---------------------------------------------------------------
 
 
+def parse_positions(text: str, flag: str) -> tuple[int, ...]:
+    """Token positions of the prompt: 'all' -> 0..5, '3' -> (3,), '2-3' -> (2, 3), '0,2' -> (0, 2);
+    ValueError naming `flag` otherwise."""
+    if text == "all":
+        return tuple(range(SEQ_LEN))
+    try:
+        if "-" in text:
+            first, last = (int(part) for part in text.split("-"))
+            positions = tuple(range(first, last + 1))
+        else:
+            positions = tuple(sorted(int(part) for part in text.split(",")))
+    except ValueError:
+        positions = ()
+    if not positions or len(set(positions)) != len(positions) or not all(0 <= p < SEQ_LEN for p in positions):
+        raise ValueError(f"{flag} {text!r} is not a set of token positions in 0..{SEQ_LEN - 1}: "
+                         "write all, one position (3), a range (2-3) or a list (0,2)")
+    return positions
+
+
 def _mask_and_positions(model, hidden: torch.Tensor):
     """The attention mask and position ids GPT2Model itself would build for unpadded prompts."""
     from transformers.masking_utils import create_causal_mask
@@ -314,10 +333,12 @@ def predictions(model, input_ids: torch.Tensor, batch_size: int = 1000) -> torch
                       for i in range(0, len(input_ids), batch_size)])
 
 
-def train_classifier(model, input_ids: torch.Tensor, train_idx: np.ndarray, heldout_idx: np.ndarray, config: GPT2TrainConfig) -> list[dict]:
+def train_classifier(model, input_ids: torch.Tensor, train_idx: np.ndarray, heldout_idx: np.ndarray, config: GPT2TrainConfig,
+                     extra_loss=None) -> list[dict]:
     """AdamW with a linear schedule (after `warmup_fraction` of linear warm-up) and gradient clipping,
     on the training triples only; returns one record per epoch with loss and both accuracies
-    (ValueError if training diverges, see `DivergenceGuard`)."""
+    (ValueError if training diverges, see `DivergenceGuard`). `extra_loss(model, input_ids)`, if
+    given, is added to every step's loss (the interchange loss of `gpt2_iit`)."""
     from transformers import get_linear_schedule_with_warmup
 
     labels = torch.as_tensor(arithmetic.LABELS)
@@ -338,8 +359,12 @@ def train_classifier(model, input_ids: torch.Tensor, train_idx: np.ndarray, held
         log.info("epoch %d: %s", epoch, history[-1])
         return {"loss": f"{loss.per_example:.3f}", "heldout": f"{history[-1]['heldout_accuracy']:.3f}"}
 
+    def batch_loss(idx):
+        loss = nn.functional.cross_entropy(model(input_ids=ids_on_device[idx]).logits, labels_on_device[idx])
+        return loss if extra_loss is None else loss + extra_loss(model, ids_on_device)
+
     fit(
-        model, train_idx, lambda idx: nn.functional.cross_entropy(model(input_ids=ids_on_device[idx]).logits, labels_on_device[idx]),
+        model, train_idx, batch_loss,
         optimizer, epochs=config.epochs, batch_size=config.batch_size, seed=config.seed,
         guard=DivergenceGuard("training of the GPT-2 classifier", "lower the learning rate (--lr)"), desc="train GPT-2",
         max_grad_norm=config.max_grad_norm, schedule=get_linear_schedule_with_warmup(optimizer, int(config.warmup_fraction * total), total),
