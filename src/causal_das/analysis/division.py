@@ -203,14 +203,14 @@ def divide_both(weights: dict[str, np.ndarray], order: list[str], faithfulness: 
 def division_table(result: dict) -> str:
     lines = [f"division of the 1000 triples (faithfulness >= {result['faithfulness']}, order: {' > '.join(result['order'])}; "
              f"rule {result['rule']!r} used downstream, the other beside it)"]
-    lines.append(f"{'layer':>5} {'rule':>7} " + "".join(f"{name:>26}" for name in [*result["order"], UNEXPLAINED]) + f"{'rules agree':>13}")
+    lines.append(f"{'group':>10} {'rule':>7} " + "".join(f"{name:>26}" for name in [*result["order"], UNEXPLAINED]) + f"{'rules agree':>13}")
     for layer in result["layers"]:
         for row, agree in ((layer, f"{layer['rules_agree']:.3f}"), (layer["other_rule"], "")):
             sizes, means, weakest = row["sizes"], row["mean_pairwise_iia"], row["weakest_member_iia"]
             distinct = row["distinct_intermediate_values"]
             cells = [f"{sizes[n]} ({means[n]:.2f}/{weakest[n]:.2f}, {distinct[n]}P)" if means.get(n) is not None else str(sizes[n])
                      for n in result["order"]]
-            lines.append(f"{layer['layer']:>5} {row['rule']:>7} " + "".join(f"{c:>26}" for c in [*cells, str(sizes[UNEXPLAINED])]) + f"{agree:>13}")
+            lines.append(f"{layer['layer']!s:>10} {row['rule']:>7} " + "".join(f"{c:>26}" for c in [*cells, str(sizes[UNEXPLAINED])]) + f"{agree:>13}")
     for layer in result["layers"]:
         if "agreement_with_induced" in layer:
             agreement = ", ".join(f"rule {rule} {value:.3f}" for rule, value in layer["agreement_with_induced"].items())
