@@ -318,7 +318,25 @@ def _summary_row(cell: dict) -> dict:
                         if not name.endswith(("_neurons", "_explained"))}
     row["illusion_flagged"] = cell["illusion"]["flagged"]
     row["projected_iia"] = cell["illusion"]["projected_iia"]
+    row.update(null_judgement(cell))
     return row
+
+
+# What an interchange does by chance: leave the base alone, copy the source, a random subspace of the
+# same k, the same training on the random-init network. PCA and the neuron mask are not among them:
+# they are other alignments of the same site, and where one equals DAS the variable is still there.
+CHANCE_BASELINES = ("network_no_intervention", "network_on_source", "random_subspace", "control_random_init")
+
+
+def null_judgement(cell: dict) -> dict:
+    """The cell's best chance baseline, DAS's margin over it, and whether the alignment is real: that
+    margin above two standard errors and no illusion flag."""
+    rates = {name: cell["baselines"][name] for name in CHANCE_BASELINES if name in cell["baselines"]}
+    rates = {name: (value["mean"] if isinstance(value, dict) else value) for name, value in rates.items()}
+    best = max(rates, key=rates.get)
+    own, margin = cell["iia_own_model"], cell["iia_own_model"] - rates[best]
+    real = not cell["illusion"]["flagged"] and margin > 2 * margin_error(own, rates[best], cell["n_test_pairs"])
+    return {"chance_baseline": {"name": best, "iia": rates[best]}, "das_minus_chance": margin, "alignment_real": real}
 
 
 def summary_table(summary: dict) -> str:
