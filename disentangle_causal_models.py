@@ -22,7 +22,14 @@ Subcommands, in the order they build on each other (each writes JSON and a figur
 
 from causal_das.experiments import disentangling, iia_graphs
 from causal_das.plots import disentangling as figures
-from causal_das.runtime.cli import ArgumentParser, non_negative_float, positive_int, run_main, setup_logging
+from causal_das.runtime.cli import (
+    ArgumentParser,
+    non_negative_float,
+    non_negative_int,
+    positive_int,
+    run_main,
+    setup_logging,
+)
 from causal_das.runtime.devices import add_device_flags
 from causal_das.runtime.executors import add_executor_flags
 from causal_das.tasks.arithmetic import MODELS, parse_triple
@@ -101,6 +108,9 @@ def build_parser() -> ArgumentParser:
     divide.add_argument("--faithfulness", type=unit_interval, required=True, help="the threshold in [0, 1]: each member's mean IIA with the rest of its set (--rule mean: the set's mean pairwise IIA)")
     divide.add_argument("--order", nargs="+", choices=list(MODELS), default=None, help="order the causal models are given triples in (default: the graphs' order)")
     divide.add_argument("--layers", type=int, nargs="+", default=None, help="layers to divide at (default: every layer with graphs)")
+    divide.add_argument("--resamples", type=non_negative_int, default=0,
+                        help="also divide this many random 80%% subsets of the triples and report how much each set moves "
+                             "(Jaccard index with the full division's set; below 0.8 on average: unstable). Default 0: not measured")
     divide.add_argument("--rule", choices=("member", "mean"), default="member",
                         help="member (default): every member's mean IIA with the rest of its set >= --faithfulness; mean (the thesis's): "
                              "the set's mean pairwise IIA >= --faithfulness. Both are computed and reported; this one is used downstream")
@@ -140,9 +150,13 @@ def main():
         print(f"wrote {args.results_path}/cliques.json and cliques.png")
     elif args.command == "divide":
         from causal_das.analysis.division import division_table
+        from causal_das.analysis.stability import stability_table
 
-        record = disentangling.run_division(args.results_path, args.faithfulness, args.order, args.layers, args.rule)
+        record = disentangling.run_division(args.results_path, args.faithfulness, args.order, args.layers, args.rule, args.resamples)
         print(division_table(record))
+        for row in record["layers"]:
+            if "stability" in row:
+                print(stability_table(row))
         print(f"wrote {args.results_path}/division.json and division.png")
     elif args.command == "classify":
         record = disentangling.run_classification(args.results_path, args.layer, args.test_fraction, args.max_depth, args.folds, args.seed)

@@ -57,6 +57,7 @@ TINY_GPT2 = ["--epochs", "3", "--width", "16", "--n_layers", "3", "--n_heads", "
 TINY_SWEEP = ["--layers", "0", "2", "--n_training", "512", "--n_testing", "400", "--batch_size", "128", "--epochs", "1"]
 GRAPH_LAYERS = ["1", "6", "11"]  # early (best arithmetic IIA), middle, last: about 3 minutes of the budget
 FAITHFULNESS = "0.8"
+RESAMPLES = ["--resamples", "20"]  # how much each division set moves over 80% subsets of the triples (seconds)
 # The position sweep: the arithmetic family and the three single-input models at every layer and
 # token, at sizes that fit the main job (docs/experiments.md#where-each-variable-lives; flags give more).
 POSITION_SETS = ["all", "0", "1", "2", "3", "4", "5"]
@@ -158,14 +159,14 @@ def known_answer(root: Path, quick: bool) -> list:
         ("known_answer_graphs", "disentangle_causal_models.py",
          ["graphs", "--sweep_path", str(root / "positions"), "--site", "best", "--results_path", str(root / "disentangling")], False),
         ("known_answer_divide", "disentangle_causal_models.py",
-         ["divide", "--faithfulness", FAITHFULNESS, "--results_path", str(root / "disentangling")], False),
+         ["divide", "--faithfulness", FAITHFULNESS, *RESAMPLES, "--results_path", str(root / "disentangling")], False),
         ("known_answer_classify", "disentangle_causal_models.py", ["classify", "--results_path", str(root / "disentangling")], False),
     ]
 
 
 def analyses(suffix: str, results: Path) -> list:
     """The steps after a run of the graphs, on its results directory."""
-    commands = {"cliques": [], "divide": ["--faithfulness", FAITHFULNESS], "classify": [], "predict": EXAMPLE_TRIPLES}
+    commands = {"cliques": [], "divide": ["--faithfulness", FAITHFULNESS, *RESAMPLES], "classify": [], "predict": EXAMPLE_TRIPLES}
     return [(f"{name}{suffix}", "disentangle_causal_models.py", [name, *commands[name], "--results_path", str(results)], False) for name in ANALYSES]
 
 

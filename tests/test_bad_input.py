@@ -235,6 +235,7 @@ CASES = [
     ("disentangle_causal_models.py", ["divide", "--faithfulness", "1.5", "--results_path", "{analysis}"], "[0, 1]"),
     ("disentangle_causal_models.py", ["divide", "--faithfulness", "0.8", "--order", "X+Y", "--results_path", "{analysis}"], "X+Y"),
     ("disentangle_causal_models.py", ["divide", "--faithfulness", "0.8", "--rule", "median", "--results_path", "{analysis}"], "median"),
+    ("disentangle_causal_models.py", ["divide", "--faithfulness", "0.8", "--resamples", "-1", "--results_path", "{analysis}"], "non-negative"),
     ("disentangle_causal_models.py", ["classify", "--results_path", "{analysis}"], "division"),
     ("disentangle_causal_models.py", ["predict", "11,1,1", "--results_path", "{analysis}"], "11,1,1"),
     ("disentangle_causal_models.py", ["predict", "three", "--results_path", "{analysis}"], "three"),

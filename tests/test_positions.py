@@ -105,11 +105,13 @@ def test_graphs_and_the_division_at_the_position_sweeps_sites(model_dir, tmp_pat
         top = max(cells, key=lambda c: (c["alignment_real"], c["das_minus_chance"]))
         assert (g["layer"], g["position_set"]) == (top["layer"], top["position_set"])
         assert g["selection"]["das_minus_chance"] == top["das_minus_chance"]
-    for step in (["cliques"], ["divide", "--faithfulness", "0.8"], ["classify"], ["predict", "3,7,2"]):
+    for step in (["cliques"], ["divide", "--faithfulness", "0.8", "--resamples", "3"], ["classify"], ["predict", "3,7,2"]):
         proc = run("disentangle_causal_models.py", *step, "--results_path", best)
         assert proc.returncode == 0, (step, proc.stderr)
     division = json.loads((best / "division.json").read_text())
     assert [row["layer"] for row in division["layers"]] == ["best sites"]
+    assert division["layers"][0]["stability"]["resamples"] == 3
+    assert set(division["layers"][0]["stability"]["sets"]) == {g["causal_model"] for g in index["graphs"]}
     assert division["layers"][0]["sites"] == {g["causal_model"]: g["site"] for g in index["graphs"]}
     # One site for every model: a graph at token 3 of layer 1 (the untouched first tokens' keys cached)
     # equals the position sweep's own W evaluated pair by pair.

@@ -132,10 +132,13 @@ def mean_pairwise(weight: np.ndarray, members: list[int]) -> float | None:
     return float((sub.sum() - np.trace(sub)) / (len(members) * (len(members) - 1)))
 
 
-def divide(weights: dict[str, np.ndarray], order: list[str], faithfulness: float, rule: str = "member") -> dict:
-    """{"sets": {model: [triple indices]}, "unexplained": [...], "assignment": [label per triple], ...}"""
+def divide(weights: dict[str, np.ndarray], order: list[str], faithfulness: float, rule: str = "member",
+           triples: np.ndarray | None = None) -> dict:
+    """{"sets": {model: [triple indices]}, "unexplained": [...], "assignment": [label per triple], ...};
+    `triples` (a boolean mask) divides only those triples, the others stay out of every set and
+    "unexplained" (the resampling of `analysis.stability` uses it)."""
     check_faithfulness(faithfulness)
-    available = np.ones(arithmetic.N_TRIPLES, dtype=bool)
+    available = np.ones(arithmetic.N_TRIPLES, dtype=bool) if triples is None else np.asarray(triples, dtype=bool).copy()
     sets = {}
     for name in order:
         members = grow_set(weights[name], available, faithfulness, rule)

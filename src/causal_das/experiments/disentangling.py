@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from causal_das.analysis import classification, cliques, division
+from causal_das.analysis import classification, cliques, division, stability
 from causal_das.experiments.iia_graphs import load_graphs
 from causal_das.models import gpt2_iit
 from causal_das.plots import disentangling as figures
@@ -76,13 +76,14 @@ def _layers_with_all(graphs: dict, order: list[str], layers) -> list[int]:
     return chosen
 
 
-def run_division(results_path: str | Path, faithfulness: float, order: list[str] | None, layers=None, rule: str = "member") -> dict:
+def run_division(results_path: str | Path, faithfulness: float, order: list[str] | None, layers=None, rule: str = "member",
+                 resamples: int = 0) -> dict:
     division.check_faithfulness(faithfulness)
     if rule not in division.RULES:
         raise ValueError(f"unknown division rule {rule!r}; choose one of {division.RULES}")
     results_path = Path(results_path)
     settings = {"faithfulness": faithfulness, "order": list(order) if order else None, "layers": list(layers) if layers is not None else None,
-                "rule": rule}
+                "rule": rule, **({"resamples": resamples} if resamples else {})}
     inputs = {"graphs": graph_hashes(results_path)}
     path, figure = results_path / "division.json", results_path / "division.png"
     record = _reusable(path, settings, inputs, figure, figures.plot_division)
@@ -100,6 +101,8 @@ def run_division(results_path: str | Path, faithfulness: float, order: list[str]
         weights = {m: graphs[(m, layer)].weight for m in order}
         # "layer": the graphs' group (the layer, or a site label: see experiments.graph_sites); "sites": each model's site.
         rows.append({"layer": layer, "sites": {m: sites[(m, layer)] for m in order}, **division.divide_both(weights, order, faithfulness, rule)})
+        if resamples:  # how much the chosen rule's sets move when a fifth of the triples is left out
+            rows[-1]["stability"] = stability.resampled(weights, order, faithfulness, rule, rows[-1], resamples)
     induced = induced_answer(index)
     if induced is not None:  # a network trained with known mechanisms (IIT): how well each rule finds them
         expected = gpt2_iit.induced_labels(induced)

@@ -32,6 +32,13 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text}")
+    return value
+
+
 def finite_float(text: str) -> float:
     """A float flag's value; inf and nan are refused, since Adam with lr=inf or a nan threshold would
     run to the end and write garbage instead of failing."""
