@@ -59,7 +59,8 @@ def resampled(weights: dict[str, np.ndarray], order: list[str], faithfulness: fl
 def stability_table(row: dict) -> str:
     """One line per set: its size, the mean and least Jaccard index, stable or not."""
     result = row["stability"]
-    lines = [f"{row['layer']} ({row['rule']}): {result['resamples']} divisions of {result['fraction']:.0%} of the triples; "
+    group = f"layer {row['layer']}" if isinstance(row["layer"], int) else row["layer"]
+    lines = [f"{group} ({row['rule']}): {result['resamples']} divisions of {result['fraction']:.0%} of the triples; "
              f"a triple keeps its label in {result['triples_keeping_label']:.3f} of them on average"]
     for name, s in result["sets"].items():
         verdict = "stable" if s["stable"] else "UNSTABLE"
