@@ -10,6 +10,8 @@ Subcommands, in the order they build on each other (each writes JSON and a figur
             is "unexplained"
   classify  a decision tree over features of a triple predicting its causal model; held-out accuracy
   predict   the tree's prediction for triples given on the command line, beside their measured IIA
+  seeds     how much the cliques, division sets and classifier move between results directories made
+            from sweeps with other --seed values
 
     python disentangle_causal_models.py graphs --layers 1 6 11      # default: every layer of the sweep
     python disentangle_causal_models.py graphs --sweep_path results/gpt2/positions --site best \
@@ -18,6 +20,7 @@ Subcommands, in the order they build on each other (each writes JSON and a figur
     python disentangle_causal_models.py divide --faithfulness 0.8
     python disentangle_causal_models.py classify
     python disentangle_causal_models.py predict 3,7,2 10,1,4 5+5+5
+    python disentangle_causal_models.py seeds --results_paths run_seed0 run_seed1 run_seed2 --output seeds.json
 """
 
 from causal_das.experiments import disentangling, iia_graphs
@@ -78,7 +81,7 @@ def group(text: str) -> int | str:
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                             formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{graphs,cliques,divide,classify,predict}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{graphs,cliques,divide,classify,predict,seeds}")
 
     def sub(name, help_text):
         p = commands.add_parser(name, help=help_text, description=help_text)
@@ -103,6 +106,9 @@ def build_parser() -> ArgumentParser:
     found.add_argument("--min_size", type=positive_int, default=5, help="stop when the largest clique left is smaller (default 5)")
     found.add_argument("--exact_seconds", type=non_negative_float, default=10.0,
                        help="time allowed for each exact maximum clique before the greedy approximation is used (0: always greedy)")
+    found.add_argument("--resamples", type=non_negative_int, default=0,
+                       help="also peel the cliques of this many random 80%% subsets of the triples and report how much the largest "
+                            "clique and the covered triples move (Jaccard index; below 0.8 on average: unstable). Default 0: not measured")
 
     divide = sub("divide", "assign triples to causal models, greedily, at a faithfulness threshold")
     divide.add_argument("--faithfulness", type=unit_interval, required=True, help="the threshold in [0, 1]: each member's mean IIA with the rest of its set (--rule mean: the set's mean pairwise IIA)")
@@ -123,9 +129,18 @@ def build_parser() -> ArgumentParser:
     classify.add_argument("--max_depth", type=positive_int, default=8, help="depths 1..max_depth are cross-validated (default 8)")
     classify.add_argument("--folds", type=positive_int, default=5, help="cross-validation folds (default 5)")
     classify.add_argument("--seed", type=int, default=0, help="seed of the held-out split, the folds and the tree")
+    classify.add_argument("--splits", type=non_negative_int, default=10,
+                          help="redo the fit on this many other random held-out splits and report how much the held-out accuracy and the "
+                               "first rule move (default 10, about a second; 0: not measured)")
 
     predict = sub("predict", "predicted causal model of triples given as X,Y,Z, beside the IIA measured for them")
     predict.add_argument("triples", nargs="+", type=triple, help="triples such as 3,7,2 or 3+7+2 (numbers 1..10)")
+    seeds = commands.add_parser("seeds", help="compare the analyses of runs made with other seeds",
+                                description="how much the cliques, division sets and classifier move between results directories of the "
+                                            "same analysis made from sweeps with other --seed values (run_pipeline.py --only seeds)")
+    seeds.add_argument("--results_paths", nargs="+", required=True, help="two or more results directories, each with its division.json")
+    seeds.add_argument("--output", required=True, help="the JSON file to write")
+    seeds.add_argument("--verbose", action="store_true", help="more logging")
     return parser
 
 
@@ -144,9 +159,12 @@ def main():
         print(f"wrote {args.results_path}/graphs.json, graphs/ and graphs.png")
     elif args.command == "cliques":
         from causal_das.analysis.cliques import cliques_table
+        from causal_das.analysis.stability import clique_stability_table
 
-        record = disentangling.run_cliques(args.results_path, args.min_size, args.exact_seconds)
+        record = disentangling.run_cliques(args.results_path, args.min_size, args.exact_seconds, args.resamples)
         print(cliques_table(record))
+        if args.resamples:
+            print(clique_stability_table(record))
         print(f"wrote {args.results_path}/cliques.json and cliques.png")
     elif args.command == "divide":
         from causal_das.analysis.division import division_table
@@ -159,10 +177,16 @@ def main():
                 print(stability_table(row))
         print(f"wrote {args.results_path}/division.json and division.png")
     elif args.command == "classify":
-        record = disentangling.run_classification(args.results_path, args.layer, args.test_fraction, args.max_depth, args.folds, args.seed)
+        record = disentangling.run_classification(args.results_path, args.layer, args.test_fraction, args.max_depth, args.folds, args.seed,
+                                                   args.splits)
         print(disentangling.classification_summary(record))
         print(f"rules:\n{record['rules']}")
         print(f"wrote {args.results_path}/classification.json and classification_tree.png")
+    elif args.command == "seeds":
+        from causal_das.analysis.seed_variation import comparison_table
+
+        print(comparison_table(disentangling.run_seed_comparison(args.results_paths, args.output)))
+        print(f"wrote {args.output}")
     else:
         print(disentangling.prediction_table(disentangling.predict(args.results_path, args.triples)))
 

@@ -27,6 +27,11 @@ to implement (X+Y)+Z at block 2, token 3 where X <= 5 and X+(Y+Z) at block 4, to
 (train_gpt2.py --induce), its position sweep, its graphs at the best sites and their division and
 classification, which must find what was induced -> results/gpt2_known_answer/
 
+Not in the default run either, `--only seeds`: the W-seed variation of the disentangling. For seeds
+0, 1 and 2, the position sweep's arithmetic cells at all six tokens and every layer
+(run_das.py --seed S), the graphs at each model's best site, cliques, division and classifier; then
+disentangle_causal_models.py seeds compares them (sets, cliques, accuracy) -> results/gpt2/seeds/
+
     python run_pipeline.py                 # default sizes (about 15-18 minutes on 2 CPU cores)
     python run_pipeline.py --quick         # smoke test (about a minute); numbers are not meaningful
     python run_pipeline.py --engine pyvene # every DAS run through pyvene but the position sweep (much slower)
@@ -69,15 +74,20 @@ CONV_LAYERS = ["conv1", "conv2", "conv3"]  # fc1 has 3 units: its own step with 
 # Steps that spread their cells over one-thread worker processes (`--executor processes`) when they
 # have more than one core to themselves on the CPU (measured faster on 2 cores:
 # docs/engines.md#many-cells-in-one-pass).
-SPREADS = {"gpt2_das_arithmetic", "gpt2_das_simple", "gpt2_positions", "graphs", "graphs_best_sites", "known_answer_positions", "known_answer_graphs"}
+SPREADS = {"gpt2_das_arithmetic", "gpt2_das_simple", "gpt2_positions", "graphs", "graphs_best_sites", "known_answer_positions", "known_answer_graphs",
+           *(f"seeds_{step}_{seed}" for seed in (0, 1, 2) for step in ("sweep", "graphs"))}
 ANALYSES = ("cliques", "divide", "classify", "predict")  # what follows each run of the graphs
 NO_NETWORK = {"gpt2_figures", *ANALYSES, *(f"{name}_best_sites" for name in ANALYSES), "known_answer_divide", "known_answer_classify",
-              "compare"}  # steps that read results only: no --device
+              "compare", *(f"seeds_{step}_{seed}" for seed in (0, 1, 2) for step in ("cliques", "divide", "classify")), "seeds_compare"}  # steps that read results only: no --device
 ARITHMETIC = ["(X+Y)+Z", "(X+Z)+Y", "X+(Y+Z)"]
 # The network with a known answer (--only known_answer): the inductions of train_gpt2.py --induce.
 INDUCE = ["--induce", "(X+Y)+Z", "X+(Y+Z)", "--induce_where", "X<=5", "X>5"]
 INDUCE_SITES, TINY_INDUCE_SITES = ["--induce_site", "L2:3", "L4:4"], ["--induce_site", "L0:3", "L1:4"]
 KNOWN_ANSWER = ("known_answer_model", "known_answer_positions", "known_answer_graphs", "known_answer_divide", "known_answer_classify")
+# The W-seed variation (--only seeds): each seed's sweep, graphs and analyses, then their comparison.
+SEEDS = (0, 1, 2)
+SEED_STEPS = tuple(f"seeds_{step}_{seed}" for seed in SEEDS for step in ("sweep", "graphs", "cliques", "divide", "classify")) + ("seeds_compare",)
+CLIQUE_RESAMPLES = ["--resamples", "5"]  # how much the cliques move over 80% subsets of the triples (about 2 s a graph)
 REFERENCE = ROOT / "results" / "reference"
 
 
@@ -93,13 +103,17 @@ NEEDS = {
        for name, after in (("cliques", "graphs"), ("divide", "graphs"), ("classify", "divide"), ("predict", "classify"))},
     **{name: ("cnn_model",) for name in ("cnn_single", "cnn_flat", "cnn_multi", "cnn_layers", "cnn_layers_fc1")},
     **dict(zip(KNOWN_ANSWER[1:], ((name,) for name in KNOWN_ANSWER), strict=False)),
+    **{f"seeds_{step}_{seed}": (f"seeds_{after}_{seed}",) for seed in SEEDS
+       for step, after in (("graphs", "sweep"), ("cliques", "graphs"), ("divide", "graphs"), ("classify", "divide"))},
+    **{f"seeds_sweep_{seed}": ("gpt2_model",) for seed in SEEDS},
+    "seeds_compare": tuple(f"seeds_{step}_{seed}" for seed in SEEDS for step in ("cliques", "classify")),
 }
 # The order in which steps that are ready start side by side: the longest chain (the GPT-2 network,
 # its arithmetic sweep, the graphs) first, the short independent steps last, to fill the cores.
 PRIORITY = ("gpt2_model", "gpt2_das_arithmetic", "graphs", "cliques", "divide", "classify", "predict", "cnn_model", "cnn_layers",
             "gpt2_positions", "graphs_best_sites", "cliques_best_sites", "divide_best_sites", "classify_best_sites", "predict_best_sites",
             "gpt2_das_simple", "gpt2_evaluate", "gpt2_figures", "cnn_multi", "cnn_flat", "cnn_single", "cnn_layers_fc1",
-            "hierarchical_equality", "pattern_matching", "wrong_causal_graph_ablation", *KNOWN_ANSWER, "compare")
+            "hierarchical_equality", "pattern_matching", "wrong_causal_graph_ablation", *KNOWN_ANSWER, *SEED_STEPS, "compare")
 
 
 def steps(root: Path, quick: bool):
@@ -144,6 +158,7 @@ def steps(root: Path, quick: bool):
         ("cnn_layers_fc1", "cnn/ellipse_das.py", [*cnn_das, "--variables", *ellipse_vars, "--layer", "fc1", "--intervention_size", "1"], True),
         ("compare", "compare_results.py", ["--run", str(root), "--reference", str(REFERENCE)], False),
         *known_answer(root / "gpt2_known_answer", quick),
+        *seed_variation(gpt2, quick),
     ]
 
 
@@ -164,9 +179,29 @@ def known_answer(root: Path, quick: bool) -> list:
     ]
 
 
+def seed_variation(gpt2: Path, quick: bool) -> list:
+    """The steps of `--only seeds` (see the module docstring)."""
+    root = gpt2 / "seeds"
+    steps = []
+    for seed in SEEDS:
+        sweep, analysis = root / f"seed{seed}" / "positions", root / f"seed{seed}" / "disentangling"
+        at = ["--results_path", str(analysis)]
+        steps += [
+            (f"seeds_sweep_{seed}", "run_das.py",
+             ["--model_path", str(gpt2 / "model"), "--position_sets", "all", "--causal_models", *ARITHMETIC, "--seed", str(seed),
+              "--results_path", str(sweep), *(TINY_POSITIONS if quick else POSITION_SIZES)], False),
+            (f"seeds_graphs_{seed}", "disentangle_causal_models.py", ["graphs", "--sweep_path", str(sweep), "--site", "best", *at], False),
+            (f"seeds_cliques_{seed}", "disentangle_causal_models.py", ["cliques", *CLIQUE_RESAMPLES, *at], False),
+            (f"seeds_divide_{seed}", "disentangle_causal_models.py", ["divide", "--faithfulness", FAITHFULNESS, *RESAMPLES, *at], False),
+            (f"seeds_classify_{seed}", "disentangle_causal_models.py", ["classify", *at], False),
+        ]
+    paths = [str(root / f"seed{seed}" / "disentangling") for seed in SEEDS]
+    return [*steps, ("seeds_compare", "disentangle_causal_models.py", ["seeds", "--results_paths", *paths, "--output", str(root / "seeds.json")], False)]
+
+
 def analyses(suffix: str, results: Path) -> list:
     """The steps after a run of the graphs, on its results directory."""
-    commands = {"cliques": [], "divide": ["--faithfulness", FAITHFULNESS, *RESAMPLES], "classify": [], "predict": EXAMPLE_TRIPLES}
+    commands = {"cliques": CLIQUE_RESAMPLES, "divide": ["--faithfulness", FAITHFULNESS, *RESAMPLES], "classify": [], "predict": EXAMPLE_TRIPLES}
     return [(f"{name}{suffix}", "disentangle_causal_models.py", [name, *commands[name], "--results_path", str(results)], False) for name in ANALYSES]
 
 
@@ -198,8 +233,9 @@ def main():
     parser.add_argument("--seed", type=int, default=None, help="seed passed to every experiment (default: each script's own default)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes for a smoke test")
     names = [name for name, *_ in steps(Path("results"), False)]
-    parser.add_argument("--only", nargs="+", choices=[*names, "known_answer"],
-                        help="run only these steps; known_answer: the steps of the network with a known answer, not in the default run")
+    parser.add_argument("--only", nargs="+", choices=[*names, "known_answer", "seeds"],
+                        help="run only these steps; known_answer: the steps of the network with a known answer; seeds: the W-seed "
+                             "variation of the best-site disentangling (both not in the default run)")
     add_device_flags(parser)
     parser.add_argument("--jobs", type=positive_int, default=None,
                         help="steps that run at once, side by side in child processes sharing the cores (default: as many as "
@@ -211,8 +247,9 @@ def main():
     jobs = args.jobs or (available_cores() if on_cpu else 1)
     chosen = []
     for name, script, arguments, takes_engine in steps(root, args.quick):
-        wanted = set(args.only or ()) | (set(KNOWN_ANSWER) if "known_answer" in (args.only or ()) else set())
-        if (args.only and name not in wanted) or (not args.only and name in KNOWN_ANSWER):
+        groups = {"known_answer": KNOWN_ANSWER, "seeds": ("gpt2_model", *SEED_STEPS)}  # seeds: the network is reused when trained
+        wanted = set(args.only or ()).union(*(groups[g] for g in groups if g in (args.only or ())))
+        if (args.only and name not in wanted) or (not args.only and name in (*KNOWN_ANSWER, *SEED_STEPS)):
             continue
         if name == "compare" and (args.quick or not REFERENCE.is_dir() or root.resolve() == REFERENCE.resolve()):
             why = "--quick sizes are not comparable" if args.quick else "it is this run" if REFERENCE.is_dir() else "it does not exist"
@@ -220,7 +257,7 @@ def main():
             continue
         if takes_engine:
             arguments = [*arguments, "--engine", args.engine]
-        if args.seed is not None and name != "compare":
+        if args.seed is not None and name != "compare" and not name.startswith("seeds_"):  # the seed steps set their own
             arguments = [*arguments, "--seed", str(args.seed)]
         if name not in NO_NETWORK:
             arguments = [*arguments, "--device", args.device, "--precision", args.precision]

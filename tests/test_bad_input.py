@@ -237,6 +237,10 @@ CASES = [
     ("disentangle_causal_models.py", ["divide", "--faithfulness", "0.8", "--rule", "median", "--results_path", "{analysis}"], "median"),
     ("disentangle_causal_models.py", ["divide", "--faithfulness", "0.8", "--resamples", "-1", "--results_path", "{analysis}"], "non-negative"),
     ("disentangle_causal_models.py", ["classify", "--results_path", "{analysis}"], "division"),
+    ("disentangle_causal_models.py", ["classify", "--splits", "-2", "--results_path", "{analysis}"], "non-negative"),
+    ("disentangle_causal_models.py", ["cliques", "--resamples", "-1", "--results_path", "{analysis}"], "non-negative"),
+    ("disentangle_causal_models.py", ["seeds", "--results_paths", "{analysis}", "/proc/nope", "--output", "seeds.json"], "no division.json"),
+    ("disentangle_causal_models.py", ["seeds", "--results_paths", "{out}"], "--output"),
     ("disentangle_causal_models.py", ["predict", "11,1,1", "--results_path", "{analysis}"], "11,1,1"),
     ("disentangle_causal_models.py", ["predict", "three", "--results_path", "{analysis}"], "three"),
     # cnn/

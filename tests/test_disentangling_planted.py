@@ -162,3 +162,62 @@ def test_planted_sets_are_stable_under_resampling_and_noise_sets_are_not(name):
     result = stability.resampled(noise, [FIRST, SECOND], 0.8, "member", full, resamples=4)
     assert not any(s["stable"] for s in result["sets"].values()), result["sets"]
     assert result["triples_keeping_label"] < 0.8
+
+
+def test_the_classifier_keeps_its_rule_over_other_splits_and_finds_none_in_random_labels():
+    """Refitting on other held-out splits moves a planted region's accuracy and first rule by
+    nothing; on labels drawn at random no split's tree beats the majority by much, and the first
+    rule changes with the split."""
+    graphs, _ = planted_graphs("threshold X <= 5")
+    correct = {m: g.correct for m, g in graphs.items()}
+    result = division.divide({m: g.weight for m, g in graphs.items()}, [FIRST, SECOND], 0.8)
+    record = classification.classify(result["assignment"], correct, 0.2, range(1, 6), 5, 0, splits=5)
+    other = record["other_splits"]
+    assert record["first_split"] == "X <= 5.50" and other["same_first_split"] == 1.0, other["first_split_counts"]
+    assert other["heldout_accuracy"]["min"] >= 0.97 and other["splits_above_majority"] == 5
+    low, high = record["heldout_accuracy_interval95"]
+    assert 0.95 < low < record["heldout_accuracy"] <= high <= 1.0
+    labels = np.random.default_rng(0).choice([FIRST, SECOND], A.N_TRIPLES).tolist()
+    other = classification.classify(labels, correct, 0.2, range(1, 6), 5, 0, splits=5)["other_splits"]
+    assert other["above_majority_mean"] < 0.05 and other["same_first_split"] < 1.0, other
+
+
+def test_a_planted_clique_is_stable_under_resampling_and_cliques_of_noise_are_not():
+    """The triples where the network reads (X+Y)+Z form one clique of weight-1 edges; peeled from 80%
+    subsets it stays the same triples. The largest clique of a random graph depends on which
+    triples are there."""
+    from causal_das.analysis import cliques, stability
+
+    graphs, planted = planted_graphs("threshold X <= 5")
+    adjacency = graphs[FIRST].agreement
+    full = cliques.peel_cliques(adjacency, 5, 0.0)  # greedy cliques, for speed: the planted one is found all the same
+    assert set(full[0]["nodes"]) == set(np.flatnonzero(np.asarray(planted) == FIRST).tolist())
+    result = stability.resampled_cliques(adjacency, full, 5, 0.0, resamples=3)
+    assert result["stable"] and result["largest_jaccard_min"] >= 0.95, result
+    rng = np.random.default_rng(0)
+    noise = np.triu(rng.random((A.N_TRIPLES, A.N_TRIPLES)) < 0.5, 1)
+    noise = noise | noise.T
+    full = cliques.peel_cliques(noise, 12, 0.0)
+    result = stability.resampled_cliques(noise, full, 12, 0.0, resamples=3)
+    assert not result["stable"] and result["largest_jaccard_mean"] < 0.5, result
+
+
+def test_runs_that_agree_are_stable_across_seeds_and_runs_that_divide_otherwise_are_not():
+    """The seed comparison of two runs: the same division twice has every set stable and every triple
+    one label; a run whose network reads the models on another region (the diagonal instead of
+    the threshold) changes the sets, and the comparison says so."""
+    from causal_das.analysis import seed_variation
+
+    def run(name):
+        graphs, _ = planted_graphs(name)
+        row = division.divide_both({m: g.weight for m, g in graphs.items()}, [FIRST, SECOND], 0.8, "member")
+        return {"layers": [{**row, "layer": 0}]}
+
+    threshold, diagonal = run("threshold X <= 5"), run("diagonal X > Y")
+    same = seed_variation.compare_runs([threshold, threshold], [None, None], [None, None], ["a", "b"])["groups"][0]
+    assert same["triples_with_one_label_in_every_run"] == 1.0 and all(m["stable"] and m["jaccard_min"] == 1.0 for m in same["models"].values())
+    other = seed_variation.compare_runs([threshold, threshold, diagonal], [None] * 3, [None] * 3, ["a", "b", "c"])["groups"][0]
+    assert not any(m["stable"] for m in other["models"].values()), other["models"]
+    assert other["triples_with_one_label_in_every_run"] < 0.8
+    with pytest.raises(ValueError, match="at least two"):
+        seed_variation.compare_runs([threshold], [None], [None], ["a"])

@@ -125,8 +125,49 @@ def rules_text(tree, feature_names) -> str:
     return export_text(tree, feature_names=list(feature_names))
 
 
-def classify(assignment: list[str], correct_by_model: dict[str, np.ndarray], test_fraction: float, max_depths, folds: int, seed: int) -> dict:
-    """Fits and evaluates the tree; returns the record the JSON and the figure are made of."""
+def wilson_interval(rate: float, n: int, z: float = 1.96) -> list[float]:
+    """[low, high] of the Wilson score interval of a proportion `rate` observed on `n` trials."""
+    centre = (rate + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [float(max(0.0, centre - half)), float(min(1.0, centre + half))]
+
+
+def first_split(tree, feature_names) -> str | None:
+    """The root's rule, e.g. 'X <= 5.50', or None for a tree of one leaf."""
+    t = tree.tree_
+    return None if t.children_left[0] == -1 else f"{feature_names[t.feature[0]]} <= {t.threshold[0]:.2f}"
+
+
+def repeated_splits(labels: np.ndarray, test_fraction: float, max_depths, folds: int, seed: int, splits: int, first: str | None) -> dict:
+    """How much the held-out accuracy and the tree's first rule move with the held-out split: the
+    whole fit (depth by cross-validation, tree, held-out accuracy) redone on `splits` other random
+    splits (seeds seed+1 ... seed+splits). `first` is the first rule of the reported tree."""
+    x = features(arithmetic.TRIPLES)
+    accuracy, majority, rules = [], [], []
+    for s in range(seed + 1, seed + 1 + splits):
+        train, test = split_triples(labels, test_fraction, s)
+        tree, _, _ = fit_tree(x[train], labels[train], tuple(max_depths), folds, s)
+        common = max(set(labels[train].tolist()), key=lambda c: (np.sum(labels[train] == c), c))
+        accuracy.append(float(np.mean(tree.predict(x[test]) == labels[test])))
+        majority.append(float(np.mean(labels[test] == common)))
+        rules.append(first_split(tree, FEATURES))
+    margins = np.array(accuracy) - np.array(majority)
+    return {
+        "splits": splits, "seeds": list(range(seed + 1, seed + 1 + splits)),
+        "heldout_accuracy": {"mean": float(np.mean(accuracy)), "std": float(np.std(accuracy)), "min": float(np.min(accuracy)),
+                             "max": float(np.max(accuracy)), "values": accuracy},
+        "heldout_majority_rate_mean": float(np.mean(majority)),
+        "above_majority_mean": float(np.mean(margins)),
+        "splits_above_majority": int(np.sum(margins > 0)),
+        "first_split_counts": {rule or "(one leaf)": rules.count(rule) for rule in dict.fromkeys(rules)},
+        "same_first_split": float(np.mean([rule == first for rule in rules])),
+    }
+
+
+def classify(assignment: list[str], correct_by_model: dict[str, np.ndarray], test_fraction: float, max_depths, folds: int, seed: int,
+             splits: int = 0) -> dict:
+    """Fits and evaluates the tree; returns the record the JSON and the figure are made of. With
+    `splits`, also how much the result moves over that many other held-out splits."""
     labels = np.asarray(assignment, dtype=object)
     classes = sorted(set(labels.tolist()))
     if len(classes) < 2:
@@ -136,6 +177,7 @@ def classify(assignment: list[str], correct_by_model: dict[str, np.ndarray], tes
     x = features(arithmetic.TRIPLES)
     tree, cv_scores, depth = fit_tree(x[train], labels[train], tuple(max_depths), folds, seed)
     predicted = tree.predict(x)
+    accuracy = float(np.mean(predicted[test] == labels[test]))
     majority = max(set(labels[train].tolist()), key=lambda c: (np.sum(labels[train] == c), c))
     models = list(correct_by_model)
     iia = {m: np.array([measured_iia(correct_by_model[m], i) for i in range(arithmetic.N_TRIPLES)]) for m in models}
@@ -161,7 +203,10 @@ def classify(assignment: list[str], correct_by_model: dict[str, np.ndarray], tes
         "cv_accuracy_by_depth": cv_scores,
         "chosen_depth": depth,
         "train_accuracy": float(np.mean(predicted[train] == labels[train])),
-        "heldout_accuracy": float(np.mean(predicted[test] == labels[test])),
+        "heldout_accuracy": accuracy,
+        # Where the accuracy of n_heldout triples may lie: the Wilson score interval (95%), which
+        # unlike accuracy ± standard error is not a point at an accuracy of 1.
+        "heldout_accuracy_interval95": wilson_interval(accuracy, len(test)),
         "heldout_majority_rate": float(np.mean(labels[test] == majority)),
         "majority_label": majority,
         "heldout_confusion": {
@@ -172,5 +217,8 @@ def classify(assignment: list[str], correct_by_model: dict[str, np.ndarray], tes
         # model's division set.
         "heldout_measured_iia_by_prediction": held_out_iia,
         "rules": rules_text(tree, FEATURES),
+        "first_split": first_split(tree, FEATURES),
         "tree": tree_to_json(tree, FEATURES, [str(c) for c in tree.classes_]),
+        **({"other_splits": repeated_splits(labels, test_fraction, max_depths, folds, seed, splits, first_split(tree, FEATURES))}
+           if splits else {}),
     }

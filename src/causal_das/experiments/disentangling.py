@@ -51,9 +51,10 @@ def _write(path: Path, record: dict, settings: dict, inputs: dict, figure: Path,
     return record
 
 
-def run_cliques(results_path: str | Path, min_size: int, exact_seconds: float) -> dict:
+def run_cliques(results_path: str | Path, min_size: int, exact_seconds: float, resamples: int = 0) -> dict:
     results_path = Path(results_path)
-    settings, inputs = {"min_size": min_size, "exact_seconds": exact_seconds}, {"graphs": graph_hashes(results_path)}
+    settings = {"min_size": min_size, "exact_seconds": exact_seconds, **({"resamples": resamples} if resamples else {})}
+    inputs = {"graphs": graph_hashes(results_path)}
     path, figure = results_path / "cliques.json", results_path / "cliques.png"
     record = _reusable(path, settings, inputs, figure, figures.plot_cliques)
     if record is not None:
@@ -61,6 +62,10 @@ def run_cliques(results_path: str | Path, min_size: int, exact_seconds: float) -
     index, graphs = load_graphs(results_path)
     started = time.perf_counter()
     result = cliques.analyse(graphs, min_size, exact_seconds, progress=lambda items: tqdm(list(items), desc="cliques", unit="graph"))
+    if resamples:  # how much each graph's cliques move when a fifth of the triples is left out
+        for row in tqdm(result["graphs"], desc="cliques of subsets", unit="graph"):
+            row["stability"] = stability.resampled_cliques(graphs[(row["causal_model"], row["layer"])].agreement, row["cliques"],
+                                                           min_size, exact_seconds, resamples)
     record = {"experiment": "cliques", "k": index["k"], **result, "seconds": time.perf_counter() - started, **run_metadata()}
     return _write(path, record, settings, inputs, figure, figures.plot_cliques)
 
@@ -148,10 +153,12 @@ def _division_at(results_path: Path, layer: int | None) -> dict:
     return record, chosen[0]
 
 
-def run_classification(results_path: str | Path, layer: int | None, test_fraction: float, max_depth: int, folds: int, seed: int) -> dict:
+def run_classification(results_path: str | Path, layer: int | None, test_fraction: float, max_depth: int, folds: int, seed: int,
+                       splits: int = 0) -> dict:
     results_path = Path(results_path)
     division_record, row = _division_at(results_path, layer)
-    settings = {"layer": layer, "test_fraction": test_fraction, "max_depth": max_depth, "folds": folds, "seed": seed}
+    settings = {"layer": layer, "test_fraction": test_fraction, "max_depth": max_depth, "folds": folds, "seed": seed,
+                **({"splits": splits} if splits else {})}
     inputs = {"graphs": graph_hashes(results_path), "division": digest({"order": division_record["order"], "row": row})}
     path, figure = results_path / "classification.json", results_path / "classification_tree.png"
     record = _reusable(path, settings, inputs, figure, figures.plot_tree)
@@ -160,7 +167,7 @@ def run_classification(results_path: str | Path, layer: int | None, test_fractio
     _, graphs = load_graphs(results_path)
     correct = {m: graphs[(m, row["layer"])].correct for m in division_record["order"]}
     started = time.perf_counter()
-    result = classification.classify(row["assignment"], correct, test_fraction, range(1, max_depth + 1), folds, seed)
+    result = classification.classify(row["assignment"], correct, test_fraction, range(1, max_depth + 1), folds, seed, splits)
     record = {
         "experiment": "classification",
         "layer": row["layer"],
@@ -179,14 +186,21 @@ def run_classification(results_path: str | Path, layer: int | None, test_fractio
 
 def classification_summary(record: dict) -> str:
     depth_scores = ", ".join(f"{d}: {s:.3f}" for d, s in record["cv_accuracy_by_depth"].items())
+    low, high = record["heldout_accuracy_interval95"]
     lines = [
         f"layer {record['layer']}: classes {record['classes']}",
         f"cross-validated accuracy by depth ({record['folds']} folds, training triples only): {depth_scores}",
         f"chosen depth {record['chosen_depth']}: training accuracy {record['train_accuracy']:.3f} on {record['n_train']} triples; "
-        f"HELD-OUT accuracy {record['heldout_accuracy']:.3f} on {record['n_heldout']} unseen triples "
-        f"(always '{record['majority_label']}': {record['heldout_majority_rate']:.3f})",
-        "held-out triples by predicted model: mean IIA measured with the triples of each model's division set",
+        f"HELD-OUT accuracy {record['heldout_accuracy']:.3f} (95% interval {low:.3f}-{high:.3f}) on {record['n_heldout']} "
+        f"unseen triples (always '{record['majority_label']}': {record['heldout_majority_rate']:.3f})",
     ]
+    if "other_splits" in record:
+        other = record["other_splits"]
+        acc = other["heldout_accuracy"]
+        lines.append(f"over {other['splits']} other held-out splits: accuracy {acc['mean']:.3f} ± {acc['std']:.3f} (range {acc['min']:.3f}-"
+                     f"{acc['max']:.3f}) against the majority's {other['heldout_majority_rate_mean']:.3f}, above it in "
+                     f"{other['splits_above_majority']}; first rule '{record['first_split']}' in {other['same_first_split']:.0%} of them")
+    lines.append("held-out triples by predicted model: mean IIA measured with the triples of each model's division set")
     for cls, row in record["heldout_measured_iia_by_prediction"].items():
         values = ", ".join(f"{m} {v:.2f}" for m, v in row["iia_with_division_set"].items() if v is not None)
         lines.append(f"  predicted {cls:>12} (n={row['n']:>3}): {values}")
@@ -234,3 +248,24 @@ def prediction_table(rows: list[dict]) -> str:
         lines.append(f"{triple:>8} {r['predicted']:>12} {r['division']:>12} {'yes' if r['used_to_fit'] else 'no':>9} "
                      + "".join(f"{c:>{width + 8}}" for c in cells))
     return "\n".join(lines)
+
+
+def run_seed_comparison(results_paths: list[str | Path], output: str | Path) -> dict:
+    """Compares the cliques, divisions and classifiers of runs made with other seeds (one results
+    directory each, every one with its division.json) and writes `output`; always recomputed (it
+    reads a few JSON files)."""
+    from causal_das.analysis import seed_variation
+
+    paths = [Path(p) for p in results_paths]
+    missing = [str(p) for p in paths if not (p / "division.json").is_file()]
+    if missing:
+        raise ValueError(f"no division.json in {', '.join(missing)}; run `disentangle_causal_models.py divide` there first")
+
+    def optional(path: Path, name: str) -> dict | None:
+        return read_json(path / name) if (path / name).is_file() else None
+
+    result = seed_variation.compare_runs([read_json(p / "division.json") for p in paths], [optional(p, "cliques.json") for p in paths],
+                                         [optional(p, "classification.json") for p in paths], [str(p) for p in paths])
+    record = {"experiment": "seed_variation", **result, **run_metadata()}
+    atomic_write_json(Path(output), record)
+    return record
