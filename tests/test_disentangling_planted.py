@@ -219,5 +219,11 @@ def test_runs_that_agree_are_stable_across_seeds_and_runs_that_divide_otherwise_
     other = seed_variation.compare_runs([threshold, threshold, diagonal], [None] * 3, [None] * 3, ["a", "b", "c"])["groups"][0]
     assert not any(m["stable"] for m in other["models"].values()), other["models"]
     assert other["triples_with_one_label_in_every_run"] < 0.8
+    # A run that left a model out (no real alignment anywhere) compares as that model's empty set.
+    row = threshold["layers"][0]
+    without = {"layers": [{**row, "order": [FIRST], "sets": {FIRST: row["sets"][FIRST]}}]}
+    models = seed_variation.compare_runs([threshold, without], [None] * 2, [None] * 2, ["a", "b"])["groups"][0]["models"]
+    assert models[FIRST]["stable"] and models[SECOND]["in_runs"] == [True, False] and models[SECOND]["sites"][1] == "left out"
+    assert models[SECOND]["jaccard_mean"] == 0.0 and not models[SECOND]["stable"]
     with pytest.raises(ValueError, match="at least two"):
         seed_variation.compare_runs([threshold], [None], [None], ["a"])

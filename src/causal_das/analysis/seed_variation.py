@@ -35,11 +35,13 @@ def compare_runs(divisions: list[dict], cliques: list[dict | None], classificati
     for group in (g for g in rows_by_run[0] if all(g in rows for rows in rows_by_run[1:])):
         rows = [rows_by_run[i][group] for i in range(len(divisions))]
         models = {}
-        for name in rows[0]["order"]:
-            sets = [set(row["sets"][name]) for row in rows]
+        # A model a run left out (no real alignment at any site: `graph_sites`) has no set there.
+        for name in dict.fromkeys(name for row in rows for name in row["order"]):
+            sets = [set(row["sets"].get(name, ())) for row in rows]
             indices = _pairwise(sets)
             models[name] = {
-                "sites": [row.get("sites", {}).get(name) for row in rows],
+                "in_runs": [name in row["order"] for row in rows],
+                "sites": [row.get("sites", {}).get(name) if name in row["order"] else "left out" for row in rows],
                 "sizes": [len(s) for s in sets],
                 "jaccard_pairs": indices,
                 "jaccard_mean": float(np.mean(indices)),

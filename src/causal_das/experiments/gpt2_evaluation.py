@@ -194,7 +194,7 @@ def _evaluate_group(network, model, results_path: Path, positions, keys, pair_id
                     chunk: int = 200_000) -> dict:
     """{key: {causal model: IIA}} of the cells `keys` (all at one layer), streaming the pairs so that
     999,000 of them need little memory; the fast engine evaluates every cell's W in the same passes."""
-    site = gpt2.GPT2Site(model, keys[0][1], positions)
+    site = gpt2.site(model, keys[0][1], positions)
     trained = [engine.TrainedIntervention.load(results_path / "interventions" / cell_name(*key)) for key in keys]
     hits = {key: dict.fromkeys((m.name for m in models), 0) for key in keys}
     for start in range(0, len(pair_ids), chunk):

@@ -103,7 +103,7 @@ def validate(config: PositionSweepConfig, model) -> tuple[tuple[int, ...], int]:
         parse_position_set(text)
     if config.control not in ("random_init", "none"):
         raise ValueError(f"unknown control {config.control!r}; choose random_init or none")
-    n_layers, width = model.config.n_layer, model.config.n_embd
+    n_layers, width = model.config.num_hidden_layers, model.config.hidden_size
     layers = tuple(range(n_layers)) if config.layers is None else tuple(config.layers)
     bad = [layer for layer in layers if not 0 <= layer < n_layers]
     if bad:

@@ -114,12 +114,12 @@ class Network:
     @classmethod
     def load(cls, model, input_ids: torch.Tensor, layers) -> Network:
         with engine.frozen(model):
-            states = {layer: s.flatten(1) for layer, s in gpt2.block_outputs(model, input_ids, layers).items()}
+            states = {layer: s.flatten(1) for layer, s in gpt2.layer_outputs(model, input_ids, layers).items()}
             plain = gpt2.predictions(model, input_ids).numpy()
         return cls(model, input_ids, states, plain)
 
-    def site(self, layer: int, positions: tuple[int, ...]) -> gpt2.GPT2Site:
-        return gpt2.GPT2Site(self.model, layer, positions)
+    def site(self, layer: int, positions: tuple[int, ...]):
+        return gpt2.site(self.model, layer, positions)
 
     def site_states(self, site) -> torch.Tensor:
         """The site state of every prompt: the cached block output at the site, or the site's own
@@ -137,12 +137,12 @@ def validate(config: SweepConfig, model) -> tuple[tuple[int, ...], tuple[int, ..
         raise ValueError(f"unknown engine {config.engine!r}; choose one of {engine.ENGINES}")
     if config.control not in ("random_init", "none"):
         raise ValueError(f"unknown control {config.control!r}; choose random_init or none")
-    n_layers = model.config.n_layer
+    n_layers = model.config.num_hidden_layers
     layers = tuple(range(n_layers)) if config.layers is None else tuple(config.layers)
     bad = [layer for layer in layers if not 0 <= layer < n_layers]
     if bad:
         raise ValueError(f"--layers {bad} do not exist: the model at {config.model_path} has blocks 0..{n_layers - 1}")
-    site = gpt2.GPT2Site(model, layers[0], config.positions)  # validates the positions
+    site = gpt2.site(model, layers[0], config.positions)  # validates the positions
     if config.low_rank_dims is not None:
         ks = tuple(config.low_rank_dims)
     else:
@@ -151,7 +151,7 @@ def validate(config: SweepConfig, model) -> tuple[tuple[int, ...], tuple[int, ..
     if bad:
         raise ValueError(
             f"--low_rank_dims {bad} must be in 1..{site.n}: the site is {len(config.positions)} positions x width "
-            f"{model.config.n_embd} = {site.n} dimensions"
+            f"{model.config.hidden_size} = {site.n} dimensions"
         )
     if config.n_training + config.n_testing > arithmetic.N_PAIRS:
         raise ValueError(f"--n_training + --n_testing must not exceed the {arithmetic.N_PAIRS} distinct ordered pairs")
@@ -188,7 +188,7 @@ def train_group(network: Network, keys: list, train_ids: np.ndarray, config: Swe
     """The trained interventions of the cells `keys` (all at one layer) on `network`: together in one
     pass per step with the fast engine (`engine.train_cells`), one after another with pyvene."""
     layer = keys[0][1]
-    site = gpt2.GPT2Site(network.model, layer, config.positions)
+    site = gpt2.site(network.model, layer, config.positions)
     cells = [engine.Cell(interchange_data(network.input_ids, train_ids, arithmetic.get_model(name)), config.das_config(k), f"{desc}{name} L{layer} k{k}")
              for name, _, k in keys]
     if config.engine == "fast":
@@ -205,12 +205,12 @@ def run_group(network, control, keys: list, train_ids, test_ids, config: SweepCo
     layer = keys[0][1]
     if any(key[1] != layer for key in keys):
         raise ValueError(f"run_group: the cells {keys} are not all at one layer")
-    site = gpt2.GPT2Site(network.model, layer, config.positions)
+    site = gpt2.site(network.model, layer, config.positions)
     trained = train_group(network, keys, train_ids, config)
     scores = evaluate_cells(network, site, trained, test_ids, family, config.engine)
     control_scores = [None] * len(keys)
     if control is not None:
-        control_site = gpt2.GPT2Site(control.model, layer, config.positions)
+        control_site = gpt2.site(control.model, layer, config.positions)
         control_trained = train_group(control, keys, train_ids, config, desc="control ")
         control_scores = evaluate_cells(control, control_site, control_trained, test_ids, family, config.engine)
     seconds = (time.perf_counter() - started) / len(keys)  # each cell's share of its group's time

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from causal_das.models import gpt2, gpt2_iit
+from causal_das.models import decoder, gpt2, gpt2_iit
 from causal_das.runtime import devices
 from causal_das.runtime.io import atomic_write_json, check_results_path, run_metadata
 from causal_das.runtime.provenance import model_fingerprint, trained_earlier
@@ -63,22 +63,22 @@ class GPT2RunConfig:
 
 
 def _load_base(name: str):
-    from transformers import AutoConfig, AutoTokenizer, GPT2ForSequenceClassification
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     if Path(name).exists() and not Path(name).is_dir():
         # transformers reads a config.json given as a file, then fails with a traceback on the tokenizer.
         raise ValueError(f"--base_model {name} is a file, not a model directory; pass a hub name or the directory "
-                         "a GPT-2 was saved to with save_pretrained")
+                         "a decoder was saved to with save_pretrained")
     try:
         config = AutoConfig.from_pretrained(name)
     except (OSError, ValueError) as error:
         raise ValueError(f"--base_model {name} could not be found or read ({str(error).splitlines()[0]}); "
-                         "pass a local directory holding a GPT-2 saved with save_pretrained") from None
-    if config.model_type != "gpt2":
-        raise ValueError(f"--base_model {name} is a {config.model_type!r} model; the thesis fine-tunes a GPT-2")
+                         "pass a local directory holding a decoder saved with save_pretrained") from None
+    if config.model_type not in decoder.SUPPORTED_TYPES:
+        raise ValueError(f"--base_model {name} is a {config.model_type!r} model; supported decoder types: {', '.join(decoder.SUPPORTED_TYPES)}")
     tokenizer = AutoTokenizer.from_pretrained(name)
-    # A fresh 28-class score head on the pretrained transformer, as GPT2ForSequenceClassification does.
-    model = GPT2ForSequenceClassification.from_pretrained(name, num_labels=arithmetic.N_CLASSES)
+    # A fresh 28-class score head on the pretrained decoder, as *ForSequenceClassification does.
+    model = AutoModelForSequenceClassification.from_pretrained(name, num_labels=arithmetic.N_CLASSES)
     gpt2.prepare_pretrained(model, tokenizer)
     return model, tokenizer
 
@@ -140,8 +140,8 @@ def train_and_save(config: GPT2RunConfig) -> dict:
         "config": asdict(config),
         **run_metadata(),
         "mode": "scratch" if config.base_model is None else "finetune",
-        "model": {"n_layer": model.config.n_layer, "n_embd": model.config.n_embd, "n_head": model.config.n_head,
-                  "parameters": sum(p.numel() for p in model.parameters())},
+        "model": {"type": model.config.model_type, "n_layer": model.config.num_hidden_layers, "n_embd": model.config.hidden_size,
+                  "n_head": model.config.num_attention_heads, "parameters": sum(p.numel() for p in model.parameters())},
         "n_train_triples": len(train_idx),
         "n_heldout_triples": len(heldout_idx),
         "heldout_triples": heldout_idx.tolist(),

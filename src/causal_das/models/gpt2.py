@@ -7,6 +7,10 @@ tokenizer is word-level (`1`..`10`, `+`, `=`, and a pad token), built with `toke
 as a `PreTrainedTokenizerFast`, so both save and load with `save_pretrained`/`from_pretrained`
 exactly like a pretrained GPT-2 does.
 
+Any other supported Hugging Face decoder (`decoder.SUPPORTED_TYPES`: Llama, Qwen2, Gemma-2, GPT-NeoX)
+loads, trains and is cut the same way: `load_classifier`, `site` and `layer_outputs` pick GPT-2's
+own fast site or the generic `decoder.DecoderSite` from the model's config.
+
 `GPT2Site` cuts the network at the `block_output` of one block (pyvene's name: the block's output,
 before the final `ln_f`; note that Hugging Face's last `hidden_states` entry has `ln_f` applied and
 is *not* that), over the chosen token positions concatenated as pyvene concatenates them.
@@ -25,7 +29,7 @@ from torch import nn
 
 from causal_das.das.site import PyveneSpec, SiteName
 from causal_das.das.training import DivergenceGuard
-from causal_das.models import gpt2_untouched
+from causal_das.models import decoder, gpt2_untouched
 from causal_das.models.attention import softmax_over_few
 from causal_das.models.training import adam, check_model_directory, fit
 from causal_das.tasks import arithmetic
@@ -35,7 +39,6 @@ log = logging.getLogger(__name__)
 SEQ_LEN = 6  # X + Y + Z =
 PAD = "[PAD]"
 DEFAULT_WIDTH, DEFAULT_LAYERS, DEFAULT_HEADS = 48, 12, 4
-ARCHITECTURE = "GPT2ForSequenceClassification"
 
 
 def build_tokenizer():
@@ -72,10 +75,8 @@ def build_default_model(tokenizer, width: int = DEFAULT_WIDTH, n_layers: int = D
 
 def random_init_copy(model, seed: int):
     """The control network: the same configuration, freshly initialised, never trained."""
-    from transformers import GPT2ForSequenceClassification
-
     torch.manual_seed(seed + 7919)  # built on the CPU, so the copy is the same on every device
-    return GPT2ForSequenceClassification(model.config).to(model.device).eval()
+    return type(model)(model.config).to(model.device).eval()
 
 
 def encode_prompts(tokenizer) -> torch.Tensor:
@@ -84,9 +85,12 @@ def encode_prompts(tokenizer) -> torch.Tensor:
     ids = tokenizer(list(arithmetic.PROMPTS), add_special_tokens=False)["input_ids"]
     bad = [p for p, row in zip(arithmetic.PROMPTS, ids, strict=True) if len(row) != SEQ_LEN]
     if bad:
+        # Name what is not one token: a number (in the position it has in a prompt) or a sign.
+        pieces = [str(n) for n in arithmetic.NUMBERS if len(tokenizer(f"{n}+1+1=", add_special_tokens=False)["input_ids"]) != SEQ_LEN]
         raise ValueError(
             f"the tokenizer splits {len(bad)} prompts into other than {SEQ_LEN} tokens (e.g. {bad[0]!r} -> "
-            f"{tokenizer.convert_ids_to_tokens(tokenizer(bad[0], add_special_tokens=False)['input_ids'])}); "
+            f"{tokenizer.convert_ids_to_tokens(tokenizer(bad[0], add_special_tokens=False)['input_ids'])}"
+            f"{'; not one token: ' + ', '.join(repr(x) for x in pieces) if pieces else ''}); "
             "the task needs one token per number, '+' and '='"
         )
     ids = torch.tensor(ids, dtype=torch.long)
@@ -107,17 +111,17 @@ def prepare_pretrained(model, tokenizer) -> None:
 def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu"):
     """(model on `device`, tokenizer) saved by `train_gpt2.py` (or any GPT-2 sequence classifier with
     28 classes); one-line ValueErrors that say what to do when the path is not such a model."""
-    from transformers import AutoConfig, AutoTokenizer, GPT2ForSequenceClassification
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     path = str(check_model_directory(path, "train_gpt2.py", f"train the model first: python train_gpt2.py --output_dir {path}"))
     try:
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as error:
         raise ValueError(f"--model_path {path} holds no readable model config ({str(error).splitlines()[0]})") from None
-    if config.model_type != "gpt2":
-        raise ValueError(f"--model_path {path} is a {config.model_type!r} model; this task needs a GPT-2 sequence classifier")
+    if config.model_type not in decoder.SUPPORTED_TYPES:
+        raise ValueError(f"--model_path {path} is a {config.model_type!r} model; supported decoder types: {', '.join(decoder.SUPPORTED_TYPES)}")
     architectures = getattr(config, "architectures", None) or []
-    if ARCHITECTURE not in architectures:
+    if not any(a.endswith("ForSequenceClassification") for a in architectures):
         raise ValueError(
             f"--model_path {path} is not a sequence classifier (it is {', '.join(architectures) or 'an unknown architecture'}); "
             f"fine-tune it first: python train_gpt2.py --base_model {path}"
@@ -127,7 +131,7 @@ def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu")
     from safetensors import SafetensorError
 
     try:
-        model = GPT2ForSequenceClassification.from_pretrained(path)
+        model = AutoModelForSequenceClassification.from_pretrained(path)
         tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError, RuntimeError, SafetensorError) as error:
         raise ValueError(f"--model_path {path} could not be loaded ({str(error).splitlines()[0]})") from None
@@ -135,6 +139,22 @@ def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu")
 
 
 # -- running the network in pieces ---------------------------------------------------------------
+
+
+def site(model, layer: int, positions: tuple[int, ...] | None = None):
+    """The DAS site at the output of block (decoder layer) `layer`: GPT-2's own fast site, or the
+    generic decoder site of any other supported type."""
+    if model.config.model_type == "gpt2":
+        return GPT2Site(model, layer, positions)
+    return decoder.DecoderSite(model, layer, positions, SEQ_LEN)
+
+
+def layer_outputs(model, input_ids: torch.Tensor, layers) -> dict[int, torch.Tensor]:
+    """{layer: output of that block (N, T, d)}, for any supported decoder (`block_outputs` on GPT-2)."""
+    if model.config.model_type == "gpt2":
+        return block_outputs(model, input_ids, layers)
+    return {layer: decoder.DecoderSite(model, layer, None, SEQ_LEN).prefix(input_ids.to(model.device)).view(len(input_ids), SEQ_LEN, -1)
+            for layer in sorted(set(layers))}
 
 
 def parse_positions(text: str, flag: str) -> tuple[int, ...]:

@@ -1,0 +1,125 @@
+"""Any Hugging Face decoder-only sequence classifier as a DAS site: the residual stream after decoder
+layer L at chosen token positions.
+
+The site is found through the model's own structure, not one class per family: the base model
+(`model.base_model`), its list of decoder layers, its final norm and the `score` head. The prefix
+runs the model's own forward and takes layer L's output (a forward hook; the rest of the forward
+is cut short). The suffix calls the later layers themselves with the arguments the model's forward
+passes them (the rotary position embeddings, the causal or sliding-window mask, the position ids),
+recorded once per site from a forward pass on one prompt: those arguments depend only on the
+prompt length, which is fixed (the task's prompts have six tokens and no padding), and they
+broadcast over the batch. Then the final norm and the score head at the last token, the one a
+sequence classifier pools when nothing is padded. Tests compare the recomposed logits with the
+model's own to 1e-5 at every layer for each supported type.
+
+GPT-2 keeps its own faster site (`gpt2.GPT2Site`: the final block at the last position only,
+attention spelled out for six tokens, cached keys of untouched tokens).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from causal_das.das.site import PyveneSpec, SiteName
+
+SUPPORTED_TYPES = ("gpt2", "llama", "qwen2", "gemma2", "gpt_neox")
+# pyvene 0.1.8's model card maps these sequence classifiers (gemma2's and gpt_neox's are missing).
+PYVENE_TYPES = ("gpt2", "llama", "qwen2")
+_LAYER_LISTS = ("layers", "h")
+_FINAL_NORMS = ("norm", "final_layer_norm", "ln_f")
+
+
+class _Stop(Exception):
+    """Raised by the prefix hook once layer L has run: the rest of the forward is not needed."""
+
+
+def check_supported(config) -> None:
+    if config.model_type not in SUPPORTED_TYPES:
+        raise ValueError(f"model type {config.model_type!r} is not supported; supported decoder types: {', '.join(SUPPORTED_TYPES)}")
+
+
+def _part(module, names: tuple[str, ...], what: str):
+    for name in names:
+        part = getattr(module, name, None)
+        if part is not None:
+            return part
+    raise ValueError(f"{type(module).__name__} has no {what} (looked for {', '.join(names)})")
+
+
+def decoder_parts(model):
+    """(decoder layers, final norm) of a decoder-only sequence classifier."""
+    base = model.base_model
+    return _part(base, _LAYER_LISTS, "list of decoder layers"), _part(base, _FINAL_NORMS, "final norm")
+
+
+class DecoderSite:
+    """Output of decoder layer `layer` at `positions` of a `seq_len`-token prompt, concatenated:
+    n = len(positions) * hidden size. The state is the whole layer output (B, seq_len * d); the
+    positions DAS does not intervene on keep the base's values (`coordinates`)."""
+
+    def __init__(self, model, layer: int, positions: tuple[int, ...] | None, seq_len: int):
+        check_supported(model.config)
+        self.layers, self.norm = decoder_parts(model)
+        width, n_layers = model.config.hidden_size, len(self.layers)
+        if not 0 <= layer < n_layers:
+            raise ValueError(f"layer {layer} does not exist: the model has decoder layers 0..{n_layers - 1}")
+        positions = tuple(range(seq_len)) if positions is None else tuple(positions)
+        if not positions or len(set(positions)) != len(positions) or not all(0 <= p < seq_len for p in positions):
+            raise ValueError(f"positions {list(positions)} must be distinct token positions in 0..{seq_len - 1}")
+        self.model, self.layer, self.positions, self.width, self.seq_len = model.eval(), layer, positions, width, seq_len
+        self.name = SiteName(model.config.model_type, "block_output", layer, positions)
+        self.n = len(positions) * width
+        self.coordinates = None if positions == tuple(range(seq_len)) else torch.cat([torch.arange(p * width, (p + 1) * width) for p in positions])
+        self._arguments = self._record_layer_arguments()
+
+    def _record_layer_arguments(self) -> list[tuple[tuple, dict]]:
+        """What the model's forward passes each layer after `layer`, besides the hidden states."""
+        recorded = [None] * len(self.layers)
+
+        def hook(index):
+            def record(module, args, kwargs):
+                kwargs = {k: v for k, v in kwargs.items() if k != "hidden_states"}
+                recorded[index] = (tuple(args[1:]), kwargs)
+
+            return record
+
+        handles = [self.layers[i].register_forward_pre_hook(hook(i), with_kwargs=True) for i in range(self.layer + 1, len(self.layers))]
+        try:
+            device = next(self.model.parameters()).device
+            with torch.no_grad():
+                self.model.base_model(input_ids=torch.zeros((1, self.seq_len), dtype=torch.long, device=device), use_cache=False)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return recorded
+
+    def prefix(self, input_ids: torch.Tensor) -> torch.Tensor:
+        captured = []
+
+        def keep(module, args, output):
+            captured.append(output[0] if isinstance(output, tuple) else output)
+            raise _Stop
+
+        handle = self.layers[self.layer].register_forward_hook(keep)
+        try:
+            with torch.no_grad():
+                self.model.base_model(input_ids=input_ids, use_cache=False)
+        except _Stop:
+            pass
+        finally:
+            handle.remove()
+        return captured[0].flatten(1)
+
+    def suffix(self, state: torch.Tensor) -> torch.Tensor:
+        hidden = state.view(len(state), self.seq_len, self.width)
+        for index in range(self.layer + 1, len(self.layers)):
+            args, kwargs = self._arguments[index]
+            hidden = self.layers[index](hidden, *args, **kwargs)
+            hidden = hidden[0] if isinstance(hidden, tuple) else hidden
+        return self.model.score(self.norm(hidden[:, -1]))
+
+    def pyvene_spec(self) -> PyveneSpec:
+        if self.model.config.model_type not in PYVENE_TYPES:
+            raise ValueError(f"pyvene 0.1.8 does not support {type(self.model).__name__}; use the fast engine (--engine fast)")
+        return PyveneSpec(model=self.model, layer=self.layer, component="block_output", positions=self.positions,
+                          to_pyvene_inputs=lambda ids: {"input_ids": ids}, logits=lambda out: out.logits)

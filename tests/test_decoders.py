@@ -1,0 +1,122 @@
+"""Every supported Hugging Face decoder family as a DAS site, on tiny random models saved with
+save_pretrained: the prefix and suffix recompose the model's own logits, the fast engine equals
+pyvene where pyvene knows the model, and the GPT-2 scripts run end to end on each."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from causal_das.das import engine
+from causal_das.das import pyvene_engine as pe
+from causal_das.models import decoder, gpt2
+
+ROOT = Path(__file__).resolve().parents[1]
+# Two layers, grouped-query attention where the family has it, Gemma-2's sliding window shorter
+# than the prompt (its second layer is a global one), GPT-NeoX's parallel residual and partial rotary.
+CONFIGS = {
+    "llama": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2),
+    "qwen2": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2),
+    "gemma2": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                   sliding_window=4),
+    "gpt_neox": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, rotary_pct=0.5),
+}
+TYPES = [t for t in decoder.SUPPORTED_TYPES if t != "gpt2"]  # GPT-2 has its own tests (test_gpt2.py)
+
+
+def save_tiny(model_type: str, directory: Path, classifier: bool = True) -> Path:
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    tokenizer = gpt2.build_tokenizer()
+    config = AutoConfig.for_model(model_type, vocab_size=len(tokenizer), num_labels=28, pad_token_id=0, max_position_embeddings=16,
+                                  bos_token_id=None, eos_token_id=None, **CONFIGS[model_type])
+    torch.manual_seed(0)
+    model = (AutoModelForSequenceClassification if classifier else AutoModelForCausalLM).from_config(config)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="module", params=TYPES)
+def tiny(request, tmp_path_factory):
+    path = save_tiny(request.param, tmp_path_factory.mktemp(request.param))
+    model, tokenizer = gpt2.load_classifier(path)
+    return request.param, path, model, gpt2.encode_prompts(tokenizer)
+
+
+def test_prefix_and_suffix_recompose_the_models_own_logits_at_every_layer(tiny):
+    model_type, _, model, ids = tiny
+    with torch.no_grad():
+        reference = model(input_ids=ids).logits
+        for layer in range(model.config.num_hidden_layers):
+            for positions in (None, (3,), (1, 4, 5)):
+                site = gpt2.site(model, layer, positions)
+                assert isinstance(site, decoder.DecoderSite) and site.n == len(positions or range(6)) * 32
+                assert (site.suffix(site.prefix(ids)) - reference).abs().max().item() < 1e-5, (model_type, layer, positions)
+    assert str(site.name) == f"{model_type}.block_output.L1.pos1_4_5"
+
+
+def test_the_fast_engine_equals_pyvene_where_pyvene_supports_the_model(tiny):
+    model_type, _, model, ids = tiny
+    if model_type not in decoder.PYVENE_TYPES:
+        pytest.skip(f"pyvene 0.1.8 has no mapping for {type(model).__name__} (it maps {', '.join(decoder.PYVENE_TYPES)})")
+    rng = np.random.default_rng(0)
+    base, source = torch.as_tensor(rng.integers(0, 1000, 64)), torch.as_tensor(rng.integers(0, 1000, (64, 1)))
+    for layer, positions, k in ((0, None, 16), (1, (2, 5), 8)):
+        site = gpt2.site(model, layer, positions)
+        intervention = engine.initial_intervention(site, engine.DASConfig((k,), seed=3))
+        states = engine.cache_activations(site, ids)
+        with torch.no_grad():
+            ours = site.suffix(engine.interchange(site, intervention, states[base], states[source], intervention.weight()))
+            intervenable, spec = pe.build_intervenable(site, site.n, (k,), intervention.weight().detach())
+            reference = pe.intervened_logits(intervenable, spec, (k,), ids[base], ids[source])
+            plain = model(input_ids=ids[base]).logits
+        assert (ours - reference).abs().max().item() < 1e-5, (layer, positions)
+        assert (ours - plain).abs().max().item() > 1e-3  # the intervention did something
+
+
+def test_pyvene_engine_refuses_a_model_pyvene_does_not_know(tiny):
+    model_type, _, model, _ = tiny
+    if model_type in decoder.PYVENE_TYPES:
+        pytest.skip("pyvene knows this model")
+    with pytest.raises(ValueError, match="--engine fast"):
+        gpt2.site(model, 0).pyvene_spec()
+
+
+def run(*args):
+    proc = subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, cwd=ROOT, timeout=600,
+                          env={"PATH": "/usr/bin:/bin", "TQDM_DISABLE": "1", "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return proc
+
+
+def test_sweep_evaluation_and_graphs_run_on_the_decoder(tiny, tmp_path):
+    model_type, path, *_ = tiny
+    sweep = tmp_path / "sweep"
+    run(ROOT / "run_das.py", "--model_path", path, "--layers", "1", "--low_rank_dims", "8", "--n_training", "256", "--n_testing", "200",
+        "--batch_size", "64", "--epochs", "1", "--results_path", sweep)
+    summary = json.loads((sweep / "summary.json").read_text())
+    assert {c["layer"] for c in summary["cells"]} == {1} and all(0 <= c["iia_own_model"] <= 1 for c in summary["cells"])
+    assert json.loads(next((sweep / "cells").rglob("*.json")).read_text())["site"] == f"{model_type}.block_output.L1.pos0-5"
+    run(ROOT / "evaluate_das.py", "--results_path", sweep, "--n_testing", "300")
+    assert json.loads((sweep / "evaluation.json").read_text())["cells"]
+    analysis = tmp_path / "analysis"
+    run(ROOT / "disentangle_causal_models.py", "graphs", "--sweep_path", sweep, "--results_path", analysis)
+    graphs = json.loads((analysis / "graphs.json").read_text())["graphs"]
+    assert len(graphs) == 3 and all(0 <= g["mean_iia"] <= 1 for g in graphs)
+
+
+def test_finetune_a_decoder_language_model_from_a_local_directory(tmp_path):
+    """--base_model on a Llama language model: a fresh 28-class head, the thesis recipe, a classifier
+    the sweep scripts load."""
+    base = save_tiny("llama", tmp_path / "tiny-llama", classifier=False)
+    out = tmp_path / "finetuned"
+    run(ROOT / "train_gpt2.py", "--base_model", base, "--output_dir", out, "--epochs", "1")
+    record = json.loads((out / "training.json").read_text())
+    assert record["mode"] == "finetune" and record["model"]["type"] == "llama"
+    model, _ = gpt2.load_classifier(out)
+    assert type(model).__name__ == "LlamaForSequenceClassification" and model.config.num_labels == 28
