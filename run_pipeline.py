@@ -32,9 +32,10 @@ Not in the default run either, `--only seeds`: the W-seed variation of the disen
 (run_das.py --seed S), the graphs at each model's best site, cliques, division and classifier; then
 disentangle_causal_models.py seeds compares them (sets, cliques, accuracy) -> results/gpt2/seeds/
 
-    python run_pipeline.py                 # default sizes (about 15-18 minutes on 2 CPU cores)
+    python run_pipeline.py                 # default sizes (about 25-28 minutes on 2 CPU cores)
     python run_pipeline.py --quick         # smoke test (about a minute); numbers are not meaningful
     python run_pipeline.py --engine pyvene # every DAS run through pyvene but the position sweep (much slower)
+    python run_pipeline.py --base_model ~/models/tiny-llama --results_path results_llama   # your own decoder
 
 Every result records the flags and the inputs it was made from, so a rerun reuses what is up to date
 (a second run takes seconds), recomputes what an input change made stale (saying so, one line per
@@ -232,6 +233,10 @@ def main():
     parser.add_argument("--engine", choices=("fast", "pyvene"), default="fast", help="DAS engine for every experiment")
     parser.add_argument("--seed", type=int, default=None, help="seed passed to every experiment (default: each script's own default)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes for a smoke test")
+    parser.add_argument("--base_model", default=None, metavar="PATH",
+                        help="fine-tune this Hugging Face decoder (a directory saved with save_pretrained; types: "
+                             "gpt2, llama, qwen2, gemma2, gpt_neox) instead of training the default GPT-2 from scratch; every GPT-2 step "
+                             "then runs on it (the comparison with the reference, which is the default network's, is skipped)")
     names = [name for name, *_ in steps(Path("results"), False)]
     parser.add_argument("--only", nargs="+", choices=[*names, "known_answer", "seeds"],
                         help="run only these steps; known_answer: the steps of the network with a known answer; seeds: the W-seed "
@@ -251,10 +256,13 @@ def main():
         wanted = set(args.only or ()).union(*(groups[g] for g in groups if g in (args.only or ())))
         if (args.only and name not in wanted) or (not args.only and name in (*KNOWN_ANSWER, *SEED_STEPS)):
             continue
-        if name == "compare" and (args.quick or not REFERENCE.is_dir() or root.resolve() == REFERENCE.resolve()):
-            why = "--quick sizes are not comparable" if args.quick else "it is this run" if REFERENCE.is_dir() else "it does not exist"
+        if name == "compare" and (args.quick or args.base_model or not REFERENCE.is_dir() or root.resolve() == REFERENCE.resolve()):
+            why = ("--quick sizes are not comparable" if args.quick else "it is the default network's, not --base_model's" if args.base_model
+                   else "it is this run" if REFERENCE.is_dir() else "it does not exist")
             print(f"== compare: skipped ({REFERENCE}: {why})", flush=True)
             continue
+        if name == "gpt2_model" and args.base_model:  # the from-scratch sizes do not apply; --quick: one epoch
+            arguments = [*arguments[:2], "--base_model", args.base_model, *(["--epochs", "1"] if args.quick else [])]
         if takes_engine:
             arguments = [*arguments, "--engine", args.engine]
         if args.seed is not None and name != "compare" and not name.startswith("seeds_"):  # the seed steps set their own

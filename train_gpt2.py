@@ -2,12 +2,15 @@
 
 By default a small GPT-2 (12 blocks like GPT-2 small, width 48) is trained from scratch with a
 word-level tokenizer, offline, in about two minutes on 2 CPU cores. With --base_model, a pretrained
-GPT-2 (a hub name or a local directory saved with save_pretrained) is fine-tuned the thesis way
-(AdamW lr 2e-5, linear schedule, clip 1.0, batch 32, 50 epochs, seed 123). Either way 20% of the
+decoder (a hub name or a local directory saved with save_pretrained; model types gpt2, llama, qwen2,
+gemma2, gpt_neox) gets a fresh 28-class head and is fine-tuned the thesis way (AdamW lr 2e-5,
+linear schedule, clip 1.0, batch 32, 50 epochs, seed 123); its tokenizer must give each number,
+'+' and '=' one token. Either way 20% of the
 triples are held out and the held-out accuracy is reported.
 
     python train_gpt2.py                                     # -> results/gpt2/model/
     python train_gpt2.py --base_model gpt2 --output_dir models/gpt2_finetuned
+    python train_gpt2.py --base_model ~/models/my-llama --output_dir models/llama_finetuned
     python train_gpt2.py --induce "(X+Y)+Z" "X+(Y+Z)" --induce_site L2:3 L4:4 --induce_where "X<=5" "X>5" \
         --output_dir results/gpt2_known_answer/model        # a network whose answer is known (IIT)
 """
@@ -36,7 +39,8 @@ def main():
     d = GPT2RunConfig()
     parser.add_argument("--output_dir", default=d.output_dir, help="where the model, tokenizer, training.json and training_curves.png go")
     parser.add_argument("--base_model", default=None,
-                        help="fine-tune this pretrained GPT-2 (hub name or local directory) instead of training the small default from scratch")
+                        help="fine-tune this pretrained decoder (hub name or local directory; gpt2, llama, qwen2, gemma2 or gpt_neox) "
+                             "instead of training the small default from scratch")
     parser.add_argument("--width", type=positive_int, default=d.width, help="hidden size of the from-scratch model (ignored with --base_model)")
     parser.add_argument("--n_layers", type=positive_int, default=d.n_layers, help="transformer blocks of the from-scratch model")
     parser.add_argument("--n_heads", type=positive_int, default=d.n_heads, help="attention heads of the from-scratch model")

@@ -108,6 +108,19 @@ def broken(kind: str, fixtures, tmp_path: Path) -> Path:
     elif kind == "cnn_wrong_kind":
         d = copy_of(fixtures, "cnn", tmp_path)
         (d / "cnn.json").write_text(json.dumps({"kind": "something_else"}))
+    elif kind == "unsupported_decoder":  # a decoder family outside the supported ones
+        d = copy_of(fixtures, "gpt2", tmp_path)
+        config = json.loads((d / "config.json").read_text())
+        (d / "config.json").write_text(json.dumps({**config, "model_type": "mistral"}))
+    elif kind == "digit_tokenizer":  # a tokenizer that splits 10 into 1 and 0, as many pretrained ones do
+        from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+        from transformers import PreTrainedTokenizerFast
+
+        d = copy_of(fixtures, "gpt2", tmp_path)
+        vocab = {"[PAD]": 0, **{str(i): i + 1 for i in range(10)}, "+": 11, "=": 12}
+        digits = Tokenizer(models.WordLevel(vocab=vocab, unk_token=None))
+        digits.pre_tokenizer = pre_tokenizers.Split(Regex(r"\d|[+=]"), behavior="isolated")
+        PreTrainedTokenizerFast(tokenizer_object=digits, pad_token="[PAD]").save_pretrained(d)
     elif kind == "empty_dir":
         d = tmp_path / "empty"
         d.mkdir()
@@ -163,6 +176,8 @@ CASES = [
     ("train_gpt2.py", ["--output_dir", "/proc/nope"], "cannot be created"),
     ("train_gpt2.py", ["--base_model", "{gpt2}/config.json", "--output_dir", "{out}"], "is a file, not a model directory"),
     ("train_gpt2.py", ["--base_model", "{file}", "--output_dir", "{out}"], "is a file, not a model directory"),
+    ("train_gpt2.py", ["--base_model", "{broken:unsupported_decoder}", "--output_dir", "{out}"], "supported decoder types: gpt2, llama"),
+    ("train_gpt2.py", ["--base_model", "{broken:digit_tokenizer}", "--output_dir", "{out}"], "not one token: '10'"),
     ("train_gpt2.py", ["--lr", "inf", "--output_dir", "{out}"], "must be a finite number"),
     ("train_gpt2.py", ["--weight_decay", "nan", "--output_dir", "{out}"], "must be a finite number"),
     ("train_gpt2.py", ["--weight_decay", "-0.5", "--output_dir", "{out}"], "must be a number >= 0"),
@@ -175,6 +190,8 @@ CASES = [
     ("run_das.py", ["--model_path", "{cnn}", "--results_path", "{out}"], "no readable model config"),
     ("run_das.py", ["--model_path", "{broken:gpt2_bad_config}", "--results_path", "{out}"], "no readable model config"),
     ("run_das.py", ["--model_path", "{broken:gpt2_truncated_weights}", "--results_path", "{out}"], "could not be loaded"),
+    ("run_das.py", ["--model_path", "{broken:unsupported_decoder}", "--results_path", "{out}"], "is a 'mistral' model; supported decoder types"),
+    ("run_das.py", ["--model_path", "{broken:digit_tokenizer}", "--results_path", "{out}"], "not one token: '10'"),
     ("run_das.py", ["--model_path", "{gpt2}", "--layers", "7", "--results_path", "{out}"], "layer"),
     ("run_das.py", ["--model_path", "{gpt2}", "--low_rank_dims", "5000", "--results_path", "{out}"], "5000"),
     ("run_das.py", ["--model_path", "{gpt2}", "--positions", "9", "--results_path", "{out}"], "position"),

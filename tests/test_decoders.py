@@ -108,6 +108,11 @@ def test_sweep_evaluation_and_graphs_run_on_the_decoder(tiny, tmp_path):
     run(ROOT / "disentangle_causal_models.py", "graphs", "--sweep_path", sweep, "--results_path", analysis)
     graphs = json.loads((analysis / "graphs.json").read_text())["graphs"]
     assert len(graphs) == 3 and all(0 <= g["mean_iia"] <= 1 for g in graphs)
+    positions = tmp_path / "positions"
+    run(ROOT / "run_das.py", "--model_path", path, "--position_sets", "all", "3", "--layers", "0", "--causal_models", "(X+Y)+Z",
+        "--n_training", "128", "--n_testing", "100", "--epochs", "1", "--results_path", positions)
+    cells = json.loads((positions / "summary.json").read_text())["cells"]
+    assert {c["position_set"] for c in cells} == {"all", "3"} and all("neuron_mask" in c["baselines"] for c in cells)
 
 
 def test_finetune_a_decoder_language_model_from_a_local_directory(tmp_path):
@@ -120,3 +125,15 @@ def test_finetune_a_decoder_language_model_from_a_local_directory(tmp_path):
     assert record["mode"] == "finetune" and record["model"]["type"] == "llama"
     model, _ = gpt2.load_classifier(out)
     assert type(model).__name__ == "LlamaForSequenceClassification" and model.config.num_labels == 28
+
+
+def test_the_main_job_runs_on_a_decoder_of_ones_own(tmp_path):
+    """run_pipeline.py --base_model: the GPT-2 steps fine-tune and analyse the given decoder."""
+    base = save_tiny("qwen2", tmp_path / "tiny-qwen2", classifier=False)
+    results = tmp_path / "results"
+    proc = run(ROOT / "run_pipeline.py", "--quick", "--base_model", base, "--results_path", results,
+               "--only", "gpt2_model", "gpt2_das_arithmetic", "graphs", "cliques", "--jobs", "1")
+    assert "--base_model" in proc.stdout
+    record = json.loads((results / "gpt2" / "model" / "training.json").read_text())
+    assert record["mode"] == "finetune" and record["model"]["type"] == "qwen2"
+    assert json.loads((results / "gpt2" / "disentangling" / "cliques.json").read_text())["graphs"]

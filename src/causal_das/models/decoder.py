@@ -87,7 +87,8 @@ class DecoderSite:
         try:
             device = next(self.model.parameters()).device
             with torch.no_grad():
-                self.model.base_model(input_ids=torch.zeros((1, self.seq_len), dtype=torch.long, device=device), use_cache=False)
+                ids = torch.zeros((1, self.seq_len), dtype=torch.long, device=device)
+                self.model.base_model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False)
         finally:
             for handle in handles:
                 handle.remove()
@@ -103,7 +104,8 @@ class DecoderSite:
         handle = self.layers[self.layer].register_forward_hook(keep)
         try:
             with torch.no_grad():
-                self.model.base_model(input_ids=input_ids, use_cache=False)
+                # Nothing is padded: the mask says so (GPT-2 warns without one).
+                self.model.base_model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), use_cache=False)
         except _Stop:
             pass
         finally:

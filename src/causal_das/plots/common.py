@@ -9,9 +9,12 @@ from causal_das.runtime.io import atomic_writer
 
 
 def pyplot():
+    import sys
+
     import matplotlib
 
-    matplotlib.use("Agg")
+    if "matplotlib_inline" not in sys.modules:  # in a notebook, keep its inline figures
+        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
