@@ -33,6 +33,8 @@ from causal_das.runtime.cli import (
 )
 from causal_das.runtime.devices import add_device_flags
 
+NAMES = {"gpt2": "GPT-2", "llama": "Llama", "qwen2": "Qwen2", "gemma2": "Gemma-2", "gpt_neox": "GPT-NeoX"}
+
 
 def main():
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -82,7 +84,7 @@ def main():
     config = GPT2RunConfig(**{k: v for k, v in vars(args).items() if k in GPT2RunConfig.__dataclass_fields__})
     record = train_and_save(config)
     print(
-        f"GPT-2 ({record['mode']}, {record['model']['parameters']:,} parameters): "
+        f"{NAMES.get(record['model']['type'], record['model']['type'])} ({record['mode']}, {record['model']['parameters']:,} parameters): "
         f"held-out accuracy {record['heldout_accuracy']:.4f} on {record['n_heldout_triples']} triples, "
         f"training accuracy {record['train_accuracy']:.4f}, {record['seconds']:.0f} s\nwrote {config.output_dir}/"
     )

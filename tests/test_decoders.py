@@ -28,12 +28,12 @@ CONFIGS = {
 TYPES = [t for t in decoder.SUPPORTED_TYPES if t != "gpt2"]  # GPT-2 has its own tests (test_gpt2.py)
 
 
-def save_tiny(model_type: str, directory: Path, classifier: bool = True) -> Path:
+def save_tiny(model_type: str, directory: Path, classifier: bool = True, **overrides) -> Path:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
     tokenizer = gpt2.build_tokenizer()
     config = AutoConfig.for_model(model_type, vocab_size=len(tokenizer), num_labels=28, pad_token_id=0, max_position_embeddings=16,
-                                  bos_token_id=None, eos_token_id=None, **CONFIGS[model_type])
+                                  bos_token_id=None, eos_token_id=None, **{**CONFIGS[model_type], **overrides})
     torch.manual_seed(0)
     model = (AutoModelForSequenceClassification if classifier else AutoModelForCausalLM).from_config(config)
     model.save_pretrained(directory)
@@ -129,11 +129,11 @@ def test_finetune_a_decoder_language_model_from_a_local_directory(tmp_path):
 
 def test_the_main_job_runs_on_a_decoder_of_ones_own(tmp_path):
     """run_pipeline.py --base_model: the GPT-2 steps fine-tune and analyse the given decoder."""
-    base = save_tiny("qwen2", tmp_path / "tiny-qwen2", classifier=False)
+    base = save_tiny("qwen2", tmp_path / "tiny-qwen2", classifier=False, num_hidden_layers=3)  # --quick sweeps layers 0 and 2
     results = tmp_path / "results"
     proc = run(ROOT / "run_pipeline.py", "--quick", "--base_model", base, "--results_path", results,
                "--only", "gpt2_model", "gpt2_das_arithmetic", "graphs", "cliques", "--jobs", "1")
-    assert "--base_model" in proc.stdout
+    assert "--base_model" in proc.stdout and "Qwen2 (finetune" in proc.stdout and "LOAD REPORT" not in proc.stdout + proc.stderr
     record = json.loads((results / "gpt2" / "model" / "training.json").read_text())
     assert record["mode"] == "finetune" and record["model"]["type"] == "qwen2"
     assert json.loads((results / "gpt2" / "disentangling" / "cliques.json").read_text())["graphs"]

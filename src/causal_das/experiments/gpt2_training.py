@@ -78,7 +78,15 @@ def _load_base(name: str):
         raise ValueError(f"--base_model {name} is a {config.model_type!r} model; supported decoder types: {', '.join(decoder.SUPPORTED_TYPES)}")
     tokenizer = AutoTokenizer.from_pretrained(name)
     # A fresh 28-class score head on the pretrained decoder, as *ForSequenceClassification does.
-    model = AutoModelForSequenceClassification.from_pretrained(name, num_labels=arithmetic.N_CLASSES)
+    # transformers prints a load report of the head it replaces (and the new one); that is the point here.
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(name, num_labels=arithmetic.N_CLASSES)
+    finally:
+        hf_logging.set_verbosity(verbosity)
     gpt2.prepare_pretrained(model, tokenizer)
     return model, tokenizer
 
