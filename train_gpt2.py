@@ -33,6 +33,7 @@ from causal_das.runtime.cli import (
 )
 from causal_das.runtime.devices import add_device_flags
 
+# How the console names each supported model type.
 NAMES = {"gpt2": "GPT-2", "llama": "Llama", "qwen2": "Qwen2", "gemma2": "Gemma-2", "gpt_neox": "GPT-NeoX"}
 
 

@@ -128,12 +128,16 @@ def test_finetune_a_decoder_language_model_from_a_local_directory(tmp_path):
 
 
 def test_the_main_job_runs_on_a_decoder_of_ones_own(tmp_path):
-    """run_pipeline.py --base_model: the GPT-2 steps fine-tune and analyse the given decoder."""
+    """run_pipeline.py --base_model: the GPT-2 steps fine-tune, sweep, evaluate, draw and analyse the
+    given decoder."""
     base = save_tiny("qwen2", tmp_path / "tiny-qwen2", classifier=False, num_hidden_layers=3)  # --quick sweeps layers 0 and 2
     results = tmp_path / "results"
     proc = run(ROOT / "run_pipeline.py", "--quick", "--base_model", base, "--results_path", results,
-               "--only", "gpt2_model", "gpt2_das_arithmetic", "graphs", "cliques", "--jobs", "1")
+               "--only", "gpt2_model", "gpt2_das_arithmetic", "gpt2_das_simple", "gpt2_evaluate", "gpt2_figures", "graphs", "cliques",
+               "--jobs", "1")
     assert "--base_model" in proc.stdout and "Qwen2 (finetune" in proc.stdout and "LOAD REPORT" not in proc.stdout + proc.stderr
     record = json.loads((results / "gpt2" / "model" / "training.json").read_text())
     assert record["mode"] == "finetune" and record["model"]["type"] == "qwen2"
     assert json.loads((results / "gpt2" / "disentangling" / "cliques.json").read_text())["graphs"]
+    for figure in ("sanity_check", "empirical", "overview"):  # the thesis's figures, from the decoder's JSON
+        assert (results / "gpt2" / f"{figure}.png").stat().st_size > 10_000
