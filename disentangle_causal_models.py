@@ -23,6 +23,8 @@ Subcommands, in the order they build on each other (each writes JSON and a figur
     python disentangle_causal_models.py seeds --results_paths run_seed0 run_seed1 run_seed2 --output seeds.json
 """
 
+from pathlib import Path
+
 from causal_das.experiments import disentangling, iia_graphs
 from causal_das.plots import disentangling as figures
 from causal_das.runtime.cli import (
@@ -186,7 +188,8 @@ def main():
         from causal_das.analysis.seed_variation import comparison_table
 
         print(comparison_table(disentangling.run_seed_comparison(args.results_paths, args.output)))
-        print(f"wrote {args.output}")
+        figure = figures.plot_seed_variation(args.output, str(Path(args.output).with_suffix(".png")))
+        print(f"wrote {args.output} and {figure}")
     else:
         print(disentangling.prediction_table(disentangling.predict(args.results_path, args.triples)))
 

@@ -202,7 +202,7 @@ def test_a_planted_clique_is_stable_under_resampling_and_cliques_of_noise_are_no
     assert not result["stable"] and result["largest_jaccard_mean"] < 0.5, result
 
 
-def test_runs_that_agree_are_stable_across_seeds_and_runs_that_divide_otherwise_are_not():
+def test_runs_that_agree_are_stable_across_seeds_and_runs_that_divide_otherwise_are_not(tmp_path):
     """The seed comparison of two runs: the same division twice has every set stable and every triple
     one label; a run whose network reads the models on another region (the diagonal instead of
     the threshold) changes the sets, and the comparison says so."""
@@ -219,6 +219,12 @@ def test_runs_that_agree_are_stable_across_seeds_and_runs_that_divide_otherwise_
     other = seed_variation.compare_runs([threshold, threshold, diagonal], [None] * 3, [None] * 3, ["a", "b", "c"])["groups"][0]
     assert not any(m["stable"] for m in other["models"].values()), other["models"]
     assert other["triples_with_one_label_in_every_run"] < 0.8
+    from causal_das.plots.disentangling import plot_seed_variation
+    from causal_das.runtime.io import atomic_write_json
+
+    atomic_write_json(tmp_path / "seeds.json", seed_variation.compare_runs([threshold, threshold, diagonal], [None] * 3, [None] * 3,
+                                                                           ["a/x", "b/x", "c/x"]))
+    assert plot_seed_variation(tmp_path / "seeds.json", tmp_path / "seeds.png").stat().st_size > 10_000
     # A run that left a model out (no real alignment anywhere) compares as that model's empty set.
     row = threshold["layers"][0]
     without = {"layers": [{**row, "order": [FIRST], "sets": {FIRST: row["sets"][FIRST]}}]}

@@ -183,3 +183,30 @@ def plot_tree(classification_json: str | Path, out: str | Path) -> Path:
         fontsize=9,
     )
     return finish(plt, fig, out)
+
+
+def plot_seed_variation(seeds_json: str | Path, out: str | Path) -> Path:
+    """Per causal model of the first division group: the Jaccard index of every pair of runs' sets
+    (1 on the diagonal), titled with each run's site and set size."""
+    import itertools
+
+    plt = pyplot()
+    result = read_json(seeds_json)
+    group = result["groups"][0]
+    runs = [Path(run).parent.name or run for run in result["runs"]]
+    models = list(group["models"])
+    fig, axes = plt.subplots(1, len(models), figsize=(4.4 * len(models), 3.8), squeeze=False, layout="constrained")
+    for ax, name in zip(axes[0], models, strict=True):
+        m = group["models"][name]
+        matrix = np.eye(len(runs))
+        for (i, j), value in zip(itertools.combinations(range(len(runs)), 2), m["jaccard_pairs"], strict=True):
+            matrix[i, j] = matrix[j, i] = value
+        ax.imshow(matrix, vmin=0, vmax=1, cmap="viridis")
+        for i, j in itertools.product(range(len(runs)), repeat=2):
+            ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=8, color="white" if matrix[i, j] < 0.6 else "black")
+        ax.set_xticks(range(len(runs)), runs, fontsize=7, rotation=30)
+        ax.set_yticks(range(len(runs)), [f"{r}: {s} ({n})" for r, s, n in zip(runs, m["sites"], m["sizes"], strict=True)], fontsize=7)
+        ax.set_title(f"{name}: {'stable' if m['stable'] else 'changes with the seed'}", fontsize=9)
+    fig.suptitle(f"{group['group']}: Jaccard index of the division sets between runs (rows: run, site, set size); "
+                 f"{group['triples_with_one_label_in_every_run']:.3f} of the triples get one label in every run", fontsize=9)
+    return finish(plt, fig, out)
