@@ -57,7 +57,8 @@ def main():
     parser.add_argument("--random_draws", type=positive_int, default=p.random_draws,
                         help="untrained random subspaces per cell of the position sweep (their mean and spread are reported)")
     parser.add_argument("--preset", choices=("thesis",), default=None,
-                        help="thesis: 256000 pairs, batch 1280, 4 epochs, lr 0.01, k in {64,128,256,768,4608} scaled to the site")
+                        help="thesis: 256000 pairs, batch 1280, 4 epochs, lr 0.01, k in {64,128,256,768,4608} scaled to the site; "
+                             "--n_training, --batch_size, --epochs, --lr and --low_rank_dims given beside it win")
     parser.add_argument("--control", choices=("random_init", "none"), default=d.control,
                         help="also run every cell's DAS on a randomly initialised copy of the network (random_init) or not")
     parser.add_argument("--engine", choices=("fast", "pyvene"), default=d.engine, help="DAS engine: fast (cached block outputs) or pyvene")
@@ -84,8 +85,8 @@ def main():
         positions=tuple(args.positions), engine=args.engine, control=args.control, seed=args.seed, results_path=results_path,
         device=args.device, precision=args.precision, max_cells_per_pass=args.max_cells_per_pass, **sizes,
     )
-    if args.preset == "thesis":
-        config = replace(config, **gpt2_sweep.THESIS_PRESET, preset="thesis")
+    if args.preset == "thesis":  # the preset's sizes, except those the user gave
+        config = replace(config, **{**gpt2_sweep.THESIS_PRESET, **sizes}, preset="thesis")
     summary = gpt2_sweep.run_sweep(config, args.executor, args.ray_address, args.ray_cpus, args.workers)
     figure = plot_sweep(f"{results_path}/summary.json", f"{results_path}/iia_per_layer.png")
     print(gpt2_sweep.summary_table(summary))

@@ -172,6 +172,16 @@ def test_scripts_end_to_end(trained_model_dir, tmp_path):
     assert fast == slow == cell["iia"]
 
 
+def test_thesis_preset_keeps_the_sizes_given_beside_it(trained_model_dir, tmp_path):
+    """--preset thesis fills in the thesis's sizes; a size flag given beside it wins (a small thesis-shaped run)."""
+    out = tmp_path / "thesis"
+    run("run_das.py", "--model_path", trained_model_dir, "--preset", "thesis", "--layers", "2", "--low_rank_dims", "4", "--n_training", "256",
+        "--n_testing", "200", "--batch_size", "128", "--epochs", "1", "--control", "none", "--results_path", out)
+    config = gpt2_sweep.load_sweep_config(out)
+    assert (config.n_training, config.batch_size, config.epochs, config.low_rank_dims) == (256, 128, 1, (4,))
+    assert config.lr == gpt2_sweep.THESIS_PRESET["lr"] and config.preset == "thesis"
+
+
 def test_finetune_a_pretrained_gpt2_from_a_local_directory(tmp_path, tokenizer):
     """--base_model: the thesis recipe on a tiny GPT-2 language model saved with save_pretrained."""
     from transformers import GPT2Config, GPT2LMHeadModel
