@@ -60,6 +60,24 @@ def test_prefix_and_suffix_recompose_the_models_own_logits_at_every_layer(tiny):
     assert str(site.name) == f"{model_type}.block_output.L1.pos1_4_5"
 
 
+def test_layer_outputs_of_one_forward_are_the_models_hidden_states(tiny):
+    """All wanted layers' outputs come from one forward pass: the model's own hidden states (the last
+    layer's before the final norm, which hidden_states applies there)."""
+    model_type, _, model, ids = tiny
+    with torch.no_grad():
+        hidden = model.base_model(input_ids=ids, attention_mask=torch.ones_like(ids), output_hidden_states=True).hidden_states
+    n_layers = model.config.num_hidden_layers
+    outputs = gpt2.layer_outputs(model, ids, range(n_layers))
+    assert sorted(outputs) == list(range(n_layers)) and outputs[0].shape == (len(ids), 6, 32)
+    for layer in range(n_layers - 1):
+        assert (outputs[layer] - hidden[layer + 1]).abs().max().item() < 1e-6, (model_type, layer)
+    last = gpt2.site(model, n_layers - 1, None)
+    with torch.no_grad():
+        assert (last.suffix(outputs[n_layers - 1].flatten(1)) - model(input_ids=ids).logits).abs().max().item() < 1e-5
+    with pytest.raises(ValueError, match="must be decoder layers"):
+        gpt2.layer_outputs(model, ids, [n_layers])
+
+
 def test_the_fast_engine_equals_pyvene_where_pyvene_supports_the_model(tiny):
     model_type, _, model, ids = tiny
     if model_type not in decoder.PYVENE_TYPES:

@@ -52,6 +52,37 @@ def decoder_parts(model):
     return _part(base, _LAYER_LISTS, "list of decoder layers"), _part(base, _FINAL_NORMS, "final norm")
 
 
+def layer_outputs(model, input_ids: torch.Tensor, layers) -> dict[int, torch.Tensor]:
+    """{layer: that decoder layer's output (N, T, d)} from one forward pass of the model, cut short
+    after the last of `layers` (forward hooks keep each wanted layer's output)."""
+    check_supported(model.config)
+    decoder_layers, _ = decoder_parts(model)
+    wanted = sorted(set(layers))
+    if not wanted or not all(0 <= index < len(decoder_layers) for index in wanted):
+        raise ValueError(f"layers {wanted} must be decoder layers of the model, 0..{len(decoder_layers) - 1}")
+    captured = {}
+
+    def keep(index):
+        def hook(module, args, output):
+            captured[index] = output[0] if isinstance(output, tuple) else output
+            if index == wanted[-1]:
+                raise _Stop
+
+        return hook
+
+    handles = [decoder_layers[index].register_forward_hook(keep(index)) for index in wanted]
+    try:
+        with torch.no_grad():
+            # Nothing is padded: the mask says so (GPT-2 warns without one).
+            model.base_model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), use_cache=False)
+    except _Stop:
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    return captured
+
+
 class DecoderSite:
     """Output of decoder layer `layer` at `positions` of a `seq_len`-token prompt, concatenated:
     n = len(positions) * hidden size. The state is the whole layer output (B, seq_len * d); the
@@ -95,22 +126,7 @@ class DecoderSite:
         return recorded
 
     def prefix(self, input_ids: torch.Tensor) -> torch.Tensor:
-        captured = []
-
-        def keep(module, args, output):
-            captured.append(output[0] if isinstance(output, tuple) else output)
-            raise _Stop
-
-        handle = self.layers[self.layer].register_forward_hook(keep)
-        try:
-            with torch.no_grad():
-                # Nothing is padded: the mask says so (GPT-2 warns without one).
-                self.model.base_model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), use_cache=False)
-        except _Stop:
-            pass
-        finally:
-            handle.remove()
-        return captured[0].flatten(1)
+        return layer_outputs(self.model, input_ids, [self.layer])[self.layer].flatten(1)
 
     def suffix(self, state: torch.Tensor) -> torch.Tensor:
         hidden = state.view(len(state), self.seq_len, self.width)

@@ -153,8 +153,7 @@ def layer_outputs(model, input_ids: torch.Tensor, layers) -> dict[int, torch.Ten
     """{layer: output of that block (N, T, d)}, for any supported decoder (`block_outputs` on GPT-2)."""
     if model.config.model_type == "gpt2":
         return block_outputs(model, input_ids, layers)
-    return {layer: decoder.DecoderSite(model, layer, None, SEQ_LEN).prefix(input_ids.to(model.device)).view(len(input_ids), SEQ_LEN, -1)
-            for layer in sorted(set(layers))}
+    return decoder.layer_outputs(model, input_ids.to(model.device), layers)
 
 
 def parse_positions(text: str, flag: str) -> tuple[int, ...]:
