@@ -46,6 +46,21 @@ def _decorate(ax, summary: dict, name: str) -> None:
     ax.set_title(name, fontsize=10)
 
 
+def _heatmaps(plt, summary: dict, grids: dict, colours: dict, label, colour_label: str, title: str, path: Path) -> Path:
+    """One layer x position-set heatmap per causal model (`grids[name]`), each cell labelled with
+    `label(name, i, j, value)` (the text and its style), decorated, one colour bar; saved to `path`."""
+    fig, panels = _panels(plt, summary)
+    for ax, name in panels:
+        image = ax.imshow(grids[name], aspect="auto", **colours)
+        for (i, j), value in np.ndenumerate(grids[name]):
+            ax.text(j, i, ha="center", va="center", **label(name, i, j, value))
+        _decorate(ax, summary, name)
+        ax.set_ylabel("layer (block output)")
+    fig.colorbar(image, ax=[ax for ax, _ in panels], fraction=0.02, pad=0.01, label=colour_label)
+    fig.suptitle(title, fontsize=9)
+    return finish(plt, fig, path)
+
+
 def plot_positions(summary_json: str | Path, out_dir: str | Path, fmt: str = "png") -> list[Path]:
     """positions_iia.<fmt> (DAS IIA per layer x position set, each cell with the best same-k baseline
     below it) and positions_margin.<fmt> (DAS minus that baseline); hatched: the model's variable cannot
@@ -55,36 +70,25 @@ def plot_positions(summary_json: str | Path, out_dir: str | Path, fmt: str = "pn
     out_dir = Path(out_dir)
     k = summary["k"]
 
-    fig, panels = _panels(plt, summary)
+    names = summary["causal_models"]
+    das = {name: _grid(summary, name, lambda c: c["iia_own_model"]) for name in names}
+    best = {name: _grid(summary, name, lambda c: c["best_baseline"]["iia"]) for name in names}
+    margins = {name: _grid(summary, name, lambda c: c["das_minus_best_baseline"]) for name in names}
     # The colour scale spans the measured IIA (at least 0..0.2), so that small differences show.
-    top = min(1.0, max(0.2, np.ceil(max(c["iia_own_model"] for c in summary["cells"]) * 10) / 10))
-    for ax, name in panels:
-        das = _grid(summary, name, lambda c: c["iia_own_model"])
-        best = _grid(summary, name, lambda c: c["best_baseline"]["iia"])
-        image = ax.imshow(das, vmin=0, vmax=top, cmap="viridis", aspect="auto")
-        for (i, j), value in np.ndenumerate(das):
-            ax.text(j, i, f"{value:.2f}\n{best[i, j]:.2f}", ha="center", va="center", fontsize=6,
-                    color="white" if value < 0.6 * top else "black")
-        _decorate(ax, summary, name)
-    for ax, _ in panels:
-        ax.set_ylabel("layer (block output)")
-    fig.colorbar(image, ax=[ax for ax, _ in panels], fraction=0.02, pad=0.01, label="IIA")
-    fig.suptitle(f"Where each variable lives: DAS IIA (k = {k}, top) and the best same-k baseline (bottom: random subspace, "
-                 "PCA, neuron mask or the random-init network); hatched: the variable cannot exist there", fontsize=9)
-    figures = [finish(plt, fig, out_dir / f"positions_iia.{fmt}")]
+    top = min(1.0, max(0.2, np.ceil(max(float(grid.max()) for grid in das.values()) * 10) / 10))
+    limit = max(0.05, max(float(np.abs(m).max()) for m in margins.values()))
 
-    fig, panels = _panels(plt, summary)
-    margins = [_grid(summary, name, lambda c: c["das_minus_best_baseline"]) for _, name in panels]
-    limit = max(0.05, max(float(np.abs(m).max()) for m in margins))
-    for (ax, name), margin in zip(panels, margins, strict=True):
-        image = ax.imshow(margin, vmin=-limit, vmax=limit, cmap="RdBu", aspect="auto")
-        for (i, j), value in np.ndenumerate(margin):
-            ax.text(j, i, f"{value:+.2f}", ha="center", va="center", fontsize=6.5)
-        _decorate(ax, summary, name)
-    for ax, _ in panels:
-        ax.set_ylabel("layer (block output)")
-    fig.colorbar(image, ax=[ax for ax, _ in panels], fraction=0.02, pad=0.01, label="DAS IIA - best same-k baseline")
-    fig.suptitle(f"DAS minus the best same-k baseline (k = {k}); hatched: the variable cannot exist there; "
-                 "'!': the IIA collapses when W is confined to the activations' span", fontsize=9)
-    figures.append(finish(plt, fig, out_dir / f"positions_margin.{fmt}"))
-    return figures
+    def das_label(name, i, j, value):
+        return dict(s=f"{value:.2f}\n{best[name][i, j]:.2f}", fontsize=6, color="white" if value < 0.6 * top else "black")
+
+    def margin_label(name, i, j, value):
+        return dict(s=f"{value:+.2f}", fontsize=6.5)
+
+    return [
+        _heatmaps(plt, summary, das, dict(vmin=0, vmax=top, cmap="viridis"), das_label, "IIA",
+                  f"Where each variable lives: DAS IIA (k = {k}, top) and the best same-k baseline (bottom: random subspace, "
+                  "PCA, neuron mask or the random-init network); hatched: the variable cannot exist there", out_dir / f"positions_iia.{fmt}"),
+        _heatmaps(plt, summary, margins, dict(vmin=-limit, vmax=limit, cmap="RdBu"), margin_label, "DAS IIA - best same-k baseline",
+                  f"DAS minus the best same-k baseline (k = {k}); hatched: the variable cannot exist there; "
+                  "'!': the IIA collapses when W is confined to the activations' span", out_dir / f"positions_margin.{fmt}"),
+    ]
