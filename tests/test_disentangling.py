@@ -243,3 +243,31 @@ def test_classifier_learns_a_rule_and_the_stored_tree_predicts_like_sklearn():
     assert record["heldout_accuracy"] == 1.0 and record["n_heldout"] == 200
     held = np.array(record["heldout_triples"])
     assert np.array_equal(classification.predict_with(record["tree"], A.TRIPLES[held]), labels[held])
+
+
+def test_splits_that_change_no_prediction_are_merged_into_leaves():
+    """sklearn splits wherever the impurity drops, even when both sides keep the same majority; such a
+    split is no rule. On labels that are 'unexplained' almost everywhere (a minority class denser where
+    X <= 5), the stored tree is one leaf, with no first rule, and predicts like sklearn's tree."""
+    rng = np.random.default_rng(0)
+    minority = rng.random(A.N_TRIPLES) < np.where(A.TRIPLES[:, 0] <= 5, 0.3, 0.05)
+    labels = np.where(minority, "(X+Y)+Z", "unexplained")
+    tree, _, _ = classification.fit_tree(classification.features(A.TRIPLES), labels, (1, 2, 3), 5, 0)
+    assert tree.tree_.node_count > 1 and set(tree.predict(classification.features(A.TRIPLES))) == {"unexplained"}
+    stored = classification.tree_to_json(tree, classification.FEATURES, [str(c) for c in tree.classes_])
+    assert len(stored["nodes"]) == 1 and stored["merged_splits"] >= 1
+    assert classification.first_split(stored) is None and classification.rules_text(stored) == "|--- class: unexplained\n"
+    correct = np.zeros((A.N_TRIPLES, A.N_TRIPLES), dtype=bool)
+    record = classification.classify(labels.tolist(), {"(X+Y)+Z": correct}, 0.2, range(1, 4), 5, 0, splits=2)
+    assert record["first_split"] is None and record["heldout_accuracy"] == record["heldout_majority_rate"]
+    # A deep tree on noisy labels keeps its informative splits and merges the rest, predicting as before.
+    noisy = np.where(A.TRIPLES[:, 0] <= 5, "(X+Y)+Z", "X+(Y+Z)")
+    noisy[rng.random(A.N_TRIPLES) < 0.15] = "unexplained"
+    x = classification.features(A.TRIPLES)
+    from sklearn.tree import DecisionTreeClassifier
+
+    deep = DecisionTreeClassifier(max_depth=6, random_state=0).fit(x, noisy)
+    stored = classification.tree_to_json(deep, classification.FEATURES, [str(c) for c in deep.classes_])
+    assert stored["merged_splits"] > 0 and len(stored["nodes"]) < deep.tree_.node_count
+    assert classification.predict_with(stored, A.TRIPLES) == deep.predict(x).tolist()
+    assert classification.first_split(stored) == "X <= 5.50" and "|--- X <= 5.50" in classification.rules_text(stored)

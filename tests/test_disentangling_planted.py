@@ -166,8 +166,8 @@ def test_planted_sets_are_stable_under_resampling_and_noise_sets_are_not(name):
 
 def test_the_classifier_keeps_its_rule_over_other_splits_and_finds_none_in_random_labels():
     """Refitting on other held-out splits moves a planted region's accuracy and first rule by
-    nothing; on labels drawn at random no split's tree beats the majority by much, and the first
-    rule changes with the split."""
+    nothing; on labels drawn at random no split's tree beats the majority by much, and no rule holds:
+    the trees are one leaf (no split changes a prediction) or their first rule changes with the split."""
     graphs, _ = planted_graphs("threshold X <= 5")
     correct = {m: g.correct for m, g in graphs.items()}
     result = division.divide({m: g.weight for m, g in graphs.items()}, [FIRST, SECOND], 0.8)
@@ -179,7 +179,8 @@ def test_the_classifier_keeps_its_rule_over_other_splits_and_finds_none_in_rando
     assert 0.95 < low < record["heldout_accuracy"] <= high <= 1.0
     labels = np.random.default_rng(0).choice([FIRST, SECOND], A.N_TRIPLES).tolist()
     other = classification.classify(labels, correct, 0.2, range(1, 6), 5, 0, splits=5)["other_splits"]
-    assert other["above_majority_mean"] < 0.05 and other["same_first_split"] < 1.0, other
+    assert other["above_majority_mean"] < 0.05, other
+    assert set(other["first_split_counts"]) == {"(one leaf)"} or other["same_first_split"] < 1.0, other
 
 
 def test_a_planted_clique_is_stable_under_resampling_and_cliques_of_noise_are_not():

@@ -87,22 +87,39 @@ def fit_tree(x: np.ndarray, y: np.ndarray, max_depths: tuple[int, ...], folds: i
 
 
 def tree_to_json(tree, feature_names, class_names) -> dict:
-    """Every node: feature and threshold (internal) or nothing (leaf), children, class counts."""
+    """Every node reachable from the root (0): feature and threshold (internal) or nothing (leaf),
+    children, class counts, prediction. A split whose whole subtree predicts one class decides
+    nothing (sklearn splits wherever the impurity drops, even when both sides keep the same
+    majority): it is stored as a leaf, so that the rules and the first split say only what changes
+    a prediction; `merged_splits` counts them. Predictions are unchanged: a class that is the
+    majority on both sides of a split is the majority of their union."""
     t = tree.tree_
-    nodes = []
-    for i in range(t.node_count):
-        leaf = t.children_left[i] == -1
+
+    def predicts(i: int) -> set[int]:
+        if t.children_left[i] == -1:
+            return {int(np.argmax(t.value[i][0]))}
+        return predicts(t.children_left[i]) | predicts(t.children_right[i])
+
+    nodes, merged = [], [0]
+
+    def add(i: int) -> int:
+        index = len(nodes)
         counts = t.value[i][0] * t.weighted_n_node_samples[i]  # sklearn stores fractions
-        nodes.append({
-            "feature": None if leaf else feature_names[t.feature[i]],
-            "threshold": None if leaf else float(t.threshold[i]),
-            "left": None if leaf else int(t.children_left[i]),
-            "right": None if leaf else int(t.children_right[i]),
-            "n_samples": int(t.n_node_samples[i]),
-            "class_counts": {c: int(round(v)) for c, v in zip(class_names, counts, strict=True)},
-            "prediction": class_names[int(np.argmax(t.value[i][0]))],
-        })
-    return {"features": list(feature_names), "classes": list(class_names), "nodes": nodes}
+        node = {"feature": None, "threshold": None, "left": None, "right": None, "n_samples": int(t.n_node_samples[i]),
+                "class_counts": {c: int(round(v)) for c, v in zip(class_names, counts, strict=True)},
+                "prediction": class_names[int(np.argmax(t.value[i][0]))]}
+        nodes.append(node)
+        if t.children_left[i] != -1:
+            if len(predicts(i)) == 1:
+                merged[0] += 1
+            else:
+                node.update(feature=feature_names[t.feature[i]], threshold=float(t.threshold[i]))
+                node["left"] = add(t.children_left[i])
+                node["right"] = add(t.children_right[i])
+        return index
+
+    add(0)
+    return {"features": list(feature_names), "classes": list(class_names), "nodes": nodes, "merged_splits": merged[0]}
 
 
 def predict_with(tree_json: dict, triples: np.ndarray) -> list[str]:
@@ -119,10 +136,21 @@ def predict_with(tree_json: dict, triples: np.ndarray) -> list[str]:
     return out
 
 
-def rules_text(tree, feature_names) -> str:
-    from sklearn.tree import export_text
+def rules_text(tree_json: dict) -> str:
+    """The stored tree as indented rules, one line per branch (the layout of sklearn's export_text)."""
+    nodes, lines = tree_json["nodes"], []
 
-    return export_text(tree, feature_names=list(feature_names))
+    def write(i: int, depth: int) -> None:
+        node, indent = nodes[i], "|   " * depth
+        if node["feature"] is None:
+            lines.append(f"{indent}|--- class: {node['prediction']}")
+            return
+        for side, sign in (("left", "<="), ("right", "> ")):
+            lines.append(f"{indent}|--- {node['feature']} {sign} {node['threshold']:.2f}")
+            write(node[side], depth + 1)
+
+    write(0, 0)
+    return "\n".join(lines) + "\n"
 
 
 def wilson_interval(rate: float, n: int, z: float = 1.96) -> list[float]:
@@ -132,10 +160,10 @@ def wilson_interval(rate: float, n: int, z: float = 1.96) -> list[float]:
     return [float(max(0.0, centre - half)), float(min(1.0, centre + half))]
 
 
-def first_split(tree, feature_names) -> str | None:
-    """The root's rule, e.g. 'X <= 5.50', or None for a tree of one leaf."""
-    t = tree.tree_
-    return None if t.children_left[0] == -1 else f"{feature_names[t.feature[0]]} <= {t.threshold[0]:.2f}"
+def first_split(tree_json: dict) -> str | None:
+    """The root's rule, e.g. 'X <= 5.50', or None when no split changes a prediction."""
+    root = tree_json["nodes"][0]
+    return None if root["feature"] is None else f"{root['feature']} <= {root['threshold']:.2f}"
 
 
 def repeated_splits(labels: np.ndarray, test_fraction: float, max_depths, folds: int, seed: int, splits: int, first: str | None) -> dict:
@@ -150,7 +178,7 @@ def repeated_splits(labels: np.ndarray, test_fraction: float, max_depths, folds:
         common = max(set(labels[train].tolist()), key=lambda c: (np.sum(labels[train] == c), c))
         accuracy.append(float(np.mean(tree.predict(x[test]) == labels[test])))
         majority.append(float(np.mean(labels[test] == common)))
-        rules.append(first_split(tree, FEATURES))
+        rules.append(first_split(tree_to_json(tree, FEATURES, [str(c) for c in tree.classes_])))
     margins = np.array(accuracy) - np.array(majority)
     return {
         "splits": splits, "seeds": list(range(seed + 1, seed + 1 + splits)),
@@ -177,6 +205,7 @@ def classify(assignment: list[str], correct_by_model: dict[str, np.ndarray], tes
     x = features(arithmetic.TRIPLES)
     tree, cv_scores, depth = fit_tree(x[train], labels[train], tuple(max_depths), folds, seed)
     predicted = tree.predict(x)
+    stored = tree_to_json(tree, FEATURES, [str(c) for c in tree.classes_])
     accuracy = float(np.mean(predicted[test] == labels[test]))
     majority = max(set(labels[train].tolist()), key=lambda c: (np.sum(labels[train] == c), c))
     models = list(correct_by_model)
@@ -216,9 +245,8 @@ def classify(assignment: list[str], correct_by_model: dict[str, np.ndarray], tes
         # their mean measured IIA against each causal model, over all pairs and within each
         # model's division set.
         "heldout_measured_iia_by_prediction": held_out_iia,
-        "rules": rules_text(tree, FEATURES),
-        "first_split": first_split(tree, FEATURES),
-        "tree": tree_to_json(tree, FEATURES, [str(c) for c in tree.classes_]),
-        **({"other_splits": repeated_splits(labels, test_fraction, max_depths, folds, seed, splits, first_split(tree, FEATURES))}
-           if splits else {}),
+        "rules": rules_text(stored),
+        "first_split": first_split(stored),
+        "tree": stored,
+        **({"other_splits": repeated_splits(labels, test_fraction, max_depths, folds, seed, splits, first_split(stored))} if splits else {}),
     }

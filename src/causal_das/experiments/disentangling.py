@@ -33,6 +33,11 @@ def graph_hashes(results_path: Path) -> dict[str, str | None]:
     return hashes
 
 
+# How a stored tree is made; a record of another format is recomputed. 2: splits that change no
+# prediction are merged into leaves (classification.tree_to_json).
+TREE_FORMAT = 2
+
+
 def _reusable(path: Path, settings: dict, inputs: dict, figure: Path, plot) -> dict | None:
     """The record at `path` if it was made with these flags from these inputs (its figure redrawn if
     missing), else None; prints one line either way when a record existed."""
@@ -159,7 +164,8 @@ def run_classification(results_path: str | Path, layer: int | None, test_fractio
     division_record, row = _division_at(results_path, layer)
     settings = {"layer": layer, "test_fraction": test_fraction, "max_depth": max_depth, "folds": folds, "seed": seed,
                 **({"splits": splits} if splits else {})}
-    inputs = {"graphs": graph_hashes(results_path), "division": digest({"order": division_record["order"], "row": row})}
+    inputs = {"graphs": graph_hashes(results_path), "division": digest({"order": division_record["order"], "row": row}),
+              "tree_format": TREE_FORMAT}
     path, figure = results_path / "classification.json", results_path / "classification_tree.png"
     record = _reusable(path, settings, inputs, figure, figures.plot_tree)
     if record is not None:
@@ -194,12 +200,15 @@ def classification_summary(record: dict) -> str:
         f"HELD-OUT accuracy {record['heldout_accuracy']:.3f} (95% interval {low:.3f}-{high:.3f}) on {record['n_heldout']} "
         f"unseen triples (always '{record['majority_label']}': {record['heldout_majority_rate']:.3f})",
     ]
+    if record["tree"].get("merged_splits"):
+        lines.append(f"{record['tree']['merged_splits']} split(s) whose two sides predict the same class merged into leaves "
+                     f"(they change no prediction)")
     if "other_splits" in record:
         other = record["other_splits"]
         acc = other["heldout_accuracy"]
         lines.append(f"over {other['splits']} other held-out splits: accuracy {acc['mean']:.3f} ± {acc['std']:.3f} (range {acc['min']:.3f}-"
                      f"{acc['max']:.3f}) against the majority's {other['heldout_majority_rate_mean']:.3f}, above it in "
-                     f"{other['splits_above_majority']}; first rule '{record['first_split']}' in {other['same_first_split']:.0%} of them")
+                     f"{other['splits_above_majority']}; first rule '{record['first_split'] or '(one leaf)'}' in {other['same_first_split']:.0%} of them")
     lines.append("held-out triples by predicted model: mean IIA measured with the triples of each model's division set")
     for cls, row in record["heldout_measured_iia_by_prediction"].items():
         values = ", ".join(f"{m} {v:.2f}" for m, v in row["iia_with_division_set"].items() if v is not None)

@@ -176,8 +176,9 @@ def plot_tree(classification_json: str | Path, out: str | Path) -> Path:
     ax.set_ylim(-depth - 0.6, 0.6)
     ax.axis("off")
     ax.set_title(
-        f"Decision tree (depth {record['chosen_depth']}, chosen by {record['folds']}-fold CV, one-SE rule) predicting the causal model of a triple at layer "
-        f"{record['layer']}\nheld-out accuracy {record['heldout_accuracy']:.3f} on {record['n_heldout']} unseen triples "
+        f"Decision tree (depth {record['chosen_depth']}, chosen by {record['folds']}-fold CV, one-SE rule"
+        f"{'; splits that change no prediction drawn as leaves' if tree.get('merged_splits') or collapsed else ''}) "
+        f"predicting the causal model of a triple at layer {record['layer']}\nheld-out accuracy {record['heldout_accuracy']:.3f} on {record['n_heldout']} unseen triples "
         f"(majority label '{record['majority_label']}': {record['heldout_majority_rate']:.3f}); left branch = yes; "
         f"leaf: prediction and training triples per class ({' / '.join(tree['classes'])})",
         fontsize=9,
