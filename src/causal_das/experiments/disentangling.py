@@ -212,6 +212,7 @@ def classification_summary(record: dict) -> str:
     lines.append("held-out triples by predicted model: mean IIA measured with the triples of each model's division set")
     for cls, row in record["heldout_measured_iia_by_prediction"].items():
         values = ", ".join(f"{m} {v:.2f}" for m, v in row["iia_with_division_set"].items() if v is not None)
+        values = values if row["n"] else "no held-out triple is predicted so"
         lines.append(f"  predicted {cls:>12} (n={row['n']:>3}): {values}")
     return "\n".join(lines)
 
