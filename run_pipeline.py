@@ -32,7 +32,7 @@ Not in the default run either, `--only seeds`: the W-seed variation of the disen
 (run_das.py --seed S), the graphs at each model's best site, cliques, division and classifier; then
 disentangle_causal_models.py seeds compares them (sets, cliques, accuracy) -> results/gpt2/seeds/
 
-    python run_pipeline.py                 # default sizes (about 25-28 minutes on 2 CPU cores)
+    python run_pipeline.py                 # default sizes (about 19 minutes on 2 CPU cores)
     python run_pipeline.py --quick         # smoke test (about a minute); numbers are not meaningful
     python run_pipeline.py --engine pyvene # every DAS run through pyvene but the position sweep (much slower)
     python run_pipeline.py --base_model ~/models/tiny-llama --results_path results_llama   # your own decoder
