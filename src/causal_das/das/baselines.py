@@ -82,7 +82,7 @@ def activation_span(activations: torch.Tensor, variance: float = SPAN_VARIANCE) 
     total = variances.sum()
     if total <= 0:
         return directions[:, :0]
-    r = int(torch.searchsorted(torch.cumsum(variances, 0) / total, torch.tensor(variance, dtype=total.dtype)).item()) + 1
+    r = int(torch.searchsorted(torch.cumsum(variances, 0) / total, torch.tensor(variance, dtype=total.dtype, device=total.device)).item()) + 1
     return directions[:, : min(r, directions.shape[1])]
 
 
@@ -90,14 +90,15 @@ def variance_fraction(weight: torch.Tensor, activations: torch.Tensor) -> float:
     """The share of the activations' variance (around their mean) that lies in W's subspace."""
     centred = activations.double() - activations.double().mean(0)
     total = centred.square().sum()
-    return float((centred @ weight.double()).square().sum() / total) if total > 0 else 0.0
+    # A trained W comes back on the CPU; the activations live on the network's device.
+    return float((centred @ weight.to(centred.device, torch.float64)).square().sum() / total) if total > 0 else 0.0
 
 
 def project_onto_span(site, trained: TrainedIntervention, span: torch.Tensor) -> TrainedIntervention:
     """W projected onto `span` (n, r) and re-orthonormalised; directions that lie (almost) wholly
     outside the span are dropped, so the projection can have fewer than k columns (even none: then
     it is no intervention at all)."""
-    projected = span @ (span.T @ trained.weight.double())
+    projected = span @ (span.T @ trained.weight.to(span.device, torch.float64))
     u, singular, _ = torch.linalg.svd(projected, full_matrices=False)
     kept = int((singular > RANK_TOLERANCE).sum())
     return fixed(site, u[:, :kept], "projected_onto_activation_span", columns_kept=kept)
@@ -106,7 +107,7 @@ def project_onto_span(site, trained: TrainedIntervention, span: torch.Tensor) ->
 def illusion_check(trained: TrainedIntervention, activations: torch.Tensor, span: torch.Tensor) -> dict:
     """The numbers that do not need the network: W's share of the variance, the span's size, and how
     much of W lies in the span (mean squared length of W's columns after projection)."""
-    inside = (span.T @ trained.weight.double()).square().sum(0)
+    inside = (span.T @ trained.weight.to(span.device, torch.float64)).square().sum(0)
     return {"variance_fraction": variance_fraction(trained.weight, activations), "span_dims": int(span.shape[1]),
             "span_variance": SPAN_VARIANCE, "weight_in_span": float(inside.mean())}
 

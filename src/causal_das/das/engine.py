@@ -25,7 +25,7 @@ from torch import nn
 # engine.DASConfig(...))` and get an `engine.TrainedIntervention` back.
 from causal_das.das import memory
 from causal_das.das.data import DASConfig, InterchangeData, TrainedIntervention, config_dict, n_steps
-from causal_das.das.intervention import DistributedInterchange
+from causal_das.das.intervention import DistributedInterchange, weights_of
 from causal_das.das.site import Site
 from causal_das.das.training import DivergenceGuard, batch_order, optimise, optimise_cells
 from causal_das.runtime import devices
@@ -68,9 +68,12 @@ def cache_activations(site: Site, inputs: torch.Tensor, chunk: int = 16384) -> t
 
 
 def suffix_logits(site: Site, hidden: torch.Tensor) -> torch.Tensor:
-    """The site's suffix on an (intervened) state, in the network precision; fp32 logits."""
+    """The site's suffix on an (intervened) state, in the network precision; fp32 logits. The fp32
+    state enters the network in the network's own dtype: a no-op for an fp32 network, and for a bf16
+    checkpoint kept in bf16 (--precision bf16) the cast autocast does not do itself (a LayerNorm with
+    bf16 weights refuses an fp32 input on the CPU); W and the interchange before it stay fp32."""
     with devices.network_autocast(hidden.device):
-        return site.suffix(hidden).float()
+        return site.suffix(hidden.to(next(site.model.parameters()).dtype)).float()
 
 
 def initial_intervention(site: Site, config: DASConfig) -> DistributedInterchange:
@@ -187,9 +190,10 @@ def train_cells(
 
 def _train_pass(site, activations, datas, cells, interventions) -> list[dict]:
     def logits_for(batches):
+        weights = weights_of([interventions[c] for c, _ in batches])
         hidden = [
-            interchange(site, interventions[c], activations[datas[c].base[idx]], activations[datas[c].sources[idx]], interventions[c].weight())
-            for c, idx in batches
+            interchange(site, interventions[c], activations[datas[c].base[idx]], activations[datas[c].sources[idx]], weight)
+            for (c, idx), weight in zip(batches, weights, strict=True)
         ]
         return suffix_logits(site, torch.cat(hidden)).split([len(idx) for _, idx in batches])
 
@@ -246,7 +250,7 @@ def predict_cells(
     rows = max(1, batch_size // len(trained))
     out = [[] for _ in trained]
     with torch.no_grad(), frozen(site.model):
-        weights = [intervention.weight() for intervention in interventions]
+        weights = weights_of(interventions)
         for start in range(0, max(len(d) for d in datas), rows):
             chunk = [(c, torch.arange(start, min(start + rows, len(d)), device=device)) for c, d in enumerate(datas) if start < len(d)]
             hidden = [interchange(site, interventions[c], activations[datas[c].base[idx]], activations[datas[c].sources[idx]], weights[c])

@@ -23,11 +23,32 @@ from torch import nn
 
 
 def orthonormal_columns(matrix: torch.Tensor) -> torch.Tensor:
-    """(n, k) -> (n, k) with orthonormal columns spanning the same space (QR, positive R diagonal)."""
+    """(..., n, k) -> (..., n, k) with orthonormal columns spanning the same space (QR, positive R
+    diagonal); a stack of matrices in one batched call."""
     q, r = torch.linalg.qr(matrix, mode="reduced")
-    signs = torch.sign(torch.diagonal(r))
+    signs = torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))
     signs = torch.where(signs == 0, torch.ones_like(signs), signs)
-    return q * signs
+    return q * signs.unsqueeze(-2)
+
+
+def weights_of(interventions: list[DistributedInterchange]) -> list[torch.Tensor]:
+    """W of each intervention, as `weight()` gives it, with the rotations of one shape
+    orthonormalised together in one batched QR (one call per shape instead of one per cell: on a GPU
+    a pass of many cells is then a few kernels, not hundreds; on the CPU the results are the same
+    bits, tests/test_batched.py)."""
+    weights: list[torch.Tensor | None] = [None] * len(interventions)
+    groups: dict[tuple, list[int]] = {}
+    for i, intervention in enumerate(interventions):
+        if intervention.full_swap or intervention.rotation.k == 0:
+            weights[i] = intervention.weight()
+        else:
+            unconstrained = intervention.rotation.unconstrained
+            groups.setdefault((tuple(unconstrained.shape), unconstrained.device, unconstrained.dtype), []).append(i)
+    for members in groups.values():
+        stacked = torch.stack([interventions[i].rotation.unconstrained for i in members])
+        for i, weight in zip(members, orthonormal_columns(stacked).unbind(0), strict=True):
+            weights[i] = weight
+    return weights
 
 
 class Rotation(nn.Module):

@@ -40,18 +40,25 @@ def optimise_cells(parameters, logits_for, datas, configs, descs, progress_desc:
     intervened network on batch `idx` of each listed cell (typically in one suffix pass) and returns
     their logits in that order. The loss is the sum of the cells' mean losses: cells share no
     parameter, so each cell's gradient, Adam state and W are those it would get trained alone (up to
-    the last bits of the batched matrix products). Cells with fewer steps drop out when done.
-    Divergence of any cell (see `DivergenceGuard`) raises ValueError naming it. `penalty(c)`, if
-    given, is a term added to cell c's loss at each step (e.g. a mask's sparsity, `das.baselines`).
+    the last bits of the batched matrix products). One Adam updates every cell (a parameter group
+    per cell; Adam is elementwise, so this is each cell's own Adam in one call). Cells with fewer
+    steps drop out when done. `penalty(c)`, if given, is a term added to cell c's loss at each step
+    (e.g. a mask's sparsity, `das.baselines`).
+
+    A step never waits for the device: losses and correct counts stay there until a cell's epoch
+    ends, when they are read in one transfer. So divergence (see `DivergenceGuard`) is noticed at
+    the end of the epoch it happened in, and the error names the first non-finite step and the cell.
     Returns one history per cell: {"epochs": [{"loss", "train_iia"}, ...]}."""
     n_cells = len(datas)
-    optimizers = [torch.optim.Adam(params, lr=config.lr) for params, config in zip(parameters, configs, strict=True)]
+    optimizer = torch.optim.Adam([{"params": list(params), "lr": config.lr} for params, config in zip(parameters, configs, strict=True)])
     # Callers' descs often start with "DAS" ("DAS layer 0"); the message says it once.
     guards = [DivergenceGuard(f"DAS training of {desc.removeprefix('DAS ')}", "lower the DAS learning rate (--lr / --das_lr)") for desc in descs]
     steps_per_epoch = [math.ceil(len(data) / config.batch_size) for data, config in zip(datas, configs, strict=True)]
     total_steps = [config.epochs * steps for config, steps in zip(configs, steps_per_epoch, strict=True)]
     histories = [{"epochs": []} for _ in range(n_cells)]
-    totals = [[0.0, 0] for _ in range(n_cells)]  # running (loss * examples, correct) of each cell's epoch
+    # This epoch's per-step (loss, correct) of each cell, still on the device, and the batch sizes.
+    pending: list[list[torch.Tensor]] = [[] for _ in range(n_cells)]
+    sizes: list[list[int]] = [[] for _ in range(n_cells)]
     orders: list[list[torch.Tensor]] = [[] for _ in range(n_cells)]
     label = progress_desc or (descs[0] if n_cells == 1 else f"{n_cells} cells")
     for t in progress.inner(range(max(total_steps, default=0)), desc=label, unit="step"):
@@ -61,32 +68,50 @@ def optimise_cells(parameters, logits_for, datas, configs, descs, progress_desc:
                 continue
             epoch, step = divmod(t, steps_per_epoch[c])
             if step == 0:
-                orders[c] = batch_order(len(datas[c]), configs[c].batch_size, epoch, configs[c].seed)
-            batches.append((c, orders[c][step].to(datas[c].labels.device)))
+                # The epoch's shuffled order goes to the device once, not once per step.
+                order = batch_order(len(datas[c]), configs[c].batch_size, epoch, configs[c].seed)
+                orders[c] = torch.cat(order).to(datas[c].labels.device).split([len(idx) for idx in order])
+            batches.append((c, orders[c][step]))
         logits = logits_for(batches)
         losses = [nn.functional.cross_entropy(out, datas[c].labels[idx]) for (c, idx), out in zip(batches, logits, strict=True)]
         if penalty is not None:
             losses = [loss + penalty(c) for (c, _), loss in zip(batches, losses, strict=True)]
-        for c, _ in batches:
-            optimizers[c].zero_grad(set_to_none=True)
+        optimizer.zero_grad(set_to_none=True)
         functools.reduce(operator.add, losses).backward()
-        for c, _ in batches:
+        active = [c for c, _ in batches]
+        _guard_for(guards, descs, active).step(optimizer, *(x + 1 for x in divmod(t, steps_per_epoch[active[0]])))
+        with torch.no_grad():
+            for (c, idx), out, loss in zip(batches, logits, losses, strict=True):
+                pending[c].append(torch.stack([loss.detach().double(), (out.argmax(-1) == datas[c].labels[idx]).sum().double()]))
+                sizes[c].append(len(idx))
+        for c in active:
             epoch, step = divmod(t, steps_per_epoch[c])
-            guards[c].step(optimizers[c], epoch + 1, step + 1)
-        # One sync per step for every cell's loss and correct count.
-        correct = torch.stack([(out.argmax(-1) == datas[c].labels[idx]).sum() for (c, idx), out in zip(batches, logits, strict=True)])
-        values, counts = torch.stack([loss.detach() for loss in losses]).tolist(), correct.tolist()
-        for (c, idx), value, count in zip(batches, values, counts, strict=True):
-            epoch, step = divmod(t, steps_per_epoch[c])
-            guards[c].check(value, epoch + 1, step + 1)
-            totals[c][0] += value * len(idx)
-            totals[c][1] += count
             if step + 1 == steps_per_epoch[c]:
-                n = len(datas[c])
-                histories[c]["epochs"].append({"loss": totals[c][0] / n, "train_iia": totals[c][1] / n})
-                totals[c] = [0.0, 0]
+                histories[c]["epochs"].append(_epoch_record(guards[c], pending[c], sizes[c], epoch + 1))
                 log.info("%s epoch %d: loss %.4f, train IIA %.4f", descs[c], epoch + 1, *histories[c]["epochs"][-1].values())
+                pending[c], sizes[c] = [], []
     return histories
+
+
+def _guard_for(guards, descs, active: list[int]) -> DivergenceGuard:
+    """The guard that names what an optimiser step of the cells `active` would break."""
+    if len(active) == 1:
+        return guards[active[0]]
+    names = ", ".join(descs[c].removeprefix("DAS ") for c in active)
+    return DivergenceGuard(f"DAS training of {len(active)} cells trained together ({names})", guards[active[0]].remedy)
+
+
+def _epoch_record(guard: DivergenceGuard, pending: list[torch.Tensor], sizes: list[int], epoch: int) -> dict:
+    """{"loss", "train_iia"} of an epoch from its steps' (loss, correct) pairs, read from the device
+    in one transfer; the loss summed in float64 step by step (the order the history always used)."""
+    values = torch.stack(pending).cpu().tolist()
+    total_loss, correct = 0.0, 0
+    for step, ((loss, count), size) in enumerate(zip(values, sizes, strict=True)):
+        guard.check(loss, epoch, step + 1)
+        total_loss += loss * size
+        correct += int(count)
+    n = sum(sizes)
+    return {"loss": total_loss / n, "train_iia": correct / n}
 
 
 @dataclass(frozen=True)
