@@ -178,3 +178,22 @@ def test_processes_executor_writes_the_local_executors_files(tmp_path):
         runs[executor] = contents(out)
     assert runs["local"] == runs["processes"]
     assert sum(name.startswith("cells/") for name in runs["local"]) == 6
+
+
+def test_one_batched_orthonormalisation_gives_each_cells_own_w_and_gradient():
+    """`weights_of` stacks the rotations of one shape into one QR: the same bits as one QR per cell,
+    forward and backward (so batching changes no result), and cells of other shapes kept apart."""
+    from causal_das.das.intervention import DistributedInterchange, weights_of
+
+    generator = torch.Generator().manual_seed(0)
+    cells = [DistributedInterchange(48, sizes, generator) for sizes in [(4, 4), (4, 4), (6,), (48,), (4, 4)]]
+    probes = [torch.randn(48, sum(c.subspace_sizes), generator=generator) for c in cells]
+    grads = {}
+    for how in ("alone", "batched"):
+        for cell in cells:
+            cell.zero_grad(set_to_none=True)
+        weights = [c.weight() for c in cells] if how == "alone" else weights_of(cells)
+        sum((w * p).sum() for w, p in zip(weights, probes, strict=True)).backward()
+        grads[how] = ([w.detach() for w in weights], [c.rotation.unconstrained.grad for c in cells if c.trainable])
+    assert all(torch.equal(a, b) for a, b in zip(grads["alone"][0], grads["batched"][0], strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(grads["alone"][1], grads["batched"][1], strict=True))
