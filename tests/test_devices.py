@@ -4,6 +4,7 @@ script. (CUDA itself is never used in tests; these run the same code with --devi
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -124,3 +125,34 @@ def test_device_cpu_gives_the_default_runs_files(tmp_path):
         record["config"].pop("device"), record["config"].pop("precision")
     if not torch.cuda.is_available():
         assert _strip(outputs["default"]) == _strip(outputs["cpu"])
+
+
+def test_ray_asks_for_the_gpu_fraction_given_and_processes_start_one_cuda_worker(monkeypatch):
+    import argparse
+
+    from causal_das.runtime import executors
+
+    assert gpus_per_task(FakeRay(1), "cuda", 0.25) == 0.25 and gpus_per_task(FakeRay(0), "cpu", 0.25) == 0
+    parser = argparse.ArgumentParser()
+    executors.add_executor_flags(parser)
+    try:
+        assert parser.parse_args(["--ray_gpu_fraction", "0.5"]).ray_gpu_fraction == 0.5 and executors.RAY_GPU_FRACTION["value"] == 0.5
+    finally:
+        executors.RAY_GPU_FRACTION["value"] = 1.0
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--ray_gpu_fraction", "1.5"])
+    assert executors.default_workers("cpu", None) == (os.cpu_count() or 1) and executors.default_workers("cpu", 3) == 3
+    monkeypatch.setattr(devices, "resolve", lambda name: torch.device("cuda"))
+    assert executors.default_workers("cuda", None) == 1
+
+
+def test_the_gpu_memory_budget_counts_pytorchs_cache_and_other_processes(monkeypatch):
+    """Free device memory (other processes' use already taken out) plus what this process's caching
+    allocator holds unused."""
+    from causal_das.das import memory
+
+    gib = 1 << 30
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (10 * gib, 80 * gib))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 6 * gib)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 2 * gib)
+    assert memory.budget_bytes(torch.device("cuda")) == int(14 * gib * memory.CUDA_BUDGET_FRACTION)

@@ -34,11 +34,14 @@ def suffix_bytes_per_row(run_suffix, activations: torch.Tensor, probe_rows: int 
 
 
 def budget_bytes(device: torch.device) -> int:
-    """Memory one pass may use on `device`: a quarter of the physical memory on the CPU, half of the
-    free memory on a GPU."""
+    """Memory one pass may use on `device`: a quarter of the physical memory on the CPU; on a GPU
+    half of what is available to this process: the device's free memory (which other processes'
+    use has already left out) plus what PyTorch's caching allocator holds here without using it
+    (counted as used by the device, yet free to this process)."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
-        return int(free * CUDA_BUDGET_FRACTION)
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int((free + cached) * CUDA_BUDGET_FRACTION)
     try:
         physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError):
