@@ -179,3 +179,32 @@ def test_every_script_runs_with_device_cuda(simulated_cuda, tmp_path):
     run_script("run_das.py", "--model_path", gpt2, "--position_sets", "all", "3", *sizes, "--results_path", out / "positions")
     run_script("evaluate_das.py", "--results_path", out / "sweep", "--n_testing", "300", "--device", "cuda")
     assert (out / "sweep" / "evaluation.json").is_file() and (out / "positions" / "summary.json").is_file()
+
+
+def test_w_and_the_interchange_stay_ieee_fp32_under_tf32(simulated_cuda, monkeypatch):
+    """With TF32 on (--precision auto/tf32 on CUDA) the network's products may use it, but W's
+    orthonormalisation, the interchange and their backward pass run with it off."""
+    model, data = _mlp_and_data()
+    model = model.to(DEVICE)
+    seen = {"interchange": set(), "suffix": set(), "w_grad": set()}
+    interchange = engine.interchange
+    monkeypatch.setattr(engine, "interchange", lambda *args: seen["interchange"].add(torch.backends.cuda.matmul.allow_tf32)
+                        or interchange(*args))
+    model.mlp.h[2].register_forward_hook(lambda *_: seen["suffix"].add(torch.backends.cuda.matmul.allow_tf32))
+    weights_of = engine.weights_of
+    monkeypatch.setattr(engine, "weights_of", lambda interventions: _spy_on_w_grad(interventions, seen["w_grad"]) or weights_of(interventions))
+    saved = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        trained = engine.train(MLPSite(model, 1), data, engine.DASConfig((8, 8), epochs=1, batch_size=64, lr=5e-2))
+        engine.predict(MLPSite(model, 1), trained, data)
+        assert torch.backends.cuda.matmul.allow_tf32  # restored
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved
+    assert seen == {"interchange": {False}, "suffix": {True}, "w_grad": {False}}
+
+
+def _spy_on_w_grad(interventions, seen: set) -> None:
+    for intervention in interventions:
+        if intervention.rotation.unconstrained.requires_grad:
+            intervention.rotation.unconstrained.register_hook(lambda grad: seen.add(torch.backends.cuda.matmul.allow_tf32))

@@ -130,7 +130,9 @@ def train(
     else:
         from causal_das.das.pyvene_engine import train_pyvene
 
-        weight, history = train_pyvene(site, data.to(devices.of(site.model)), config, intervention.weight().detach(), desc)
+        # pyvene applies W inside the network's forward pass: the whole run stays IEEE fp32.
+        with devices.full_fp32(devices.of(site.model)):
+            weight, history = train_pyvene(site, data.to(devices.of(site.model)), config, intervention.weight().detach(), desc)
     history["train_seconds"] = time.perf_counter() - start
     return TrainedIntervention(str(site.name), site.n, tuple(config.subspace_sizes), weight.cpu(), engine, history)
 
@@ -190,12 +192,13 @@ def train_cells(
 
 def _train_pass(site, activations, datas, cells, interventions) -> list[dict]:
     def logits_for(batches):
-        weights = weights_of([interventions[c] for c, _ in batches])
-        hidden = [
-            interchange(site, interventions[c], activations[datas[c].base[idx]], activations[datas[c].sources[idx]], weight)
-            for (c, idx), weight in zip(batches, weights, strict=True)
-        ]
-        return suffix_logits(site, torch.cat(hidden)).split([len(idx) for _, idx in batches])
+        with devices.full_fp32(activations.device):
+            weights = weights_of([interventions[c] for c, _ in batches])
+            hidden = torch.cat([
+                interchange(site, interventions[c], activations[datas[c].base[idx]], activations[datas[c].sources[idx]], weight)
+                for (c, idx), weight in zip(batches, weights, strict=True)
+            ])
+        return suffix_logits(site, devices.full_fp32_backward(hidden)).split([len(idx) for _, idx in batches])
 
     descs = [cell.desc for cell in cells]
     with frozen(site.model):
@@ -217,7 +220,8 @@ def predict(
             raise ValueError(f"intervention was trained at {trained.site}, not at {site.name}")
         from causal_das.das.pyvene_engine import predict_pyvene
 
-        return predict_pyvene(site, trained, data.to(devices.of(site.model)), batch_size).cpu()
+        with devices.full_fp32(devices.of(site.model)):
+            return predict_pyvene(site, trained, data.to(devices.of(site.model)), batch_size).cpu()
     return predict_cells(site, [trained], data, batch_size, activations)[0]
 
 
@@ -250,12 +254,14 @@ def predict_cells(
     rows = max(1, batch_size // len(trained))
     out = [[] for _ in trained]
     with torch.no_grad(), frozen(site.model):
-        weights = weights_of(interventions)
+        with devices.full_fp32(device):
+            weights = weights_of(interventions)
         for start in range(0, max(len(d) for d in datas), rows):
             chunk = [(c, torch.arange(start, min(start + rows, len(d)), device=device)) for c, d in enumerate(datas) if start < len(d)]
-            hidden = [interchange(site, interventions[c], activations[datas[c].base[idx]], activations[datas[c].sources[idx]], weights[c])
-                      for c, idx in chunk]
-            predicted = suffix_logits(site, torch.cat(hidden)).argmax(-1).split([len(idx) for _, idx in chunk])
+            with devices.full_fp32(device):
+                hidden = torch.cat([interchange(site, interventions[c], activations[datas[c].base[idx]], activations[datas[c].sources[idx]],
+                                                weights[c]) for c, idx in chunk])
+            predicted = suffix_logits(site, hidden).argmax(-1).split([len(idx) for _, idx in chunk])
             for (c, _), part in zip(chunk, predicted, strict=True):
                 out[c].append(part)
     return [torch.cat(parts).cpu() for parts in out]
