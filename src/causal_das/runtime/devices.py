@@ -28,6 +28,9 @@ PRECISIONS = ("auto", "fp32", "tf32", "bf16")
 
 # What this process computes on, set by `setup`; recorded in every result file (io.run_metadata).
 _current = {"device": "cpu", "precision": "fp32"}
+# How the network last loaded differs from its checkpoint's dtype (`note_network_dtype`); empty for an
+# fp32 checkpoint, so the records of fp32 runs are what they always were.
+_network_dtype: dict = {}
 
 
 def resolve(name: str) -> torch.device:
@@ -56,7 +59,16 @@ def setup(device: str = "auto", precision: str = "auto") -> torch.device:
         torch.backends.cuda.matmul.allow_tf32 = tf32
         torch.backends.cudnn.allow_tf32 = tf32
     _current.update(device=str(resolved), precision=precision)
+    _network_dtype.clear()  # a new run's settings: the network it loads next says how it was loaded
     return resolved
+
+
+def note_network_dtype(record: dict | None) -> None:
+    """Records how the network this process runs was loaded from its checkpoint ({"stored_dtype",
+    "loaded_dtype", "reason"}; None: an fp32 checkpoint loaded as it is); every result file written
+    afterwards carries it as `compute.network_dtype` (`models.checkpoint_dtype`)."""
+    _network_dtype.clear()
+    _network_dtype.update(record or {})
 
 
 def current() -> dict[str, str]:
@@ -64,6 +76,8 @@ def current() -> dict[str, str]:
     before any). The machine is recorded because another CPU (or GPU) rounds differently: the same
     flags and seed give identical files on one machine, and may differ in the last digits on another."""
     info = {**_current, **cpu_info()}
+    if _network_dtype:
+        info["network_dtype"] = dict(_network_dtype)
     if info["device"].startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(torch.device(info["device"]))
     return info
@@ -92,6 +106,45 @@ def network_autocast(device: torch.device):
     if _current["precision"] != "bf16":
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+@contextlib.contextmanager
+def full_fp32(device: torch.device):
+    """IEEE fp32 matrix products for the duration, whatever `--precision` set for the network: W, its
+    orthonormalisation, the interchange and the loss run in here (TF32 keeps a 10-bit mantissa,
+    which would reach W's orthonormality and the swapped coordinates). Only CUDA has TF32 (any
+    device but the CPU sets the flags, so the tests' simulated device checks this path); setting
+    the flags is host-side and costs the device nothing."""
+    if device.type == "cpu":
+        yield
+        return
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def full_fp32_backward(hidden: torch.Tensor) -> torch.Tensor:
+    """Makes the backward pass run in IEEE fp32 from `hidden` (the intervened state) back to W: the
+    suffix's backward keeps the network's precision, then the gradient of the interchange and of
+    the orthonormalisation is computed with TF32 off, which is restored when the backward pass ends."""
+    if hidden.device.type == "cpu" or not hidden.requires_grad:
+        return hidden
+
+    def enter(grad):
+        saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+
+        def restore():
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+        torch.autograd.Variable._execution_engine.queue_callback(restore)
+        return grad
+
+    hidden.register_hook(enter)
+    return hidden
 
 
 def of(module: torch.nn.Module) -> torch.device:
