@@ -57,7 +57,9 @@ def fit(
     """Trains `model` on the example indices `rows` (1-D, CPU), `batch_size` at a time in a fresh
     shuffle each epoch; `batch_loss(idx)` gets the batch's indices on the model's device and returns
     its mean loss. Per step: zero the gradients, backward, clip (if `max_grad_norm`), step the
-    optimiser (through `guard`), step the `schedule` (if any). `after_epoch(epoch, loss)` may return
+    optimiser (through `guard`), step the `schedule` (if any); no step waits for the device (the
+    losses are read once per epoch, so divergence stops the run at the end of its epoch, naming the
+    step). `after_epoch(epoch, loss)` may return
     a postfix for the progress bar; `bar` is "steps" (one inner bar per epoch) or "epochs" (one bar)."""
     generator = torch.Generator().manual_seed(seed)
     device = next(model.parameters()).device
@@ -65,13 +67,14 @@ def fit(
     epoch_bar = progress.bar(range(epochs), desc=desc, unit="epoch") if bar == "epochs" else range(epochs)
     for epoch in epoch_bar:
         model.train()  # `after_epoch` may have evaluated the model
-        order = rows[torch.randperm(len(rows), generator=generator)]
-        batch_total, example_total, batches = 0.0, 0.0, 0
+        # The epoch's order goes to the device once; the losses stay there until the epoch ends.
+        order = rows[torch.randperm(len(rows), generator=generator)].to(device)
+        losses, sizes = [], []
         starts = range(0, len(order), batch_size)
         if bar == "steps":
             starts = progress.inner(starts, desc=f"{desc} epoch {epoch + 1}/{epochs}")
         for step, start in enumerate(starts, 1):
-            idx = order[start : start + batch_size].to(device)
+            idx = order[start : start + batch_size]
             loss = batch_loss(idx)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -80,10 +83,14 @@ def fit(
             guard.step(optimizer, epoch + 1, step)
             if schedule is not None:
                 schedule.step()
-            value = loss.item()  # the one sync per step
+            losses.append(loss.detach())
+            sizes.append(len(idx))
+        # One read of the device per epoch; a diverged loss is reported with the step it happened at.
+        batch_total, example_total = 0.0, 0.0
+        for step, (value, size) in enumerate(zip(torch.stack(losses).cpu().tolist(), sizes, strict=True), 1):
             guard.check(value, epoch + 1, step)
-            batch_total, example_total, batches = batch_total + value, example_total + value * len(idx), batches + 1
-        history.append(EpochLoss(batch_total / batches, example_total / len(order)))
+            batch_total, example_total = batch_total + value, example_total + value * size
+        history.append(EpochLoss(batch_total / len(losses), example_total / len(order)))
         log.info("%s epoch %d: loss %.4f", desc, epoch + 1, history[-1].per_batch)
         postfix = after_epoch(epoch + 1, history[-1]) if after_epoch is not None else None
         if postfix and bar == "epochs":
