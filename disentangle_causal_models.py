@@ -21,11 +21,17 @@ Subcommands, in the order they build on each other (each writes JSON and a figur
     python disentangle_causal_models.py classify
     python disentangle_causal_models.py predict 3,7,2 10,1,4 5+5+5
     python disentangle_causal_models.py seeds --results_paths run_seed0 run_seed1 run_seed2 --output seeds.json
+
+The thesis's forms, without a subcommand, run the same code: with --model_path, `graphs`; without,
+`cliques` on the graphs built before:
+    python disentangle_causal_models.py --model_path results/gpt2/model --results_path disentangling_results/ --causal_model_type arithmetic
+    python disentangle_causal_models.py --results_path disentangling_results/ --causal_model_type arithmetic
 """
 
+import sys
 from pathlib import Path
 
-from causal_das.experiments import disentangling, iia_graphs
+from causal_das.experiments import disentangling, iia_graphs, thesis_commands
 from causal_das.plots import disentangling as figures
 from causal_das.runtime.cli import (
     ArgumentParser,
@@ -37,9 +43,10 @@ from causal_das.runtime.cli import (
 )
 from causal_das.runtime.devices import add_device_flags
 from causal_das.runtime.executors import add_executor_flags
-from causal_das.tasks.arithmetic import MODELS, parse_triple
+from causal_das.tasks.arithmetic import FAMILIES, MODELS, parse_triple
 
 RESULTS = "results/gpt2/disentangling"
+SUBCOMMANDS = ("graphs", "cliques", "divide", "classify", "predict", "seeds")
 
 
 def unit_interval(text: str) -> float:
@@ -83,7 +90,7 @@ def group(text: str) -> int | str:
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                             formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{graphs,cliques,divide,classify,predict,seeds}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{" + ",".join(SUBCOMMANDS) + "}")
 
     def sub(name, help_text):
         p = commands.add_parser(name, help=help_text, description=help_text)
@@ -92,8 +99,12 @@ def build_parser() -> ArgumentParser:
         return p
 
     graphs = sub("graphs", "IIA graphs over all 999,000 ordered pairs, one per trained DAS cell")
-    graphs.add_argument("--sweep_path", default="results/gpt2/das_arithmetic", help="a run_das.py sweep directory with trained cells")
+    graphs.add_argument("--sweep_path", default=None,
+                        help="a run_das.py sweep directory with trained cells (default results/gpt2/das_<--causal_model_type>, "
+                             "results/gpt2/das_arithmetic without it)")
     graphs.add_argument("--causal_models", nargs="+", choices=list(MODELS), default=None, help="causal models (default: every model of the sweep)")
+    graphs.add_argument("--causal_model_type", choices=sorted(FAMILIES), default=None,
+                        help="the thesis's flag: every causal model of this family (instead of --causal_models), from its sweep")
     graphs.add_argument("--layers", type=int, nargs="+", default=None, help="a thesis sweep's layers (default: every layer of the sweep)")
     graphs.add_argument("--site", nargs="+", default=None, metavar="LAYER:POSITIONS",
                         help="a position sweep's sites (run_das.py --position_sets), e.g. 2:3 1:all 0:4-5, or 'best' (the default): each "
@@ -105,6 +116,9 @@ def build_parser() -> ArgumentParser:
     add_device_flags(graphs)
 
     found = sub("cliques", "maximum cliques of weight-1 edges, removed one by one")
+    found.add_argument("--causal_model_type", choices=sorted(FAMILIES), default=None,
+                       help="the thesis's flag: the family the graphs in --results_path must be of (checked; the cliques are "
+                            "those of every graph there)")
     found.add_argument("--min_size", type=positive_int, default=5, help="stop when the largest clique left is smaller (default 5)")
     found.add_argument("--exact_seconds", type=non_negative_float, default=10.0,
                        help="time allowed for each exact maximum clique before the greedy approximation is used (0: always greedy)")
@@ -147,10 +161,17 @@ def build_parser() -> ArgumentParser:
 
 
 def main():
-    args = build_parser().parse_args()
+    argv, note = thesis_commands.with_subcommand(sys.argv[1:], SUBCOMMANDS)
+    args = build_parser().parse_args(argv)
+    if note:
+        print(note, flush=True)
     setup_logging(args.verbose)
     if args.command == "graphs":
-        config = iia_graphs.GraphsConfig(args.sweep_path, args.results_path, tuple(args.causal_models) if args.causal_models else None,
+        if args.causal_model_type and args.causal_models:
+            raise ValueError("give --causal_model_type (a whole family) or --causal_models, not both")
+        models = [m.name for m in FAMILIES[args.causal_model_type]] if args.causal_model_type else args.causal_models
+        sweep_path = args.sweep_path or f"results/gpt2/das_{args.causal_model_type or 'arithmetic'}"
+        config = iia_graphs.GraphsConfig(sweep_path, args.results_path, tuple(models) if models else None,
                                          tuple(args.layers) if args.layers else None, args.low_rank_dim, args.model_path,
                                          executor=args.executor, ray_address=args.ray_address, ray_cpus=args.ray_cpus,
                                          workers=args.workers, device=args.device, precision=args.precision,
@@ -163,6 +184,8 @@ def main():
         from causal_das.analysis.cliques import cliques_table
         from causal_das.analysis.stability import clique_stability_table
 
+        if args.causal_model_type:
+            thesis_commands.check_graphs_family(args.results_path, args.causal_model_type)
         record = disentangling.run_cliques(args.results_path, args.min_size, args.exact_seconds, args.resamples)
         print(cliques_table(record))
         if args.resamples:

@@ -6,11 +6,12 @@ pairs. Writes the JSON the figures read.
     python evaluate_das.py                                     # both default sweeps, both families
     python evaluate_das.py --results_path results/gpt2/das_arithmetic --causal_model_type arithmetic
     python evaluate_das.py --all_pairs --layers 0 --low_rank_dims 16     # every ordered pair
+    python evaluate_das.py --results_path results/ --causal_model_type simple   # a results root: results/gpt2/das_simple
 """
 
 from pathlib import Path
 
-from causal_das.experiments import gpt2_evaluation
+from causal_das.experiments import gpt2_evaluation, thesis_commands
 from causal_das.runtime.cli import ArgumentParser, positive_int, run_main, setup_logging
 from causal_das.runtime.devices import add_device_flags
 from causal_das.runtime.executors import add_executor_flags
@@ -21,7 +22,8 @@ from causal_das.tasks.arithmetic import FAMILIES, MODELS
 def main():
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--results_path", nargs="+", default=["results/gpt2/das_arithmetic", "results/gpt2/das_simple"],
-                        help="sweep directories written by run_das.py; each gets its own evaluation.json")
+                        help="sweep directories written by run_das.py, each getting its own evaluation.json; a results root (the "
+                             "thesis's `results/`) stands for the sweeps of --causal_model_type under it, <root>/gpt2/das_<type>/")
     parser.add_argument("--model_path", default=None, help="the network (default: the one recorded in each sweep's summary.json)")
     parser.add_argument("--causal_model_type", choices=(*sorted(FAMILIES), "all"), default="all",
                         help="families of causal models to test every cell against (default: all)")
@@ -46,7 +48,13 @@ def main():
                 and (args.layers is None or cell["layer"] in args.layers)
                 and (args.low_rank_dims is None or cell["k"] in args.low_rank_dims))
 
-    for results_path in args.results_path:  # every output place is checked before anything is evaluated
+    sweeps = []
+    for given in args.results_path:
+        found, note = thesis_commands.sweeps_under(given, families)
+        sweeps += [path for path in found if path not in sweeps]
+        if note:
+            print(note, flush=True)
+    for results_path in sweeps:  # every output place is checked before anything is evaluated
         if Path(results_path).is_file():
             parser.error(f"--results_path {results_path} is a file; pass a sweep directory written by run_das.py")
         out = Path(results_path) / args.output_name
@@ -54,7 +62,7 @@ def main():
             parser.error(f"--output_name {args.output_name}: {out} is a directory; pass a file name")
         if out.parent != Path(results_path):  # an --output_name with directories: they must be creatable
             check_results_path(out.parent, "--output_name")
-    for results_path in args.results_path:
+    for results_path in sweeps:
         record = gpt2_evaluation.evaluate_saved(results_path, families, args.n_testing, args.all_pairs, args.seed, args.engine,
                                    args.model_path, selected, args.batch_size, args.executor, args.ray_address, args.ray_cpus,
                                    args.device, args.precision, workers=args.workers)

@@ -12,6 +12,7 @@ stopped. summary.json gathers every cell.
     python run_das.py --causal_model_type simple --results_path results/gpt2/das_simple
     python run_das.py --preset thesis --model_path models/gpt2_finetuned   # the thesis's sizes
     python run_das.py --position_sets all 0 1 2 3 4 5   # where each variable lives: -> results/gpt2/positions_arithmetic/
+    python src/run_das.py ...                            # the thesis's path: this script, the same flags
 
 With --position_sets, each cell is (causal model, layer, position set) at one k, beside its baselines at
 the same site and k (full patch, random subspaces, PCA, a learned neuron mask, the random-init control)

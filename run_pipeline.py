@@ -43,9 +43,11 @@ step) and resumes after an interruption. The committed reference (results/refere
 as a cache: the last step only compares with it.
 """
 
+import argparse
 import os
 import runpy
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -90,6 +92,20 @@ SEEDS = (0, 1, 2)
 SEED_STEPS = tuple(f"seeds_{step}_{seed}" for seed in SEEDS for step in ("sweep", "graphs", "cliques", "divide", "classify")) + ("seeds_compare",)
 CLIQUE_RESAMPLES = ["--resamples", "5"]  # how much the cliques move over 80% subsets of the triples (about 2 s a graph)
 REFERENCE = ROOT / "results" / "reference"
+# How --help lists the steps: by experiment, in the order of the list above (a test checks that
+# every step is in exactly one group).
+STEP_GROUPS = (
+    ("MLP", lambda name: name in ("hierarchical_equality", "pattern_matching", "wrong_causal_graph_ablation")),
+    ("GPT-2 network", lambda name: name == "gpt2_model"),
+    ("GPT-2 sweeps", lambda name: name in ("gpt2_das_arithmetic", "gpt2_das_simple", "gpt2_evaluate", "gpt2_figures")),
+    ("where each variable lives", lambda name: name == "gpt2_positions"),
+    ("disentangling, arithmetic sweep", lambda name: name in ("graphs", *ANALYSES)),
+    ("disentangling, best sites", lambda name: name.endswith("_best_sites")),
+    ("ellipse CNN", lambda name: name.startswith("cnn_")),
+    ("comparison with the reference", lambda name: name == "compare"),
+    ("known answer (not in the default run; --only known_answer runs them all)", lambda name: name in KNOWN_ANSWER),
+    ("seed variation (not in the default run; --only seeds runs them all)", lambda name: name in SEED_STEPS),
+)
 
 
 # What each step reads that another step writes: a step starts once these have finished.
@@ -206,6 +222,18 @@ def analyses(suffix: str, results: Path) -> list:
     return [(f"{name}{suffix}", "disentangle_causal_models.py", [name, *commands[name], "--results_path", str(results)], False) for name in ANALYSES]
 
 
+def steps_help(names: list[str]) -> str:
+    """The --help epilog: the steps `--only` takes, once each, one group of them per paragraph."""
+    lines = ["steps (--only STEP ...), by experiment:"]
+    for title, member in STEP_GROUPS:
+        group = [name for name in names if member(name)]
+        if all(name in SEED_STEPS for name in group):  # 16 names: one pattern per step instead
+            group = [*dict.fromkeys(name[:-1] + "S" if name[-1].isdigit() else name for name in group)]
+            title += f"; S = {', '.join(map(str, SEEDS))}"
+        lines += [f"  {title}:", textwrap.fill(", ".join(group), width=100, initial_indent=" " * 4, subsequent_indent=" " * 4)]
+    return "\n".join(lines)
+
+
 def cuda_available() -> bool:
     import torch
 
@@ -228,7 +256,8 @@ def run_step(script: str, arguments: list[str]) -> int:
 
 
 def main():
-    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
+    names = [name for name, *_ in steps(Path("results"), False)]
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0], epilog=steps_help(names), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results_path", default="results", help="directory each experiment writes its subdirectory into")
     parser.add_argument("--engine", choices=("fast", "pyvene"), default="fast", help="DAS engine for every experiment")
     parser.add_argument("--seed", type=int, default=None, help="seed passed to every experiment (default: each script's own default)")
@@ -237,10 +266,9 @@ def main():
                         help="fine-tune this Hugging Face decoder (a directory saved with save_pretrained; types: "
                              "gpt2, llama, qwen2, gemma2, gpt_neox) instead of training the default GPT-2 from scratch; every GPT-2 step "
                              "then runs on it (the comparison with the reference, which is the default network's, is skipped)")
-    names = [name for name, *_ in steps(Path("results"), False)]
-    parser.add_argument("--only", nargs="+", choices=[*names, "known_answer", "seeds"],
-                        help="run only these steps; known_answer: the steps of the network with a known answer; seeds: the W-seed "
-                             "variation of the best-site disentangling (both not in the default run)")
+    parser.add_argument("--only", nargs="+", choices=[*names, "known_answer", "seeds"], metavar="STEP",
+                        help="run only these steps (listed below); known_answer: the steps of the network with a known answer; "
+                             "seeds: the W-seed variation of the best-site disentangling (both not in the default run)")
     add_device_flags(parser)
     parser.add_argument("--jobs", type=positive_int, default=None,
                         help="steps that run at once, side by side in child processes sharing the cores (default: as many as "

@@ -77,6 +77,12 @@ def add_common_flags(parser: argparse.ArgumentParser, results_path: str) -> None
     add_device_flags(parser)
 
 
+def compatibility_note(flag: str, why: str) -> None:
+    """Says that a flag the thesis's command lines pass is accepted and changes nothing. On stdout,
+    so that a bad input beside it still leaves exactly one line on stderr."""
+    print(f"note: {flag} is accepted for the thesis's command line and changes nothing: {why}", flush=True)
+
+
 def run_main(main: Callable[[], None]) -> None:
     """Runs a script's main; a UsageError or ValueError becomes one line on stderr and exit 2."""
     from causal_das.runtime.allocator import keep_freed_memory
