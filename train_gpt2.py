@@ -4,8 +4,8 @@ By default a small GPT-2 (12 blocks like GPT-2 small, width 48) is trained from 
 word-level tokenizer, offline, in about two minutes on 2 CPU cores. With --base_model, a pretrained
 decoder (a hub name or a local directory saved with save_pretrained; model types gpt2, llama, qwen2,
 gemma2, gpt_neox) gets a fresh 28-class head and is fine-tuned the thesis way (AdamW lr 2e-5,
-linear schedule, clip 1.0, batch 32, 50 epochs, seed 123); its tokenizer must give each number,
-'+' and '=' one token. Either way 20% of the
+linear schedule, clip 1.0, batch 32, 50 epochs, seed 123), in fp32 even when stored in bf16 or fp16;
+its tokenizer must give each number, '+' and '=' one token. Either way 20% of the
 triples are held out and the held-out accuracy is reported.
 
     python train_gpt2.py                                     # -> results/gpt2/model/

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from causal_das.models import decoder, gpt2, gpt2_iit
+from causal_das.models import checkpoint_dtype, decoder, gpt2, gpt2_iit
 from causal_das.runtime import devices
 from causal_das.runtime.io import atomic_write_json, check_results_path, run_metadata
 from causal_das.runtime.provenance import model_fingerprint, trained_earlier
@@ -63,6 +63,7 @@ class GPT2RunConfig:
 
 
 def _load_base(name: str):
+    """(model with a fresh 28-class head, tokenizer, how its dtype was chosen: None for an fp32 checkpoint)."""
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     if Path(name).exists() and not Path(name).is_dir():
@@ -83,12 +84,14 @@ def _load_base(name: str):
 
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
+    dtype, how = checkpoint_dtype.choose(name, config, "--base_model", finetune=True)  # always fp32 master weights
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(name, num_labels=arithmetic.N_CLASSES)
+        model = AutoModelForSequenceClassification.from_pretrained(name, num_labels=arithmetic.N_CLASSES, dtype=dtype)
     finally:
         hf_logging.set_verbosity(verbosity)
+    checkpoint_dtype.announce(how)
     gpt2.prepare_pretrained(model, tokenizer)
-    return model, tokenizer
+    return model, tokenizer, how
 
 
 def _save_atomically(model, tokenizer, output_dir: Path, extra: dict) -> None:
@@ -127,13 +130,15 @@ def train_and_save(config: GPT2RunConfig) -> dict:
     if earlier is not None:
         return earlier
     started = time.perf_counter()
+    loaded_as = None  # how a --base_model stored in bf16/fp16 was loaded (None: as stored, in fp32)
     if config.base_model is None:
         tokenizer = gpt2.build_tokenizer()
         model = gpt2.build_default_model(tokenizer, config.width, config.n_layers, config.n_heads, config.seed)
     else:
-        model, tokenizer = _load_base(config.base_model)
+        model, tokenizer, loaded_as = _load_base(config.base_model)
     model = model.to(device)  # initialised on the CPU: the same start on every device
-    inductions = [gpt2_iit.Induction.parse(*spec, model.config.n_layer) for spec in config.inductions]
+    # num_hidden_layers: every decoder type's depth (n_layer is GPT-2's own name for it).
+    inductions = [gpt2_iit.Induction.parse(*spec, model.config.num_hidden_layers) for spec in config.inductions]
     gpt2_iit.check_disjoint(inductions)
     input_ids = gpt2.encode_prompts(tokenizer)
     train_idx, heldout_idx = arithmetic.heldout_split(np.random.default_rng(config.seed), config.heldout_fraction)
@@ -149,7 +154,8 @@ def train_and_save(config: GPT2RunConfig) -> dict:
         **run_metadata(),
         "mode": "scratch" if config.base_model is None else "finetune",
         "model": {"type": model.config.model_type, "n_layer": model.config.num_hidden_layers, "n_embd": model.config.hidden_size,
-                  "n_head": model.config.num_attention_heads, "parameters": sum(p.numel() for p in model.parameters())},
+                  "n_head": model.config.num_attention_heads, "parameters": sum(p.numel() for p in model.parameters()),
+                  **({"checkpoint_dtype": loaded_as} if loaded_as else {})},
         "n_train_triples": len(train_idx),
         "n_heldout_triples": len(heldout_idx),
         "heldout_triples": heldout_idx.tolist(),

@@ -83,6 +83,37 @@ def layer_outputs(model, input_ids: torch.Tensor, layers) -> dict[int, torch.Ten
     return captured
 
 
+def interchange_logits(model, input_ids: torch.Tensor, n_bases: int, layer: int, positions) -> torch.Tensor:
+    """Logits (n_bases, classes) of the first `n_bases` prompts of `input_ids` (2 * n_bases, T) run
+    with decoder layer `layer`'s output at `positions` taken from the other prompts (their sources,
+    in the same order): interchange intervention training on any supported decoder.
+
+    One forward pass of the model itself, with a hook that swaps the positions as the layer returns:
+    differentiable, in whatever mode (train or eval) the model is in, and with every argument the
+    model's forward passes its layers (the recorded arguments of `DecoderSite` are for eval-mode
+    suffixes). The sources run through the later layers too; that costs a second suffix, which
+    GPT-2's own path (`gpt2_iit.interchange_logits`) avoids."""
+    check_supported(model.config)
+    decoder_layers, _ = decoder_parts(model)
+    if not 0 <= layer < len(decoder_layers):
+        raise ValueError(f"layer {layer} does not exist: the model has decoder layers 0..{len(decoder_layers) - 1}")
+    swap = torch.zeros(input_ids.shape[1], dtype=torch.bool, device=input_ids.device)
+    swap[list(positions)] = True
+
+    def interchange(module, args, output):
+        hidden = output[0] if isinstance(output, tuple) else output
+        mixed = torch.cat([torch.where(swap[None, :, None], hidden[n_bases:], hidden[:n_bases]), hidden[n_bases:]])
+        return (mixed, *output[1:]) if isinstance(output, tuple) else mixed
+
+    handle = decoder_layers[layer].register_forward_hook(interchange)
+    try:
+        # Nothing is padded: the classifier reads the last token of every prompt.
+        logits = model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), use_cache=False).logits
+    finally:
+        handle.remove()
+    return logits[:n_bases]
+
+
 class DecoderSite:
     """Output of decoder layer `layer` at `positions` of a `seq_len`-token prompt, concatenated:
     n = len(positions) * hidden size. The state is the whole layer output (B, seq_len * d); the

@@ -29,7 +29,7 @@ from torch import nn
 
 from causal_das.das.site import PyveneSpec, SiteName
 from causal_das.das.training import DivergenceGuard
-from causal_das.models import decoder, gpt2_untouched
+from causal_das.models import checkpoint_dtype, decoder, gpt2_untouched
 from causal_das.models.attention import softmax_over_few
 from causal_das.models.training import adam, check_model_directory, fit
 from causal_das.tasks import arithmetic
@@ -76,7 +76,8 @@ def build_default_model(tokenizer, width: int = DEFAULT_WIDTH, n_layers: int = D
 def random_init_copy(model, seed: int):
     """The control network: the same configuration, freshly initialised, never trained."""
     torch.manual_seed(seed + 7919)  # built on the CPU, so the copy is the same on every device
-    return type(model)(model.config).to(model.device).eval()
+    # In the network's dtype: from a bf16 config transformers builds some modules in bf16, some in fp32.
+    return type(model)(model.config).to(model.device, model.dtype).eval()
 
 
 def encode_prompts(tokenizer) -> torch.Tensor:
@@ -130,11 +131,13 @@ def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu")
         raise ValueError(f"--model_path {path} classifies into {config.num_labels} classes, not the task's {arithmetic.N_CLASSES}")
     from safetensors import SafetensorError
 
+    dtype, how = checkpoint_dtype.choose(path, config, "--model_path", finetune=False)  # bf16/fp16: fp32 on purpose
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(path)
+        model = AutoModelForSequenceClassification.from_pretrained(path, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError, RuntimeError, SafetensorError) as error:
         raise ValueError(f"--model_path {path} could not be loaded ({str(error).splitlines()[0]})") from None
+    checkpoint_dtype.announce(how)
     return model.to(device).eval(), tokenizer
 
 
@@ -150,10 +153,13 @@ def site(model, layer: int, positions: tuple[int, ...] | None = None):
 
 
 def layer_outputs(model, input_ids: torch.Tensor, layers) -> dict[int, torch.Tensor]:
-    """{layer: output of that block (N, T, d)}, for any supported decoder (`block_outputs` on GPT-2)."""
+    """{layer: output of that block (N, T, d)}, for any supported decoder (`block_outputs` on GPT-2),
+    in fp32 like every activation cache of the engine (a bf16 network's outputs upcast)."""
     if model.config.model_type == "gpt2":
-        return block_outputs(model, input_ids, layers)
-    return decoder.layer_outputs(model, input_ids.to(model.device), layers)
+        outputs = block_outputs(model, input_ids, layers)
+    else:
+        outputs = decoder.layer_outputs(model, input_ids.to(model.device), layers)
+    return {layer: output.float() for layer, output in outputs.items()}
 
 
 def parse_positions(text: str, flag: str) -> tuple[int, ...]:

@@ -1,6 +1,7 @@
-"""Interchange intervention training (IIT; Geiger et al. 2022): a GPT-2 trained so that a chosen
-causal model is implemented at a chosen site, on a chosen region of the inputs. The network whose
-answer is known, against which the position sweep and the disentangling are checked.
+"""Interchange intervention training (IIT; Geiger et al. 2022): a GPT-2 (or any supported decoder)
+trained so that a chosen causal model is implemented at a chosen site, on a chosen region of the
+inputs. The network whose answer is known, against which the position sweep and the disentangling
+are checked.
 
 An induction is (causal model, site, region): the site is the block output of one layer at some
 token positions, the region a condition on the triple (`X<=5`, `X>Y`, ...). Beside the task loss,
@@ -138,9 +139,12 @@ def induced_labels(inductions: list[dict]) -> list[str]:
 
 def interchange_logits(model, input_ids: torch.Tensor, base: torch.Tensor, source: torch.Tensor, layer: int, positions) -> torch.Tensor:
     """Logits of the bases run with the sources' block output of `layer` at `positions` swapped in
-    (the whole vector at each position); differentiable through both runs."""
-    from causal_das.models import gpt2
+    (the whole vector at each position); differentiable through both runs. GPT-2 runs its own blocks
+    (the sources stop at the site); any other supported decoder runs whole with the swap hooked in."""
+    from causal_das.models import decoder, gpt2
 
+    if model.config.model_type != "gpt2":
+        return decoder.interchange_logits(model, input_ids[torch.cat([base, source])], len(base), layer, positions)
     n = len(base)
     hidden = gpt2.run_blocks(model, gpt2.embed(model, input_ids[torch.cat([base, source])]), 0, layer + 1)
     base_hidden, source_hidden = hidden[:n], hidden[n:]

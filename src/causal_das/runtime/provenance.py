@@ -36,11 +36,19 @@ class SettingsMismatch(ValueError):
 
 
 def model_fingerprint(model) -> str:
-    """A hash of a network's weights: results computed on another network are never mixed in."""
+    """A hash of a network's weights: results computed on another network are never mixed in.
+
+    Floating tensors narrower than fp32 (bf16, which numpy cannot hold, fp16, fp8) are hashed as
+    their fp32 values, which represent them exactly: a checkpoint has one fingerprint whether it is
+    loaded in fp32 or kept in bf16 (`models.checkpoint_dtype`), as a worker and its parent may do.
+    Every other tensor is hashed as its bytes, as always: fp32 fingerprints are unchanged."""
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
+        tensor = tensor.detach().cpu()
+        if tensor.is_floating_point() and tensor.element_size() < 4:
+            tensor = tensor.float()
         digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        digest.update(tensor.contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
 
 
