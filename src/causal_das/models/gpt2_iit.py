@@ -143,10 +143,13 @@ def interchange_logits(model, input_ids: torch.Tensor, base: torch.Tensor, sourc
     (the sources stop at the site); any other supported decoder runs whole with the swap hooked in."""
     from causal_das.models import decoder, gpt2
 
+    # The prompts may live on the CPU while the pairs' indices live on the network's device: index
+    # where the prompts are, then move the (few) selected rows.
+    ids = input_ids[torch.cat([base, source]).to(input_ids.device)].to(base.device)
     if model.config.model_type != "gpt2":
-        return decoder.interchange_logits(model, input_ids[torch.cat([base, source])], len(base), layer, positions)
+        return decoder.interchange_logits(model, ids, len(base), layer, positions)
     n = len(base)
-    hidden = gpt2.run_blocks(model, gpt2.embed(model, input_ids[torch.cat([base, source])]), 0, layer + 1)
+    hidden = gpt2.run_blocks(model, gpt2.embed(model, ids), 0, layer + 1)
     base_hidden, source_hidden = hidden[:n], hidden[n:]
     swap = torch.zeros(hidden.shape[1], dtype=torch.bool, device=hidden.device)
     swap[list(positions)] = True
