@@ -156,3 +156,17 @@ def test_the_gpu_memory_budget_counts_pytorchs_cache_and_other_processes(monkeyp
     monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 6 * gib)
     monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 2 * gib)
     assert memory.budget_bytes(torch.device("cuda")) == int(14 * gib * memory.CUDA_BUDGET_FRACTION)
+
+
+def test_cuda_setup_asks_for_deterministic_algorithms_and_a_fixed_cublas_workspace(monkeypatch):
+    calls = []
+    monkeypatch.setattr(devices, "resolve", lambda name: torch.device("cuda"))
+    monkeypatch.setattr(torch, "use_deterministic_algorithms", lambda mode, warn_only=False: calls.append((mode, warn_only)))
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        devices.setup("cuda", "auto")
+        assert devices.current()["precision"] == "tf32" and torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+    assert calls == [(True, True)] and os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"

@@ -6,18 +6,25 @@ seeded on the CPU and then moved, so a seed gives the same initial weights and t
 any device; the engines follow the device of the network they are given (cached activations, W,
 the batches all live there) and hand results back on the CPU.
 
-Precision, `--precision auto` (the default): on CUDA, TF32 matrix products (fp32 storage, fp32
-accumulation, a 10-bit mantissa in the products), which DAS tolerates; on the CPU, plain fp32.
-`bf16` is opt-in on either: the frozen network's forward passes (the prefix that fills the
-activation cache, the suffix after the site) run under bf16 autocast, while the activation cache,
-W, its QR, the interchange and the loss stay fp32. The pyvene engine ignores bf16 (its rotation
-would be cast as well).
+Precision, `--precision auto` (the default): on CUDA, TF32 matrix products in the network's own
+forward and backward passes (fp32 storage and accumulation, a 10-bit mantissa in the products),
+which DAS tolerates; on the CPU, plain fp32. `bf16` is opt-in on either: the frozen network's
+forward passes (the prefix that fills the activation cache, the suffix after the site) run under
+bf16 autocast. Whatever the precision, W, its QR, the interchange, their backward pass and the loss
+run in IEEE fp32 (`full_fp32`, `full_fp32_backward`); the pyvene engine, which applies W inside the
+network's forward pass, runs wholly in IEEE fp32 under `tf32` and ignores bf16.
+
+Determinism on CUDA: `setup` asks torch for deterministic algorithms (warning, not failing, where
+an op has none) and sets cuBLAS's workspace (`CUBLAS_WORKSPACE_CONFIG`, unless already set) as
+torch's reproducibility notes require; whether same-seed runs then give identical files on one GPU
+has not been measured yet (`benchmarks/gpu_check.py` measures it; docs/engines.md).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import platform
 from pathlib import Path
 
@@ -55,6 +62,11 @@ def setup(device: str = "auto", precision: str = "auto") -> torch.device:
     if precision == "tf32" and resolved.type != "cuda":
         raise ValueError("--precision tf32 is a CUDA mode; on the CPU use fp32 (the default) or bf16")
     if resolved.type == "cuda":
+        # Before cuBLAS starts (setup runs before any CUDA work): a fixed workspace makes its
+        # reductions repeatable; deterministic algorithms replace atomics-based kernels (index_add_,
+        # scatter) where torch has a deterministic version.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
         tf32 = precision in ("tf32", "bf16")
         torch.backends.cuda.matmul.allow_tf32 = tf32
         torch.backends.cudnn.allow_tf32 = tf32
