@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from causal_das.das.intervention import DistributedInterchange
@@ -22,16 +23,33 @@ class InterchangeData:
     A (base, source) pair is two indices, so a dataset with few distinct inputs (the 1000
     arithmetic prompts) caches each input's activations once. Where a variable is not intervened
     its source index equals the base index.
+
+    The optional fields are what evaluation needs beyond training (`das.counterfactuals.build`
+    fills them from the causal model; data built by hand may leave them None): the causal model's
+    label on the base and on the first intervened source (the copy-base and copy-source baselines),
+    which variables each example intervenes on, and the variables' names (the columns of `sources`).
     """
 
     inputs: torch.Tensor  # (M, ...) distinct network inputs
     base: torch.Tensor  # (N,) long
     sources: torch.Tensor  # (N, V) long
     labels: torch.Tensor  # (N,) long: the causal model's counterfactual labels
+    base_labels: torch.Tensor | None = None  # (N,) long: the causal model's label on the base
+    source_labels: torch.Tensor | None = None  # (N,) long: its label on the first intervened source
+    intervened: torch.Tensor | None = None  # (N, V) bool: which variables each example intervenes on
+    variables: tuple[str, ...] | None = None  # (V,) the intermediate variables, in the order of `sources`' columns
 
     def __post_init__(self):
         if self.sources.ndim != 2 or len(self.sources) != len(self.base) or len(self.labels) != len(self.base):
             raise ValueError("InterchangeData: base (N,), sources (N, V) and labels (N,) must agree on N")
+        for name in ("base_labels", "source_labels"):
+            value = getattr(self, name)
+            if value is not None and tuple(value.shape) != (len(self.base),):
+                raise ValueError(f"InterchangeData: {name} has shape {tuple(value.shape)}, expected ({len(self.base)},)")
+        if self.intervened is not None and tuple(self.intervened.shape) != tuple(self.sources.shape):
+            raise ValueError(f"InterchangeData: intervened has shape {tuple(self.intervened.shape)}, expected that of sources {tuple(self.sources.shape)}")
+        if self.variables is not None and len(self.variables) != self.sources.shape[1]:
+            raise ValueError(f"InterchangeData: {len(self.variables)} variable names for {self.sources.shape[1]} source column(s)")
 
     def __len__(self) -> int:
         return len(self.base)
@@ -41,8 +59,20 @@ class InterchangeData:
         return self.sources.shape[1]
 
     def to(self, device: torch.device) -> InterchangeData:
-        move = {name: getattr(self, name).to(device) for name in ("inputs", "base", "sources", "labels")}
-        return InterchangeData(**move)
+        move = {f.name: value.to(device) for f in fields(self) if isinstance(value := getattr(self, f.name), torch.Tensor)}
+        return replace(self, **move)
+
+    def subset_names(self) -> np.ndarray | None:
+        """Each example's intervened set as a string such as "{A,B}", named as
+        `CounterfactualData.subset_names` names it (for per-subset IIA); None without `intervened`."""
+        if self.intervened is None:
+            return None
+        variables = self.variables or tuple(f"v{i}" for i in range(self.n_variables))
+        flags = self.intervened.cpu().numpy().astype(bool)
+        names = np.empty(len(self), dtype=object)
+        for row_flags in {tuple(r) for r in flags.tolist()}:
+            names[(flags == np.array(row_flags)).all(axis=1)] = "{" + ",".join(v for v, on in zip(variables, row_flags, strict=True) if on) + "}"
+        return names
 
 
 @dataclass(frozen=True)
