@@ -27,12 +27,13 @@ from causal_das.plots.positions import plot_positions
 from causal_das.runtime.cli import ArgumentParser, positive_float, positive_int, run_main, setup_logging
 from causal_das.runtime.devices import add_device_flags
 from causal_das.runtime.executors import add_executor_flags
+from causal_das.studies import arithmetic_cells
 from causal_das.tasks.arithmetic import FAMILIES
 
 
 def main():
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
-    d = gpt2_sweep.SweepConfig()
+    d = arithmetic_cells.SweepConfig()
     parser.add_argument("--model_path", default=d.model_path, help="a sequence classifier saved by train_gpt2.py (GPT-2, or any supported decoder type with 28 classes)")
     parser.add_argument("--causal_model_type", choices=sorted(FAMILIES), default=d.causal_model_type,
                         help="family of causal models: arithmetic ((X+Y)+Z, (X+Z)+Y, X+(Y+Z)) or simple ((X)+Y+Z, X+(Y)+Z, X+Y+(Z), (X+Y+Z))")
@@ -79,7 +80,7 @@ def main():
     if args.causal_models or args.random_draws != gpt2_positions.PositionSweepConfig.random_draws:
         raise ValueError("--causal_models and --random_draws belong to the position sweep: add --position_sets (e.g. all 0 1 2 3 4 5)")
     results_path = args.results_path or f"results/gpt2/das_{args.causal_model_type}"
-    config = gpt2_sweep.SweepConfig(
+    config = arithmetic_cells.SweepConfig(
         model_path=args.model_path, causal_model_type=args.causal_model_type,
         layers=tuple(args.layers) if args.layers else None,
         low_rank_dims=tuple(args.low_rank_dims) if args.low_rank_dims else None,
@@ -87,7 +88,7 @@ def main():
         device=args.device, precision=args.precision, max_cells_per_pass=args.max_cells_per_pass, **sizes,
     )
     if args.preset == "thesis":  # the preset's sizes, except those the user gave
-        config = replace(config, **{**gpt2_sweep.THESIS_PRESET, **sizes}, preset="thesis")
+        config = replace(config, **{**arithmetic_cells.THESIS_PRESET, **sizes}, preset="thesis")
     summary = gpt2_sweep.run_sweep(config, args.executor, args.ray_address, args.ray_cpus, args.workers)
     figure = plot_sweep(f"{results_path}/summary.json", f"{results_path}/iia_per_layer.png")
     print(gpt2_sweep.summary_table(summary))

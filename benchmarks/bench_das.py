@@ -31,6 +31,7 @@ from causal_das.das import pyvene_engine as pe
 from causal_das.experiments import gpt2_sweep
 from causal_das.models import gpt2
 from causal_das.runtime import devices
+from causal_das.studies import arithmetic_cells, arithmetic_network
 from causal_das.tasks import arithmetic as A
 
 THESIS_STEPS_PER_CELL = 800  # 256,000 pairs x 4 epochs / batch 1280
@@ -106,7 +107,7 @@ def thesis_setting(args, report):
     cache_seconds = time.perf_counter() - start
     rng = np.random.default_rng(0)
     pairs = A.draw_pairs(rng, args.batch_size * (args.fast_steps + 1))
-    data = gpt2_sweep.interchange_data(input_ids, pairs, A.get_model("(X+Y)+Z"))
+    data = arithmetic_network.interchange_data(input_ids, pairs, A.get_model("(X+Y)+Z"))
     batches = [torch.arange(i, i + args.batch_size) for i in range(0, len(pairs), args.batch_size)]
     if not args.skip_pyvene:  # warm pyvene's one-time machinery up, outside any measurement
         measure_layer(model, input_ids, states, args.layers[0], args.k, batches[:2], data, 1)
@@ -146,9 +147,9 @@ def default_model(args, report):
     input_ids = gpt2.encode_prompts(tokenizer)
     layers = list(range(model.config.n_layer))
     states = {layer: s.flatten(1) for layer, s in gpt2.block_outputs(model, input_ids, layers).items()}
-    n, k = 6 * model.config.n_embd, gpt2_sweep.default_k(6 * model.config.n_embd)[0]
+    n, k = 6 * model.config.n_embd, arithmetic_cells.default_k(6 * model.config.n_embd)[0]
     pairs = A.draw_pairs(np.random.default_rng(1), args.batch_size * 6)
-    data = gpt2_sweep.interchange_data(input_ids, pairs, A.get_model("(X+Y)+Z"))
+    data = arithmetic_network.interchange_data(input_ids, pairs, A.get_model("(X+Y)+Z"))
     batches = [torch.arange(i, i + 64) for i in range(0, len(pairs), 64)]
     print(f"\n3. default model ({model.config.n_layer} blocks, width {model.config.n_embd}), n = {n}, k = {k}, batch 64")
     print(f"{'layer':>5} {'fast s/step':>12} {'pyvene s/step':>14} {'speed-up':>9}")
@@ -161,16 +162,16 @@ def default_model(args, report):
     if args.skip_pyvene:
         return
     # IIA after training one cell to convergence with each engine: same pairs, batches, initial W.
-    config = gpt2_sweep.SweepConfig(model_path=str(model_path), n_training=args.converge_pairs, epochs=args.converge_epochs)
-    train_ids, test_ids = gpt2_sweep.sweep_pairs(config)
+    config = arithmetic_cells.SweepConfig(model_path=str(model_path), n_training=args.converge_pairs, epochs=args.converge_epochs)
+    train_ids, test_ids = arithmetic_cells.sweep_pairs(config)
     print(f"\n   IIA after {config.epochs} epochs x {config.n_training} pairs (batch {config.batch_size}), same data and initial W:")
     print(f"{'cell':>22} {'fast IIA':>9} {'pyvene IIA':>11} {'diff (points)':>14} {'fast s':>7} {'pyvene s':>9}")
-    network = gpt2_sweep.Network(model, input_ids, states, gpt2.predictions(model, input_ids).numpy())
+    network = arithmetic_network.Network(model, input_ids, states, gpt2.predictions(model, input_ids).numpy())
     iia_rows = []
     for name, layer in args.converge_cells:
         causal_model = A.get_model(name)
         site = gpt2.GPT2Site(model, layer)
-        train_data = gpt2_sweep.interchange_data(input_ids, train_ids, causal_model)
+        train_data = arithmetic_network.interchange_data(input_ids, train_ids, causal_model)
         results = {}
         for engine_name in ("fast", "pyvene"):
             start = time.perf_counter()

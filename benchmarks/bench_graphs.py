@@ -18,14 +18,14 @@ import torch
 
 from causal_das.analysis import graphs as G
 from causal_das.das import engine
-from causal_das.experiments import gpt2_sweep
 from causal_das.models import gpt2
+from causal_das.studies import arithmetic_cells, arithmetic_network
 from causal_das.tasks import arithmetic as A
 
 
 def intervention_for(sweep: Path, model, name: str, layer: int, k: int, n: int) -> engine.TrainedIntervention:
     """The sweep's trained W if it is there, else a random orthonormal W (the cost is the same)."""
-    path = sweep / "interventions" / gpt2_sweep.cell_name(name, layer, k)
+    path = sweep / "interventions" / arithmetic_cells.cell_name(name, layer, k)
     if (path / "weights.safetensors").is_file():
         return engine.TrainedIntervention.load(path)
     generator = torch.Generator().manual_seed(0)
@@ -56,7 +56,7 @@ def main():
     args = parser.parse_args()
     model, tokenizer = gpt2.load_classifier(args.model_path)
     causal_model = A.get_model(args.causal_model)
-    network = gpt2_sweep.Network.load(model, gpt2.encode_prompts(tokenizer), args.layers)
+    network = arithmetic_network.Network.load(model, gpt2.encode_prompts(tokenizer), args.layers)
     print(f"torch threads: {torch.get_num_threads()}; model {args.model_path}: {model.config.n_layer} blocks, width {model.config.n_embd}")
     with engine.frozen(model):
         for layer in args.layers:

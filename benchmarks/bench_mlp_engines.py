@@ -13,10 +13,15 @@ import time
 
 from causal_das.causal_model import sample_counterfactuals
 from causal_das.das import engine
-from causal_das.experiments.mlp import MLPExperimentConfig, rng_streams, to_interchange, train_task_mlp
 from causal_das.metrics import iia
 from causal_das.models.mlp import MLPSite
 from causal_das.runtime import devices
+from causal_das.studies.four_objects_mlp import (
+    MLPExperimentConfig,
+    rng_streams,
+    to_interchange,
+    train_task_mlp,
+)
 from causal_das.tasks.four_objects import get_task
 
 

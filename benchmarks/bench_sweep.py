@@ -34,6 +34,7 @@ from causal_das.models import gpt2
 from causal_das.runtime import progress
 from causal_das.runtime.executors import process_map
 from causal_das.runtime.io import read_json
+from causal_das.studies import arithmetic_cells, arithmetic_network
 from causal_das.tasks import arithmetic as A
 
 # Each mode adds one lever to the one before. "before" is the path before batching: one cell per pass
@@ -46,7 +47,7 @@ SWEEP_MODES = {
 }
 
 
-def run_mode(config: gpt2_sweep.SweepConfig, mode: dict, workers: int) -> float:
+def run_mode(config: arithmetic_cells.SweepConfig, mode: dict, workers: int) -> float:
     executor = mode.get("executor", "local")
     config = replace(config, max_cells_per_pass=mode.get("max_cells_per_pass"))
     plain_attention = gpt2.PLAIN_ATTENTION_MAX_TOKENS
@@ -73,9 +74,9 @@ def iia(results_path: Path) -> dict:
 def graphs_one_layer(model_path: str, sweep: str, names: tuple, k: int, batched: bool, layer: int) -> list:
     """The graphs of one layer's cells, batched or one after another (a worker process's task too)."""
     model, tokenizer = gpt2.load_classifier(model_path)
-    network = gpt2_sweep.Network.load(model, gpt2.encode_prompts(tokenizer), [layer])
+    network = arithmetic_network.Network.load(model, gpt2.encode_prompts(tokenizer), [layer])
     site = gpt2.GPT2Site(model, layer)
-    trained = [engine.TrainedIntervention.load(Path(sweep) / "interventions" / gpt2_sweep.cell_name(n, layer, k)) for n in names]
+    trained = [engine.TrainedIntervention.load(Path(sweep) / "interventions" / arithmetic_cells.cell_name(n, layer, k)) for n in names]
     models = [A.get_model(n) for n in names]
     with engine.frozen(model):
         if batched:
@@ -88,7 +89,7 @@ def untouched_keys_lever(model_path: str, family: str, layers, positions: tuple,
     vs on the positions that can change (the untouched tokens' keys cached: `models.gpt2_untouched`)."""
     from causal_das.models import gpt2_untouched
 
-    base = gpt2_sweep.SweepConfig(model_path=model_path, causal_model_type=family, layers=tuple(layers) if layers else None, positions=positions)
+    base = arithmetic_cells.SweepConfig(model_path=model_path, causal_model_type=family, layers=tuple(layers) if layers else None, positions=positions)
     seconds, results = {}, {}
     for name, reuse in (("every position", False), ("cached keys", True)):
         config = replace(base, results_path=str(tmp / f"positions_{'reuse' if reuse else 'full'}" / family))
@@ -110,15 +111,15 @@ def untouched_keys_lever(model_path: str, family: str, layers, positions: tuple,
 
 def profile_group(model_path: str, family: str, layer: int) -> None:
     """Where one layer's batched group spends its time, and the share of the suffix in a step."""
-    config = gpt2_sweep.SweepConfig(model_path=model_path, causal_model_type=family)
+    config = arithmetic_cells.SweepConfig(model_path=model_path, causal_model_type=family)
     model, tokenizer = gpt2.load_classifier(model_path)
     ids = gpt2.encode_prompts(tokenizer)
     times = {}
     started = time.perf_counter()
-    network = gpt2_sweep.Network.load(model, ids, [layer])
-    control = gpt2_sweep.Network.load(gpt2.random_init_copy(model, config.seed), ids, [layer])
+    network = arithmetic_network.Network.load(model, ids, [layer])
+    control = arithmetic_network.Network.load(gpt2.random_init_copy(model, config.seed), ids, [layer])
     times["block outputs of both networks"] = time.perf_counter() - started
-    train_ids, test_ids = gpt2_sweep.sweep_pairs(config)
+    train_ids, test_ids = arithmetic_cells.sweep_pairs(config)
     keys = [(m.name, layer, 16) for m in A.get_family(family)]
     site = gpt2.GPT2Site(model, layer)
     with engine.frozen(model):
@@ -129,7 +130,7 @@ def profile_group(model_path: str, family: str, layer: int) -> None:
         gpt2_sweep.train_group(control, keys, train_ids, config)
         times["training, control"] = time.perf_counter() - started
         started = time.perf_counter()
-        gpt2_sweep.evaluate_cells(network, site, trained, test_ids, A.get_family(family), "fast")
+        arithmetic_network.evaluate_cells(network, site, trained, test_ids, A.get_family(family), "fast")
         times["evaluation (x2 with the control)"] = time.perf_counter() - started
         batch = torch.cat([network.states[layer][:64]] * len(keys)).requires_grad_(True)
         started = time.perf_counter()
@@ -168,7 +169,7 @@ def main():
     seconds = dict.fromkeys(SWEEP_MODES, 0.0)
     trained_cells, steps_per_cell = 0, 0
     for family in args.families:
-        base = gpt2_sweep.SweepConfig(model_path=args.model_path, causal_model_type=family, layers=tuple(args.layers) if args.layers else None)
+        base = arithmetic_cells.SweepConfig(model_path=args.model_path, causal_model_type=family, layers=tuple(args.layers) if args.layers else None)
         model, _ = gpt2.load_classifier(args.model_path)
         layers, ks, n = gpt2_sweep.validate(base, model)
         trained_cells += 2 * len(A.get_family(family)) * len(layers) * sum(k < n for k in ks)  # x2: the control

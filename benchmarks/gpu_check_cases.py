@@ -28,12 +28,13 @@ import torch
 
 from causal_das.causal_model import sample_counterfactuals
 from causal_das.das import engine
-from causal_das.experiments import cnn_das, gpt2_sweep
+from causal_das.experiments import cnn_das
 from causal_das.experiments import mlp as mlp_experiment
-from causal_das.experiments.cnn_training import images_and_labels
 from causal_das.models import cnn, decoder, gpt2
 from causal_das.models.mlp import MLPSite
 from causal_das.runtime import devices
+from causal_das.studies import arithmetic_network
+from causal_das.studies.ellipse_cnn import images_and_labels
 from causal_das.tasks import arithmetic, ellipse
 from causal_das.tasks.four_objects import get_task
 
@@ -145,8 +146,8 @@ def _arithmetic_case(name: str, model, ids, positions, pyvene: str | None) -> Ca
     causal_model = arithmetic.get_model(ARITHMETIC_DAS["causal_model"])
     config = engine.DASConfig((ARITHMETIC_DAS["k"],), ARITHMETIC_DAS["epochs"], ARITHMETIC_DAS["batch_size"], ARITHMETIC_DAS["lr"], SEED)
     layer = ARITHMETIC_DAS["layer"]
-    return Case(name, model, lambda m: gpt2.site(m, layer, positions), gpt2_sweep.interchange_data(ids, train_ids, causal_model),
-                gpt2_sweep.interchange_data(ids, test_ids, causal_model), config, pyvene)
+    return Case(name, model, lambda m: gpt2.site(m, layer, positions), arithmetic_network.interchange_data(ids, train_ids, causal_model),
+                arithmetic_network.interchange_data(ids, test_ids, causal_model), config, pyvene)
 
 
 def _decoder_model(model_type: str):

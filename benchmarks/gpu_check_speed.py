@@ -6,7 +6,7 @@ suffix forward, loss, backward, Adam; the median of several steps after a warm-u
 initialised `GPT2ForSequenceClassification` of the shape's depth and width, all six tokens
 (n = 6 x width), k = the thesis's smallest k scaled to n (64 at the thesis shape).
 
-The estimate of `run_das.py --preset thesis` reads the preset from `experiments.gpt2_sweep` (pairs,
+The estimate of `run_das.py --preset thesis` reads the preset from `studies.arithmetic_cells` (pairs,
 batch, epochs, the k values scaled to n, the test pairs, the random-init control) and adds, per layer:
 every trained cell's steps x the measured fast step time at the preset's batch (scaled by k, measured
 at the middle layer), every cell's evaluation (its test pairs through `engine.predict`, measured per
@@ -25,8 +25,8 @@ import torch
 from bench_das import measure_layer, synchronize
 
 from causal_das.das import engine
-from causal_das.experiments import gpt2_sweep
 from causal_das.models import gpt2
+from causal_das.studies import arithmetic_cells, arithmetic_network
 from causal_das.tasks import arithmetic
 
 # The thesis's network is GPT-2 small (12 blocks of width 768, 12 heads); `tiny` is for a CPU run of
@@ -36,9 +36,9 @@ TIMED_MODEL = "(X+Y)+Z"  # any causal model: the step time does not depend on th
 SEED = 0
 
 
-def thesis_preset() -> gpt2_sweep.SweepConfig:
+def thesis_preset() -> arithmetic_cells.SweepConfig:
     """The sweep `run_das.py --preset thesis` runs (its sizes as run_das.py sets them)."""
-    return replace(gpt2_sweep.SweepConfig(), **gpt2_sweep.THESIS_PRESET, preset="thesis")
+    return replace(arithmetic_cells.SweepConfig(), **arithmetic_cells.THESIS_PRESET, preset="thesis")
 
 
 def _network(shape: str, device: torch.device):
@@ -51,7 +51,7 @@ def _network(shape: str, device: torch.device):
 
 def _batches(input_ids, batch_size: int, steps: int):
     pairs = arithmetic.draw_pairs(np.random.default_rng(SEED), batch_size * steps)
-    data = gpt2_sweep.interchange_data(input_ids, pairs, arithmetic.get_model(TIMED_MODEL))
+    data = arithmetic_network.interchange_data(input_ids, pairs, arithmetic.get_model(TIMED_MODEL))
     return [torch.arange(i, i + batch_size) for i in range(0, len(pairs), batch_size)], data
 
 
@@ -61,7 +61,7 @@ def _predict_seconds(model, input_ids, states, layer: int, k: int, n_pairs: int)
     weight = engine.initial_intervention(site, engine.DASConfig((k,), seed=SEED)).weight().detach()
     trained = engine.TrainedIntervention(str(site.name), site.n, (k,), weight)
     pairs = arithmetic.draw_pairs(np.random.default_rng(SEED), n_pairs)
-    data = gpt2_sweep.interchange_data(input_ids, pairs, arithmetic.get_model(TIMED_MODEL))
+    data = arithmetic_network.interchange_data(input_ids, pairs, arithmetic.get_model(TIMED_MODEL))
     engine.predict(site, trained, data, activations=states[layer])  # warm-up
     synchronize()
     started = time.perf_counter()
@@ -86,7 +86,7 @@ def measure(shape: str, device: torch.device, batch_sizes: list[int], layers: li
     synchronize()
     cache_seconds = time.perf_counter() - started
     n = gpt2.SEQ_LEN * model.config.n_embd
-    k = gpt2_sweep.scaled_k(gpt2_sweep.THESIS_K[:1], n)[0]
+    k = arithmetic_cells.scaled_k(arithmetic_cells.THESIS_K[:1], n)[0]
     preset = thesis_preset()
     report = {"shape": shape, **SHAPES[shape], "n": n, "k": k, "layers": layers, "cache_seconds": cache_seconds, "batches": {}}
     progress(f"speed: {shape} shape ({n_layers} blocks x {model.config.n_embd}), n = {n}, k = {k}; block outputs of 1000 prompts "
@@ -106,7 +106,7 @@ def measure(shape: str, device: torch.device, batch_sizes: list[int], layers: li
         # A fast step at the preset's batch for each k the preset trains, at the middle layer.
         middle = layers[len(layers) // 2]
         batches, data = _batches(input_ids, preset.batch_size, fast_steps + 1)
-        trained_ks = [one for one in gpt2_sweep.thesis_k(n) if one < n]  # k = n is a full swap, not trained
+        trained_ks = [one for one in arithmetic_cells.thesis_k(n) if one < n]  # k = n is a full swap, not trained
         seconds = {one: measure_layer(model, input_ids, states, middle, one, batches, data, 0)[0] for one in trained_ks}
         report["k_scaling"] = {"layer": middle, "seconds_per_step": {str(one): s for one, s in seconds.items()},
                                "relative_to_k": k, "relative": {str(one): s / seconds[k] for one, s in seconds.items()}}
@@ -140,7 +140,7 @@ def estimate_thesis_sweep(speed: dict) -> dict:
     def per_layer(times: dict, layer: int) -> float:
         return times.get(layer, statistics.mean(times.values()))
 
-    ks = gpt2_sweep.thesis_k(n)
+    ks = arithmetic_cells.thesis_k(n)
     trained = [one for one in ks if one < n]
     networks = 2 if preset.control == "random_init" else 1  # the random-init control repeats every cell
     steps = {one: engine.n_steps(preset.n_training, preset.das_config(one)) for one in trained}
@@ -154,7 +154,7 @@ def estimate_thesis_sweep(speed: dict) -> dict:
         families[family] = {"causal_models": models, "cells": models * len(ks) * speed["n_layers"], "trained_cells": models * len(trained) * speed["n_layers"],
                             "seconds": seconds}
     estimate = {
-        "preset": {**gpt2_sweep.THESIS_PRESET, "k": list(ks), "n_testing": preset.n_testing, "control": preset.control,
+        "preset": {**arithmetic_cells.THESIS_PRESET, "k": list(ks), "n_testing": preset.n_testing, "control": preset.control,
                    "steps_per_cell": {str(one): s for one, s in steps.items()}},
         "families": families,
         "seconds_both_families": sum(f["seconds"] for f in families.values()),

@@ -14,12 +14,12 @@ import torch
 
 from causal_das.causal_model import sample_counterfactuals
 from causal_das.das import engine, memory
-from causal_das.experiments import gpt2_sweep
-from causal_das.experiments.mlp import to_interchange
 from causal_das.models import gpt2
 from causal_das.models.cnn import CNNSite, EllipseCNN
 from causal_das.models.mlp import MLPClassifier, MLPSite
 from causal_das.runtime.sweep import claim, run_groups
+from causal_das.studies import arithmetic_cells, arithmetic_network
+from causal_das.studies.four_objects_mlp import to_interchange
 from causal_das.tasks import arithmetic, ellipse
 from causal_das.tasks.four_objects import get_task
 
@@ -44,16 +44,16 @@ def test_gpt2_cells_of_different_models_and_k_trained_together_equal_each_alone(
     """A few hundred steps (4000 pairs, batch 32, 2 epochs = 250 steps), three causal models, k in
     {4, 16, 96 = n (a full swap)}: the same W, losses and predictions as each cell trained alone."""
     model, ids = tiny_gpt2
-    train_ids, test_ids = gpt2_sweep.sweep_pairs(gpt2_sweep.SweepConfig(n_training=4000, n_testing=500))
+    train_ids, test_ids = arithmetic_cells.sweep_pairs(arithmetic_cells.SweepConfig(n_training=4000, n_testing=500))
     site = gpt2.GPT2Site(model, 0)
-    cells = [engine.Cell(gpt2_sweep.interchange_data(ids, train_ids, m), engine.DASConfig((k,), 2, 32, 0.01, 0), f"{m.name} k{k}")
+    cells = [engine.Cell(arithmetic_network.interchange_data(ids, train_ids, m), engine.DASConfig((k,), 2, 32, 0.01, 0), f"{m.name} k{k}")
              for m, k in zip(arithmetic.get_family("arithmetic"), (4, 16, site.n), strict=True)]
     alone = [engine.train_cells(site, [cell])[0] for cell in cells]
     together = engine.train_cells(site, cells)
     assert_same(alone, together)
     assert [t.history.get("cells_in_pass") for t in together] == [2, 2, None]  # the full swap needs no pass
     assert (together[0].weight - engine.initial_intervention(site, cells[0].config).weight()).abs().max() > 1e-2  # it did train
-    test = gpt2_sweep.interchange_data(ids, test_ids, arithmetic.get_model("(X+Y)+Z"))
+    test = arithmetic_network.interchange_data(ids, test_ids, arithmetic.get_model("(X+Y)+Z"))
     each = [engine.predict(site, t, test) for t in together]
     for single, batched in zip(each, engine.predict_cells(site, together, test, batch_size=300), strict=True):
         assert torch.equal(single, batched)
@@ -63,9 +63,9 @@ def test_cells_with_different_step_counts_and_one_per_pass(tiny_gpt2):
     """Cells with other batch sizes, epochs and seeds drop out of the pass when done; a pass of one
     cell (max_cells_per_pass=1) is the same as a pass of all."""
     model, ids = tiny_gpt2
-    train_ids, _ = gpt2_sweep.sweep_pairs(gpt2_sweep.SweepConfig(n_training=600, n_testing=10))
+    train_ids, _ = arithmetic_cells.sweep_pairs(arithmetic_cells.SweepConfig(n_training=600, n_testing=10))
     site = gpt2.GPT2Site(model, 1, (2, 3, 4, 5))
-    data = gpt2_sweep.interchange_data(ids, train_ids, arithmetic.get_model("X+(Y+Z)"))
+    data = arithmetic_network.interchange_data(ids, train_ids, arithmetic.get_model("X+(Y+Z)"))
     cells = [engine.Cell(data, engine.DASConfig((8,), 1, 64, 0.01, 0)), engine.Cell(data, engine.DASConfig((8,), 3, 50, 0.02, 1)),
              engine.Cell(data, engine.DASConfig((3,), 2, 128, 0.005, 2))]
     together = engine.train_cells(site, cells)

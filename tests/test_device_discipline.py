@@ -17,9 +17,10 @@ from simulated_device import DEVICE, DeviceMixError, simulated_device
 
 from causal_das.causal_model import sample_counterfactuals
 from causal_das.das import baselines, engine
-from causal_das.experiments.mlp import to_interchange
 from causal_das.models.mlp import MLPClassifier, MLPSite
 from causal_das.runtime import devices
+from causal_das.studies import arithmetic_network
+from causal_das.studies.four_objects_mlp import to_interchange
 from causal_das.tasks.four_objects import get_task
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,7 +110,6 @@ def test_every_site_type_and_an_iia_graph_pass_on_the_device(simulated_cuda, mon
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
     from causal_das.analysis import graphs
-    from causal_das.experiments import gpt2_sweep
     from causal_das.models import cnn, gpt2
     from causal_das.tasks import arithmetic
 
@@ -137,7 +137,7 @@ def test_every_site_type_and_an_iia_graph_pass_on_the_device(simulated_cuda, mon
         assert engine.predict(site, trained, image_pairs).shape == (64,)
     # An IIA-graph pass: the first 50 bases against their sources.
     monkeypatch.setattr(graphs, "N", 50)
-    network = gpt2_sweep.Network.load(tiny_gpt2, ids, [1])
+    network = arithmetic_network.Network.load(tiny_gpt2, ids, [1])
     site = gpt2.GPT2Site(tiny_gpt2, 1)
     trained = engine.train(site, pairs, config)
     correct, = graphs.correct_matrices(network, site, [trained], [arithmetic.FAMILIES["arithmetic"][0]])

@@ -15,11 +15,11 @@ import torch
 
 from causal_das.causal_model import sample_counterfactuals
 from causal_das.das import engine
-from causal_das.experiments.mlp import to_interchange
 from causal_das.models.mlp import MLPClassifier, MLPSite
 from causal_das.runtime import devices
 from causal_das.runtime.executors import gpus_per_task
 from causal_das.runtime.io import run_metadata
+from causal_das.studies.four_objects_mlp import to_interchange
 from causal_das.tasks.four_objects import get_task
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,8 +12,9 @@ import torch
 
 from causal_das.analysis import classification, cliques, division
 from causal_das.das import engine
-from causal_das.experiments import gpt2_evaluation, gpt2_sweep, iia_graphs
+from causal_das.experiments import gpt2_evaluation
 from causal_das.models import gpt2
+from causal_das.studies import arithmetic_cells, graph_files
 from causal_das.tasks import arithmetic as A
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,8 +59,8 @@ def test_graph_cells_equal_single_pair_evaluations_in_both_orientations(sweep, a
     ids = gpt2.encode_prompts(tokenizer)
     rng = np.random.default_rng(1)
     for name in ("(X+Y)+Z", "X+(Y+Z)"):
-        graph = iia_graphs.load_graph(analysis / "graphs" / f"{gpt2_sweep.cell_name(name, 1, 4)}.json")
-        trained = engine.TrainedIntervention.load(sweep / "das" / "interventions" / gpt2_sweep.cell_name(name, 1, 4))
+        graph = graph_files.load_graph(analysis / "graphs" / f"{arithmetic_cells.cell_name(name, 1, 4)}.json")
+        trained = engine.TrainedIntervention.load(sweep / "das" / "interventions" / arithmetic_cells.cell_name(name, 1, 4))
         site = gpt2.GPT2Site(model, 1)
         pairs = rng.choice(A.N_TRIPLES, size=(6, 2), replace=False)
         # Include a pair the graph scores 1 and one it scores 0 when there are any, so both outcomes are compared.
@@ -78,7 +79,7 @@ def test_graph_cells_equal_single_pair_evaluations_in_both_orientations(sweep, a
 
 
 def test_graph_mean_iia_equals_the_all_pairs_evaluation(sweep, analysis):
-    record = json.loads((analysis / "graphs" / f"{gpt2_sweep.cell_name('(X+Z)+Y', 2, 4)}.json").read_text())
+    record = json.loads((analysis / "graphs" / f"{arithmetic_cells.cell_name('(X+Z)+Y', 2, 4)}.json").read_text())
     evaluation = gpt2_evaluation.evaluate_saved(sweep / "das", ("arithmetic",), 0, True, 0, cell_filter=lambda c: c["layer"] == 2 and c["k"] == 4
                                    and c["causal_model"] == "(X+Z)+Y")
     assert record["mean_iia"] == pytest.approx(evaluation["cells"][0]["iia"]["(X+Z)+Y"], abs=1e-12)
@@ -98,7 +99,7 @@ def test_graphs_resume_and_detect_truncated_or_missing_arrays(sweep, analysis, t
     array = copy / "graphs" / "PXY_Z" / "L01_k4.npz"
     array.write_bytes(array.read_bytes()[:100])
     with pytest.raises(ValueError, match="truncated"):
-        iia_graphs.load_graph(array.with_suffix(".json"))
+        graph_files.load_graph(array.with_suffix(".json"))
     one_line_error(run("disentangle_causal_models.py", "cliques", "--results_path", copy, check=False), "truncated", "L01_k4.npz")
     array.unlink()
     one_line_error(run("disentangle_causal_models.py", "divide", "--faithfulness", "0.8", "--results_path", copy, check=False),
@@ -106,7 +107,7 @@ def test_graphs_resume_and_detect_truncated_or_missing_arrays(sweep, analysis, t
     # Rerunning graphs repairs the copy: the missing array's graph is recomputed, equal to the original.
     proc = run("disentangle_causal_models.py", "graphs", "--sweep_path", sweep / "das", "--results_path", copy)
     assert "recomputing" in proc.stdout
-    assert np.array_equal(iia_graphs.load_graph(array.with_suffix(".json")).correct, iia_graphs.load_graph(analysis / "graphs" / "PXY_Z" / "L01_k4.json").correct)
+    assert np.array_equal(graph_files.load_graph(array.with_suffix(".json")).correct, graph_files.load_graph(analysis / "graphs" / "PXY_Z" / "L01_k4.json").correct)
 
 
 def test_analysis_steps_end_to_end(analysis):
@@ -114,7 +115,7 @@ def test_analysis_steps_end_to_end(analysis):
     assert "coverage" in proc.stdout
     record = json.loads((analysis / "cliques.json").read_text())
     for g in record["graphs"]:
-        graph = iia_graphs.load_graph(analysis / "graphs" / f"{gpt2_sweep.cell_name(g['causal_model'], g['layer'], g['k'])}.json")
+        graph = graph_files.load_graph(analysis / "graphs" / f"{arithmetic_cells.cell_name(g['causal_model'], g['layer'], g['k'])}.json")
         seen = set()
         for clique in g["cliques"]:
             nodes = clique["nodes"]

@@ -12,9 +12,9 @@ from test_bad_input import TINY_GPT2, run_cli
 
 from causal_das.causal_model import sample_counterfactuals
 from causal_das.das import engine
-from causal_das.experiments.mlp import to_interchange
 from causal_das.models.mlp import MLPClassifier, MLPSite, MLPTrainConfig, train_classifier
 from causal_das.runtime import cli
+from causal_das.studies.four_objects_mlp import to_interchange
 from causal_das.tasks.four_objects import get_task
 
 WIDTH = 16

@@ -10,8 +10,8 @@ from causal_das.causal_model import sample_counterfactuals
 from causal_das.das import engine
 from causal_das.das import pyvene_engine as pe
 from causal_das.das.intervention import DistributedInterchange, Rotation
-from causal_das.experiments.mlp import to_interchange
 from causal_das.models.mlp import MLPClassifier, MLPSite
+from causal_das.studies.four_objects_mlp import to_interchange
 from causal_das.tasks.four_objects import get_task
 
 WIDTH = 16

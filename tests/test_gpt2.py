@@ -14,6 +14,7 @@ from causal_das.das import engine
 from causal_das.das import pyvene_engine as pe
 from causal_das.experiments import gpt2_sweep
 from causal_das.models import gpt2
+from causal_das.studies import arithmetic_cells, arithmetic_network
 from causal_das.tasks import arithmetic as A
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,7 +95,7 @@ def small_sweep(model_dir, results_path, **overrides):
     settings = dict(model_path=str(model_dir), layers=(0, 2), low_rank_dims=(4, 96), n_training=512, n_testing=400,
                     batch_size=128, epochs=1, results_path=str(results_path))
     settings.update(overrides)
-    return gpt2_sweep.SweepConfig(**settings)
+    return arithmetic_cells.SweepConfig(**settings)
 
 
 def test_full_swap_iia_is_the_networks_accuracy_on_sources(trained_model_dir, tmp_path):
@@ -160,15 +161,15 @@ def test_scripts_end_to_end(trained_model_dir, tmp_path):
     assert (simple / "evaluation.json").is_file()
     # The saved W reproduces the sweep's own test numbers through the pyvene engine too.
     summary = json.loads((arithmetic / "summary.json").read_text())
-    config = gpt2_sweep.load_sweep_config(arithmetic)
+    config = arithmetic_cells.load_sweep_config(arithmetic)
     model, tokenizer = gpt2.load_classifier(trained_model_dir)
-    _, test_ids = gpt2_sweep.sweep_pairs(config)
-    network = gpt2_sweep.Network.load(model, gpt2.encode_prompts(tokenizer), [2])
+    _, test_ids = arithmetic_cells.sweep_pairs(config)
+    network = arithmetic_network.Network.load(model, gpt2.encode_prompts(tokenizer), [2])
     cell = summary["cells"][0]
-    trained = engine.TrainedIntervention.load(arithmetic / "interventions" / gpt2_sweep.cell_name(cell["causal_model"], 2, 4))
+    trained = engine.TrainedIntervention.load(arithmetic / "interventions" / arithmetic_cells.cell_name(cell["causal_model"], 2, 4))
     family = A.FAMILIES["arithmetic"]
-    fast, = gpt2_sweep.evaluate_cells(network, gpt2.GPT2Site(model, 2), [trained], test_ids, family, "fast")
-    slow, = gpt2_sweep.evaluate_cells(network, gpt2.GPT2Site(model, 2), [trained], test_ids, family, "pyvene")
+    fast, = arithmetic_network.evaluate_cells(network, gpt2.GPT2Site(model, 2), [trained], test_ids, family, "fast")
+    slow, = arithmetic_network.evaluate_cells(network, gpt2.GPT2Site(model, 2), [trained], test_ids, family, "pyvene")
     assert fast == slow == cell["iia"]
 
 
@@ -177,9 +178,9 @@ def test_thesis_preset_keeps_the_sizes_given_beside_it(trained_model_dir, tmp_pa
     out = tmp_path / "thesis"
     run("run_das.py", "--model_path", trained_model_dir, "--preset", "thesis", "--layers", "2", "--low_rank_dims", "4", "--n_training", "256",
         "--n_testing", "200", "--batch_size", "128", "--epochs", "1", "--control", "none", "--results_path", out)
-    config = gpt2_sweep.load_sweep_config(out)
+    config = arithmetic_cells.load_sweep_config(out)
     assert (config.n_training, config.batch_size, config.epochs, config.low_rank_dims) == (256, 128, 1, (4,))
-    assert config.lr == gpt2_sweep.THESIS_PRESET["lr"] and config.preset == "thesis"
+    assert config.lr == arithmetic_cells.THESIS_PRESET["lr"] and config.preset == "thesis"
 
 
 def test_finetune_a_pretrained_gpt2_from_a_local_directory(tmp_path, tokenizer):

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from causal_das.das import engine
-from causal_das.experiments import gpt2_sweep
 from causal_das.models import gpt2, gpt2_untouched
+from causal_das.studies import arithmetic_cells, arithmetic_network
 from causal_das.tasks import arithmetic
 
 
@@ -45,14 +45,14 @@ def test_cached_keys_suffix_gives_the_full_suffixs_logits(tiny, positions, monke
 def test_cells_trained_with_cached_keys_equal_the_full_suffixs(tiny, monkeypatch):
     """Two cells at positions 4-5 (250 steps): the same W, losses and predictions either way."""
     model, ids = tiny
-    train_ids, test_ids = gpt2_sweep.sweep_pairs(gpt2_sweep.SweepConfig(n_training=4000, n_testing=500))
+    train_ids, test_ids = arithmetic_cells.sweep_pairs(arithmetic_cells.SweepConfig(n_training=4000, n_testing=500))
     site, full = gpt2.GPT2Site(model, 1, (4, 5)), full_suffix_site(model, 1, (4, 5), monkeypatch)
     assert site.untouched == 4 and full.untouched == 0
-    cells = [engine.Cell(gpt2_sweep.interchange_data(ids, train_ids, m), engine.DASConfig((k,), 2, 32, 0.01, 0))
+    cells = [engine.Cell(arithmetic_network.interchange_data(ids, train_ids, m), engine.DASConfig((k,), 2, 32, 0.01, 0))
              for m, k in zip(arithmetic.get_family("arithmetic")[:2], (4, 8), strict=True)]
     reused, recomputed = engine.train_cells(site, cells), engine.train_cells(full, cells)
     for one, other in zip(reused, recomputed, strict=True):
         assert (one.weight - other.weight).abs().max().item() <= 1e-5
         assert [e["loss"] for e in one.history["epochs"]] == pytest.approx([e["loss"] for e in other.history["epochs"]], abs=1e-5)
-    test = gpt2_sweep.interchange_data(ids, test_ids, arithmetic.get_model("(X+Y)+Z"))
+    test = arithmetic_network.interchange_data(ids, test_ids, arithmetic.get_model("(X+Y)+Z"))
     assert torch.equal(engine.predict(site, reused[0], test), engine.predict(full, reused[0], test))

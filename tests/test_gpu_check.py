@@ -21,7 +21,7 @@ import gpu_check_cases as cases  # noqa: E402
 import gpu_check_speed as speed  # noqa: E402
 
 from causal_das.das import engine  # noqa: E402
-from causal_das.experiments import gpt2_sweep  # noqa: E402
+from causal_das.studies import arithmetic_cells  # noqa: E402
 from causal_das.tasks import arithmetic  # noqa: E402
 
 # One site of each kind (MLP, CNN rows, GPT-2's own site at some tokens, a decoder pyvene maps and one
@@ -97,7 +97,7 @@ def test_speed_and_the_estimate_follow_the_preset(checked):
     report, _ = checked
     measured = report["speed"]
     assert measured["shape"] == "tiny" and measured["n"] == 6 * speed.SHAPES["tiny"]["width"]
-    assert measured["k"] == gpt2_sweep.scaled_k(gpt2_sweep.THESIS_K[:1], measured["n"])[0]
+    assert measured["k"] == arithmetic_cells.scaled_k(arithmetic_cells.THESIS_K[:1], measured["n"])[0]
     preset = speed.thesis_preset()
     assert set(measured["batches"]) == {"128", str(preset.batch_size)}
     for batch in measured["batches"].values():
@@ -105,7 +105,7 @@ def test_speed_and_the_estimate_follow_the_preset(checked):
         assert all(r["fast"] > 0 and r["pyvene"] > 0 for r in batch["rows"])
         assert abs(batch["speedup_summed"] - batch["pyvene_sum"] / batch["fast_sum"]) <= 1e-9 * batch["speedup_summed"]
     estimate = report["thesis_sweep_estimate"]
-    ks = gpt2_sweep.thesis_k(measured["n"])
+    ks = arithmetic_cells.thesis_k(measured["n"])
     assert estimate["preset"]["k"] == list(ks)
     for family, numbers in estimate["families"].items():
         models = len(arithmetic.get_family(family))
@@ -118,7 +118,7 @@ def test_speed_and_the_estimate_follow_the_preset(checked):
 def test_the_estimate_adds_up_on_known_times():
     """One second a step at every layer and k, nothing else: the sweep takes cells x steps x networks."""
     n_layers, n = 3, 6 * 8
-    ks = gpt2_sweep.thesis_k(n)
+    ks = arithmetic_cells.thesis_k(n)
     trained = [k for k in ks if k < n]
     rows = [{"layer": layer, "fast": 1.0, "floor": 0.0, "pyvene": 2.0} for layer in range(n_layers)]
     measured = {"n": n, "k": trained[0], "n_layers": n_layers, "layers": list(range(n_layers)), "cache_seconds": 0.0,

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from causal_das.experiments import gpt2_positions as gp
+from causal_das.studies import arithmetic_network, graph_files
 from causal_das.tasks import arithmetic as A
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,7 +87,6 @@ def test_graphs_and_the_division_at_the_position_sweeps_sites(model_dir, tmp_pat
     import torch
 
     from causal_das.das import engine
-    from causal_das.experiments import gpt2_sweep, iia_graphs
     from causal_das.models import gpt2
 
     sweep = tmp_path / "positions"
@@ -121,7 +121,7 @@ def test_graphs_and_the_division_at_the_position_sweeps_sites(model_dir, tmp_pat
     assert proc.returncode == 0, proc.stderr
     row = json.loads((at_site / "graphs.json").read_text())["graphs"][0]
     assert (row["group"], row["site"], row["record"]) == ("L1:3", "L1:3", "graphs/PXY_Z/L01_p3_k5.json")
-    graph = iia_graphs.load_graph(at_site / row["record"])
+    graph = graph_files.load_graph(at_site / row["record"])
     model, tokenizer = gpt2.load_classifier(model_dir)
     ids = gpt2.encode_prompts(tokenizer)
     trained = engine.TrainedIntervention.load(sweep / "interventions" / "PXY_Z" / "L01_p3")
@@ -129,7 +129,7 @@ def test_graphs_and_the_division_at_the_position_sweeps_sites(model_dir, tmp_pat
     pairs = pairs[pairs[:, 0] != pairs[:, 1]]
     data = engine.InterchangeData(ids, torch.as_tensor(pairs[:, 0]), torch.as_tensor(pairs[:, 1])[:, None], torch.zeros(len(pairs), dtype=torch.long))
     with engine.frozen(model):
-        predicted = engine.predict(gpt2_sweep.Network.load(model, ids, [1]).site(1, (3,)), trained, data).numpy()
+        predicted = engine.predict(arithmetic_network.Network.load(model, ids, [1]).site(1, (3,)), trained, data).numpy()
     expected = predicted == A.counterfactual_labels(A.get_model("(X+Y)+Z"), pairs[:, 0], pairs[:, 1])
     assert np.array_equal(graph.correct[pairs[:, 0], pairs[:, 1]], expected)
     # What does not fit the sweep is refused in one line.
@@ -152,7 +152,7 @@ def test_the_best_site_is_where_the_alignment_is_real_not_where_pca_fails():
     """The known-answer network's shape: at the induced site PCA aligns the variable as well as DAS; at
     all six tokens PCA fails by construction and DAS is an illusion. The best site is the induced one;
     a model with no real alignment anywhere is left out."""
-    from causal_das.experiments import graph_sites
+    from causal_das.studies import graph_sites
 
     cells = [_summary_cell("(X+Y)+Z", 1, "all", 0.70, 0.09, flagged=True), _summary_cell("(X+Y)+Z", 2, "3", 0.59, 0.60, flagged=False),
              _summary_cell("(X+Y)+Z", 3, "3", 0.09, 0.09, flagged=False),

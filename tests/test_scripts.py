@@ -164,7 +164,7 @@ def test_corrupted_saved_intervention(quick_sweep, tmp_path):
 
 
 def test_unknown_task_in_config():
-    from causal_das.experiments.mlp import MLPExperimentConfig
+    from causal_das.studies.four_objects_mlp import MLPExperimentConfig
 
     with pytest.raises(ValueError, match="unknown task"):
         MLPExperimentConfig(task="aabbcc").validate()

@@ -26,6 +26,7 @@ import pytest
 
 from causal_das.analysis.graphs import same_intermediate
 from causal_das.experiments import gpt2_evaluation, gpt2_sweep, iia_graphs
+from causal_das.studies import arithmetic_cells
 from causal_das.tasks.arithmetic import FAMILIES, N_TRIPLES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -166,7 +167,7 @@ def test_src_run_das_writes_the_sweep_run_das_writes(root, tmp_path, monkeypatch
     assert ours["config"] == theirs["config"] and ours["config"]["model_path"] == MODEL
     assert [(c["causal_model"], c["layer"], c["k"], c["iia_own_model"]) for c in ours["cells"]] == \
            [(c["causal_model"], c["layer"], c["k"], c["iia_own_model"]) for c in theirs["cells"]]
-    weights = "results/gpt2/das_arithmetic/interventions/{}/weights.safetensors".format(gpt2_sweep.cell_name("(X+Y)+Z", 0, 4))
+    weights = "results/gpt2/das_arithmetic/interventions/{}/weights.safetensors".format(arithmetic_cells.cell_name("(X+Y)+Z", 0, 4))
     assert (tmp_path / weights).read_bytes() == (root / weights).read_bytes()
 
 

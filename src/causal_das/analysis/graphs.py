@@ -55,7 +55,7 @@ def correct_matrices(network, site, trained: list, causal_models: list, bases_pe
     """`correct_matrix` of several interventions at one site (each against its own causal model),
     evaluated together: each suffix pass holds one base with all 1000 sources for every intervention.
     `network` holds the prompts (`input_ids`) and each layer's cached block outputs (`states`), as
-    `experiments.gpt2_sweep.Network` does."""
+    `studies.arithmetic_network.Network` does."""
     correct = [np.zeros((N, N), dtype=bool) for _ in trained]
     sources = np.arange(N)
     chunks = range(0, N, bases_per_chunk)

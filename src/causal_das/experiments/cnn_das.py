@@ -24,7 +24,6 @@ import numpy as np
 import torch
 
 from causal_das.das import engine
-from causal_das.experiments.cnn_training import images_and_labels, random_init_cnn, rng_streams
 from causal_das.models import cnn
 from causal_das.models.cnn import (
     LAYERS,
@@ -41,6 +40,7 @@ from causal_das.runtime.io import (
 )
 from causal_das.runtime.provenance import Tally, load_current, model_fingerprint
 from causal_das.runtime.sweep import grouped, run_groups, split_finished
+from causal_das.studies.ellipse_cnn import images_and_labels, random_init_cnn, rng_streams
 from causal_das.tasks import ellipse
 
 log = logging.getLogger(__name__)

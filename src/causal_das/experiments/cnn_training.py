@@ -1,8 +1,8 @@
 """Training the ellipse CNN of the second seed (`cnn/train_cnn.py`) with the seed's recipe, saved
-with its held-out accuracy and reused while its flags are unchanged; and the untrained control CNN.
+with its held-out accuracy and reused while its flags are unchanged.
 
-Randomness comes from independent streams of one seed: the CNN's training and test images here,
-the DAS image pools in `cnn_das`.
+Randomness comes from independent streams of one seed (`studies.ellipse_cnn`, with the untrained
+control CNN): the CNN's training and test images here, the DAS image pools in `cnn_das`.
 """
 
 from __future__ import annotations
@@ -29,20 +29,10 @@ from causal_das.runtime.io import (
     run_metadata,
 )
 from causal_das.runtime.provenance import model_fingerprint, trained_earlier
+from causal_das.studies.ellipse_cnn import images_and_labels, rng_streams
 from causal_das.tasks import ellipse
 
 log = logging.getLogger(__name__)
-
-
-def rng_streams(seed: int) -> dict[str, np.random.Generator]:
-    """Independent streams: the CNN's training and test images, and the DAS image pools."""
-    names = ("cnn_train", "cnn_test", "das_train_pool", "das_test_pool")
-    return {name: np.random.default_rng(s) for name, s in zip(names, np.random.SeedSequence([seed, 5]).spawn(len(names)), strict=True)}
-
-
-def images_and_labels(rng: np.random.Generator, n: int) -> tuple[dict, np.ndarray, np.ndarray]:
-    latents = ellipse.sample_latents(rng, n)
-    return latents, ellipse.render(latents), ellipse.labels(latents)
 
 
 @dataclass(frozen=True)
@@ -99,15 +89,6 @@ def train_and_save(config: CNNRunConfig) -> dict:
     cnn.save(model, out)
     atomic_write_json(out / "training.json", record)
     return record
-
-
-def random_init_cnn(seed: int) -> EllipseCNN:
-    """The control network: the same architecture, untrained, initialised from its own seed."""
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed + 10_007)
-    model = EllipseCNN().eval()
-    torch.random.set_rng_state(generator_state)
-    return model
 
 
 def plot_examples(out: str | Path, seed: int, n: int = 16) -> Path:

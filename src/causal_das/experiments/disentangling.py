@@ -12,11 +12,11 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from causal_das.analysis import classification, cliques, division, stability
-from causal_das.experiments.iia_graphs import load_graphs
 from causal_das.models import gpt2_iit
 from causal_das.plots import disentangling as figures
 from causal_das.runtime.io import atomic_write_json, read_json, run_metadata
 from causal_das.runtime.provenance import Tally, digest, load_current
+from causal_das.studies.graph_files import load_graphs
 from causal_das.tasks import arithmetic
 
 
@@ -109,7 +109,7 @@ def run_division(results_path: str | Path, faithfulness: float, order: list[str]
     rows = []
     for layer in _layers_with_all(graphs, order, layers):
         weights = {m: graphs[(m, layer)].weight for m in order}
-        # "layer": the graphs' group (the layer, or a site label: see experiments.graph_sites); "sites": each model's site.
+        # "layer": the graphs' group (the layer, or a site label: see studies.graph_sites); "sites": each model's site.
         rows.append({"layer": layer, "sites": {m: sites[(m, layer)] for m in order}, **division.divide_both(weights, order, faithfulness, rule)})
         if resamples:  # how much the chosen rule's sets move when a fifth of the triples is left out
             rows[-1]["stability"] = stability.resampled(weights, order, faithfulness, rule, rows[-1], resamples)

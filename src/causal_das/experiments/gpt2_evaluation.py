@@ -18,20 +18,20 @@ import torch
 from tqdm.auto import tqdm
 
 from causal_das.das import engine
-from causal_das.experiments import gpt2_sweep
-from causal_das.experiments.gpt2_sweep import (
-    Network,
-    SweepConfig,
-    cell_name,
-    load_sweep_config,
-    sweep_pairs,
-    sweep_settings,
-)
 from causal_das.models import gpt2
 from causal_das.runtime import devices
 from causal_das.runtime.io import atomic_write_json, read_json, run_metadata
 from causal_das.runtime.provenance import Tally, file_sha256, load_current, model_fingerprint
 from causal_das.runtime.sweep import run_groups
+from causal_das.studies.arithmetic_cells import (
+    SweepConfig,
+    cell_name,
+    group_by_layer,
+    load_sweep_config,
+    sweep_pairs,
+    sweep_settings,
+)
+from causal_das.studies.arithmetic_network import Network
 from causal_das.tasks import arithmetic
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ def evaluate_saved(
     for key in keys:
         engine.TrainedIntervention.load(results_path / "interventions" / cell_name(*key))
     started = time.perf_counter()
-    groups = gpt2_sweep.group_by_layer(keys)
+    groups = group_by_layer(keys)
     if executor in ("ray", "processes"):
         from causal_das.runtime.executors import map_tasks
 

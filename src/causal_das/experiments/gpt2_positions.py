@@ -27,12 +27,15 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from causal_das.das import baselines, engine
-from causal_das.experiments import gpt2_sweep
+from causal_das.das.evaluation import margin_standard_error as margin_error
 from causal_das.models import gpt2
 from causal_das.runtime import devices
 from causal_das.runtime.io import atomic_write_json, check_results_path, run_metadata
 from causal_das.runtime.provenance import Tally, load_current, model_fingerprint
 from causal_das.runtime.sweep import grouped, run_groups, split_finished
+from causal_das.studies.arithmetic_cells import parse_position_set, position_cell_name, sweep_pairs
+from causal_das.studies.arithmetic_network import Network, evaluate_cells, interchange_data
+from causal_das.studies.arithmetic_network import baselines as label_rates_of
 from causal_das.tasks import arithmetic
 
 DEFAULT_POSITION_SETS = ("all", "0", "1", "2", "3", "4", "5")
@@ -65,17 +68,12 @@ class PositionSweepConfig:
         return engine.DASConfig((k,), self.epochs, self.batch_size, self.lr, self.seed)
 
     def pairs(self) -> tuple[np.ndarray, np.ndarray]:
-        return gpt2_sweep.sweep_pairs(self)  # (training, test) pair ids, as the thesis sweep draws them
+        return sweep_pairs(self)  # (training, test) pair ids, as the thesis sweep draws them
 
     def models(self) -> tuple:
         if self.causal_models is None:
             return arithmetic.get_family(self.causal_model_type)
         return tuple(arithmetic.get_model(name) for name in dict.fromkeys(self.causal_models))
-
-
-def parse_position_set(text: str) -> tuple[int, ...]:
-    """'all' -> 0..5, '3' -> (3,), '2-3' -> (2, 3), '0,2' -> (0, 2); ValueError otherwise."""
-    return gpt2.parse_positions(text, "--position_sets")
 
 
 def earliest_position(causal_model) -> int:
@@ -85,10 +83,6 @@ def earliest_position(causal_model) -> int:
 
 def can_exist(causal_model, positions: tuple[int, ...]) -> bool:
     return max(positions) >= earliest_position(causal_model)
-
-
-def cell_name(model_name: str, layer: int, position_set: str) -> str:
-    return f"{arithmetic.slug(model_name)}/L{layer:02d}_{'all' if position_set == 'all' else 'p' + position_set.replace(',', '_')}"
 
 
 def default_k(width: int) -> int:
@@ -122,7 +116,7 @@ def validate(config: PositionSweepConfig, model) -> tuple[tuple[int, ...], int]:
 def run_group(network, control, keys: list, k: int, config: PositionSweepConfig, out_dir: Path, settings_for: dict, inputs: dict) -> dict:
     """Trains, evaluates and writes the cells `keys` = [(causal model, layer, position set)] of one
     (layer, position set); returns {key: record}. `network` (and `control`, or None) is a
-    `gpt2_sweep.Network` or anything with its attributes and `site(layer, positions)` (a test's
+    `Network` or anything with its attributes and `site(layer, positions)` (a test's
     planted network)."""
     started = time.perf_counter()
     _, layer, position_set = keys[0]
@@ -133,7 +127,7 @@ def run_group(network, control, keys: list, k: int, config: PositionSweepConfig,
     states = network.site_states(site)
     activations = baselines.site_activations(site, states)
     models = [arithmetic.get_model(name) for name, _, _ in keys]
-    datas = [gpt2_sweep.interchange_data(network.input_ids, train_ids, m) for m in models]
+    datas = [interchange_data(network.input_ids, train_ids, m) for m in models]
     das = engine.train_cells(site, [engine.Cell(d, config.das_config(k), f"{m.name} L{layer} {position_set}") for m, d in zip(models, datas, strict=True)],
                              states, config.max_cells_per_pass)
     with engine.frozen(network.model):
@@ -145,23 +139,23 @@ def run_group(network, control, keys: list, k: int, config: PositionSweepConfig,
     shared = [baselines.full_patch(site), baselines.principal_subspace(site, activations, k),
               *baselines.random_subspaces(site, (k,), config.random_draws, config.seed)]
     everything = [*das, *projected, *masks, *shared]
-    scores = gpt2_sweep.evaluate_cells(network, site, everything, test_ids, family, "fast", states)
+    scores = evaluate_cells(network, site, everything, test_ids, family, "fast", states)
     n = len(keys)
     das_scores, projected_scores, mask_scores, shared_scores = scores[:n], scores[n:2 * n], scores[2 * n:3 * n], scores[3 * n:]
     control_scores = [None] * n
     if control is not None:
         control_site = control.site(layer, positions)
         control_states = control.site_states(control_site)
-        trained = engine.train_cells(control_site, [engine.Cell(gpt2_sweep.interchange_data(control.input_ids, train_ids, m), config.das_config(k),
+        trained = engine.train_cells(control_site, [engine.Cell(interchange_data(control.input_ids, train_ids, m), config.das_config(k),
                                                                 f"control {m.name} L{layer} {position_set}") for m in models],
                                      control_states, config.max_cells_per_pass)
-        control_scores = gpt2_sweep.evaluate_cells(control, control_site, trained, test_ids, family, "fast", control_states)
+        control_scores = evaluate_cells(control, control_site, trained, test_ids, family, "fast", control_states)
     seconds = (time.perf_counter() - started) / n
     records = {}
     for c, (key, model) in enumerate(zip(keys, models, strict=True)):
         name = model.name
         own = das_scores[c][name]
-        label_rates = gpt2_sweep.baselines(network, model, test_ids)
+        label_rates = label_rates_of(network, model, test_ids)
         draws = [score[name] for score in shared_scores[2:]]
         same_site = {
             "full_patch": shared_scores[0][name],
@@ -179,7 +173,7 @@ def run_group(network, control, keys: list, k: int, config: PositionSweepConfig,
         illusion = baselines.illusion_check(das[c], activations, span)
         illusion.update(projected_iia=projected_scores[c][name], projected_columns=projected[c].history["columns_kept"])
         illusion["flagged"] = baselines.illusion_flag(own, illusion["projected_iia"], label_rates["network_no_intervention"])
-        das[c].save(out_dir / "interventions" / cell_name(name, layer, position_set))
+        das[c].save(out_dir / "interventions" / position_cell_name(name, layer, position_set))
         record = {
             "causal_model": name, "layer": layer, "position_set": position_set, "positions": list(positions),
             "site": str(site.name), "n": site.n, "k": k,
@@ -196,13 +190,9 @@ def run_group(network, control, keys: list, k: int, config: PositionSweepConfig,
             "train_history": das[c].history, "neuron_mask_history": masks[c].history["training"],
         }
         record.update(settings=settings_for[key], inputs=inputs, status="done", seconds=seconds, **run_metadata())
-        atomic_write_json(out_dir / "cells" / f"{cell_name(name, layer, position_set)}.json", record)
+        atomic_write_json(out_dir / "cells" / f"{position_cell_name(name, layer, position_set)}.json", record)
         records[key] = record
     return records
-
-
-def margin_error(p: float, q: float, n: int) -> float:
-    return float(np.sqrt((p * (1 - p) + q * (1 - q)) / n))
 
 
 def cell_settings(config: PositionSweepConfig, key: tuple, k: int) -> dict:
@@ -222,10 +212,10 @@ class _Cells:
         self.config, self.inputs = config, {"model_fingerprint": fingerprint}
 
     def path(self, key) -> Path:
-        return self.out_dir / "cells" / f"{cell_name(*key)}.json"
+        return self.out_dir / "cells" / f"{position_cell_name(*key)}.json"
 
     def finished(self, key, tally=None):
-        weights = self.out_dir / "interventions" / cell_name(*key) / "weights.safetensors"
+        weights = self.out_dir / "interventions" / position_cell_name(*key) / "weights.safetensors"
         return load_current(self.path(key), cell_settings(self.config, key, self.k), self.inputs, companions=(weights,), tally=tally)
 
     def settings_for(self, keys) -> dict:
@@ -234,10 +224,10 @@ class _Cells:
 
 def _networks(model, tokenizer, config: PositionSweepConfig, layers):
     input_ids = gpt2.encode_prompts(tokenizer)
-    network = gpt2_sweep.Network.load(model, input_ids, layers)
+    network = Network.load(model, input_ids, layers)
     control = None
     if config.control == "random_init":
-        control = gpt2_sweep.Network.load(gpt2.random_init_copy(model, config.seed), input_ids, layers)
+        control = Network.load(gpt2.random_init_copy(model, config.seed), input_ids, layers)
     return network, control
 
 

@@ -17,117 +17,30 @@ import functools
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from causal_das.das import engine
-from causal_das.metrics import majority_rate
 from causal_das.models import gpt2
 from causal_das.runtime import devices
-from causal_das.runtime.io import atomic_write_json, check_results_path, read_json, run_metadata
+from causal_das.runtime.io import atomic_write_json, check_results_path, run_metadata
 from causal_das.runtime.provenance import Tally, load_current, model_fingerprint
-from causal_das.runtime.sweep import grouped, run_groups, split_finished
+from causal_das.runtime.sweep import run_groups, split_finished
+from causal_das.studies.arithmetic_cells import (
+    SweepConfig,
+    cell_name,
+    default_k,
+    group_by_layer,
+    sweep_pairs,
+    sweep_settings,
+    thesis_k,
+)
+from causal_das.studies.arithmetic_network import Network, baselines, evaluate_cells, interchange_data
 from causal_das.tasks import arithmetic
 
 log = logging.getLogger(__name__)
-
-THESIS_K = (64, 128, 256, 768, 4608)  # for GPT-2 small: n = 6 x 768 = 4608
-THESIS_PRESET = {"n_training": 256_000, "batch_size": 1280, "epochs": 4, "lr": 0.01}
-
-
-@dataclass(frozen=True)
-class SweepConfig:
-    model_path: str = "results/gpt2/model"
-    causal_model_type: str = "arithmetic"
-    layers: tuple[int, ...] | None = None  # None: every block
-    low_rank_dims: tuple[int, ...] | None = None  # None: `default_k` (or the thesis's k with preset "thesis")
-    preset: str | None = None  # "thesis": the thesis's sizes (THESIS_PRESET) and k values, scaled to n
-    n_training: int = 8_000
-    n_testing: int = 2_000
-    batch_size: int = 64
-    epochs: int = 3
-    lr: float = 0.01
-    positions: tuple[int, ...] = tuple(range(gpt2.SEQ_LEN))
-    engine: str = "fast"
-    control: str = "random_init"
-    seed: int = 0
-    results_path: str = "results/gpt2/das_arithmetic"
-    # Where and how it runs (see `devices`, `engine.train_cells`); not part of a cell's settings (they
-    # do not change its numbers), so a sweep can be resumed elsewhere.
-    device: str = "auto"
-    precision: str = "auto"
-    max_cells_per_pass: int | None = None  # None: as many as the device's memory budget fits
-
-    def das_config(self, k: int) -> engine.DASConfig:
-        return engine.DASConfig((k,), self.epochs, self.batch_size, self.lr, self.seed)
-
-
-def scaled_k(thesis_k, n: int) -> tuple[int, ...]:
-    """The thesis's k values (for n = 4608) scaled to a site of dimension n."""
-    return tuple(sorted({max(1, round(k * n / THESIS_K[-1])) for k in thesis_k}))
-
-
-def thesis_k(n: int) -> tuple[int, ...]:
-    return scaled_k(THESIS_K, n)
-
-
-def default_k(n: int) -> tuple[int, ...]:
-    """Default sweep: thesis k = 256 and the full swap, scaled (for the default model: 16 and 288)."""
-    return scaled_k((256, 4608), n)
-
-
-def rng_streams(seed: int) -> dict[str, np.random.Generator]:
-    names = ("pairs", "evaluation")
-    return {name: np.random.default_rng(s) for name, s in zip(names, np.random.SeedSequence([seed, 3]).spawn(len(names)), strict=True)}
-
-
-def sweep_pairs(config: SweepConfig) -> tuple[np.ndarray, np.ndarray]:
-    """(training, test) pair ids: disjoint, the same for every cell of a sweep with this seed."""
-    rng = rng_streams(config.seed)["pairs"]
-    train = arithmetic.draw_pairs(rng, config.n_training)
-    return train, arithmetic.draw_pairs(rng, config.n_testing, exclude=train)
-
-
-def interchange_data(input_ids: torch.Tensor, pair_ids: np.ndarray, model) -> engine.InterchangeData:
-    base, source = arithmetic.decode_pairs(pair_ids)
-    labels = arithmetic.counterfactual_labels(model, base, source)
-    return engine.InterchangeData(input_ids, torch.as_tensor(base), torch.as_tensor(source)[:, None], torch.as_tensor(labels))
-
-
-def cell_name(model_name: str, layer: int, k: int) -> str:
-    return f"{arithmetic.slug(model_name)}/L{layer:02d}_k{k}"
-
-
-@dataclass
-class Network:
-    """A loaded classifier with its prompts and the block outputs of every layer, computed once."""
-
-    model: object
-    input_ids: torch.Tensor
-    states: dict[int, torch.Tensor]  # layer -> (1000, 6 * width)
-    plain_predictions: np.ndarray  # (1000,) the unintervened network's predicted class per prompt
-
-    @classmethod
-    def load(cls, model, input_ids: torch.Tensor, layers) -> Network:
-        with engine.frozen(model):
-            states = {layer: s.flatten(1) for layer, s in gpt2.layer_outputs(model, input_ids, layers).items()}
-            plain = gpt2.predictions(model, input_ids).numpy()
-        return cls(model, input_ids, states, plain)
-
-    def site(self, layer: int, positions: tuple[int, ...]):
-        return gpt2.site(self.model, layer, positions)
-
-    def site_states(self, site) -> torch.Tensor:
-        """The site state of every prompt: the cached block output at the site, or the site's own
-        prefix when its state holds more (the untouched tokens' keys, see `models.gpt2_untouched`)."""
-        if not getattr(site, "untouched", 0):
-            return self.states[site.layer]
-        with engine.frozen(self.model):
-            return engine.cache_activations(site, self.input_ids)
 
 
 def validate(config: SweepConfig, model) -> tuple[tuple[int, ...], tuple[int, ...], int]:
@@ -156,32 +69,6 @@ def validate(config: SweepConfig, model) -> tuple[tuple[int, ...], tuple[int, ..
     if config.n_training + config.n_testing > arithmetic.N_PAIRS:
         raise ValueError(f"--n_training + --n_testing must not exceed the {arithmetic.N_PAIRS} distinct ordered pairs")
     return layers, ks, site.n
-
-
-def evaluate_cells(network: Network, site, trained: list, test_ids: np.ndarray, family, config_engine: str, states=None) -> list[dict]:
-    """IIA of each trained intervention at `site` against each causal model of `family` on the
-    `test_ids` pairs (the fast engine evaluates them together; `states`: the site states, if the
-    caller has them)."""
-    base, source = arithmetic.decode_pairs(test_ids)
-    data = engine.InterchangeData(network.input_ids, torch.as_tensor(base), torch.as_tensor(source)[:, None], torch.zeros(len(base), dtype=torch.long))
-    if config_engine == "fast":
-        predictions = engine.predict_cells(site, trained, data, activations=network.site_states(site) if states is None else states)
-    else:
-        predictions = [engine.predict(site, one, data, config_engine) for one in trained]
-    labels = {m.name: arithmetic.counterfactual_labels(m, base, source) for m in family}
-    return [{name: float(np.mean(p.numpy() == target)) for name, target in labels.items()} for p in predictions]
-
-
-def baselines(network: Network, causal_model, test_ids: np.ndarray) -> dict[str, float]:
-    base, source = arithmetic.decode_pairs(test_ids)
-    labels = arithmetic.counterfactual_labels(causal_model, base, source)
-    return {
-        "majority": majority_rate(labels),
-        "copy_base_label": float(np.mean(labels == arithmetic.LABELS[base])),
-        "copy_source_label": float(np.mean(labels == arithmetic.LABELS[source])),
-        "network_no_intervention": float(np.mean(labels == network.plain_predictions[base])),
-        "network_on_source": float(np.mean(labels == network.plain_predictions[source])),
-    }
 
 
 def train_group(network: Network, keys: list, train_ids: np.ndarray, config: SweepConfig, desc: str = "") -> list:
@@ -238,11 +125,6 @@ def run_group(network, control, keys: list, train_ids, test_ids, config: SweepCo
         atomic_write_json(out_dir / "cells" / f"{cell_name(name, layer, k)}.json", record)
         records[key] = record
     return records
-
-
-def group_by_layer(keys: list) -> list[list]:
-    """Cells or graphs keyed (causal model, layer, ...) grouped by layer: those trained or evaluated together."""
-    return grouped(keys, lambda key: key[1])
 
 
 def group_task(config: SweepConfig, cwd: str, keys: tuple) -> dict:
@@ -352,14 +234,6 @@ def run_sweep(config: SweepConfig, executor: str = "local", ray_address: str | N
     return summary
 
 
-def sweep_settings(config: SweepConfig) -> dict:
-    """Everything that determines a cell's numbers (not where it is written)."""
-    settings = asdict(config)
-    for where in ("results_path", "device", "precision", "max_cells_per_pass"):
-        settings.pop(where)
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.items()}
-
-
 def _summary_row(cell: dict) -> dict:
     row = {key: cell[key] for key in ("causal_model", "layer", "k", "full_swap", "iia", "iia_own_model", "baselines")}
     if "control_random_init" in cell:
@@ -385,13 +259,3 @@ def summary_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def load_sweep_config(results_path: str | Path) -> SweepConfig:
-    summary = read_json(Path(results_path) / "summary.json")
-    try:
-        raw = dict(summary["config"])
-        for key in ("layers", "low_rank_dims", "positions"):
-            if raw.get(key) is not None:
-                raw[key] = tuple(raw[key])
-        return SweepConfig(**raw, results_path=str(results_path))
-    except (KeyError, TypeError) as error:
-        raise ValueError(f"{Path(results_path) / 'summary.json'} is not a run_das.py summary ({error})") from None

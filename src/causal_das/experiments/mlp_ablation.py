@@ -9,7 +9,10 @@ import time
 from dataclasses import replace
 
 from causal_das.causal_model import sample_counterfactuals
-from causal_das.experiments.mlp import (
+from causal_das.runtime import devices
+from causal_das.runtime.io import atomic_write_json, check_results_path, run_metadata
+from causal_das.runtime.provenance import Tally
+from causal_das.studies.four_objects_mlp import (
     MLPExperimentConfig,
     align_layer,
     evaluate,
@@ -19,9 +22,6 @@ from causal_das.experiments.mlp import (
     run_settings,
     trained_mlp,
 )
-from causal_das.runtime import devices
-from causal_das.runtime.io import atomic_write_json, check_results_path, run_metadata
-from causal_das.runtime.provenance import Tally
 from causal_das.tasks.four_objects import get_task
 
 ABLATION_TASKS = ("pattern_matching", "aabb_and", "abba")

@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from causal_das.experiments import gpt2_positions, gpt2_sweep
+from causal_das.studies.arithmetic_cells import cell_name, parse_position_set, position_cell_name
 
 BEST = "best"
 BEST_GROUP = "best sites"
@@ -50,8 +50,8 @@ class GraphKey:
     def cell_name(self, k: int) -> str:
         """The sweep cell's name (its JSON under cells/, its W under interventions/)."""
         if self.position_set is None:
-            return gpt2_sweep.cell_name(self.causal_model, self.layer, k)
-        return gpt2_positions.cell_name(self.causal_model, self.layer, self.position_set)
+            return cell_name(self.causal_model, self.layer, k)
+        return position_cell_name(self.causal_model, self.layer, self.position_set)
 
     def graph_name(self, k: int) -> str:
         """The graph's files under graphs/ (.json and .npz)."""
@@ -73,7 +73,7 @@ def parse_site(text: str) -> tuple[int, str]:
     layer, _, positions = text.partition(":")
     try:
         number = int(layer.removeprefix("L"))
-        gpt2_positions.parse_position_set(positions)
+        parse_position_set(positions)
     except ValueError:
         raise ValueError(f"--site {text!r} is not LAYER:POSITIONS (e.g. 2:3, 1:all, 0:4-5) or {BEST}") from None
     return number, positions
@@ -164,4 +164,4 @@ def model_path(summary: dict) -> str:
 def positions(summary: dict, key: GraphKey) -> tuple[int, ...]:
     if key.position_set is None:
         return tuple(summary["config"]["positions"])
-    return gpt2_positions.parse_position_set(key.position_set)
+    return parse_position_set(key.position_set)

@@ -1,0 +1,78 @@
+"""The X+Y+Z study's network: a decoder classifier with its 1000 prompts and each layer's block
+output computed once, the counterfactual data of a set of (base, source) pairs of triples, the IIA
+of trained interventions against every causal model of a family, and the label rates an IIA stands
+beside (copying the base's or the source's label, the unintervened network).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from causal_das.das import engine
+from causal_das.metrics import majority_rate
+from causal_das.models import gpt2
+from causal_das.tasks import arithmetic
+
+
+def interchange_data(input_ids: torch.Tensor, pair_ids: np.ndarray, model) -> engine.InterchangeData:
+    base, source = arithmetic.decode_pairs(pair_ids)
+    labels = arithmetic.counterfactual_labels(model, base, source)
+    return engine.InterchangeData(input_ids, torch.as_tensor(base), torch.as_tensor(source)[:, None], torch.as_tensor(labels))
+
+
+@dataclass
+
+class Network:
+    """A loaded classifier with its prompts and the block outputs of every layer, computed once."""
+
+    model: object
+    input_ids: torch.Tensor
+    states: dict[int, torch.Tensor]  # layer -> (1000, 6 * width)
+    plain_predictions: np.ndarray  # (1000,) the unintervened network's predicted class per prompt
+
+    @classmethod
+    def load(cls, model, input_ids: torch.Tensor, layers) -> Network:
+        with engine.frozen(model):
+            states = {layer: s.flatten(1) for layer, s in gpt2.layer_outputs(model, input_ids, layers).items()}
+            plain = gpt2.predictions(model, input_ids).numpy()
+        return cls(model, input_ids, states, plain)
+
+    def site(self, layer: int, positions: tuple[int, ...]):
+        return gpt2.site(self.model, layer, positions)
+
+    def site_states(self, site) -> torch.Tensor:
+        """The site state of every prompt: the cached block output at the site, or the site's own
+        prefix when its state holds more (the untouched tokens' keys, see `models.gpt2_untouched`)."""
+        if not getattr(site, "untouched", 0):
+            return self.states[site.layer]
+        with engine.frozen(self.model):
+            return engine.cache_activations(site, self.input_ids)
+
+
+def evaluate_cells(network: Network, site, trained: list, test_ids: np.ndarray, family, config_engine: str, states=None) -> list[dict]:
+    """IIA of each trained intervention at `site` against each causal model of `family` on the
+    `test_ids` pairs (the fast engine evaluates them together; `states`: the site states, if the
+    caller has them)."""
+    base, source = arithmetic.decode_pairs(test_ids)
+    data = engine.InterchangeData(network.input_ids, torch.as_tensor(base), torch.as_tensor(source)[:, None], torch.zeros(len(base), dtype=torch.long))
+    if config_engine == "fast":
+        predictions = engine.predict_cells(site, trained, data, activations=network.site_states(site) if states is None else states)
+    else:
+        predictions = [engine.predict(site, one, data, config_engine) for one in trained]
+    labels = {m.name: arithmetic.counterfactual_labels(m, base, source) for m in family}
+    return [{name: float(np.mean(p.numpy() == target)) for name, target in labels.items()} for p in predictions]
+
+
+def baselines(network: Network, causal_model, test_ids: np.ndarray) -> dict[str, float]:
+    base, source = arithmetic.decode_pairs(test_ids)
+    labels = arithmetic.counterfactual_labels(causal_model, base, source)
+    return {
+        "majority": majority_rate(labels),
+        "copy_base_label": float(np.mean(labels == arithmetic.LABELS[base])),
+        "copy_source_label": float(np.mean(labels == arithmetic.LABELS[source])),
+        "network_no_intervention": float(np.mean(labels == network.plain_predictions[base])),
+        "network_on_source": float(np.mean(labels == network.plain_predictions[source])),
+    }
