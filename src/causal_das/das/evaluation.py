@@ -48,7 +48,7 @@ def wilson_interval(successes: int, n: int, confidence: float = CONFIDENCE) -> t
 
 def margin_standard_error(p: float, q: float, n: int) -> float:
     """The standard error of the difference of two rates p and q, each measured on n examples (as
-    independent): the project's margin error (`gpt2_positions.margin_error`)."""
+    independent): the margin error of every judgement (the position sweep's included)."""
     return float(np.sqrt((p * (1 - p) + q * (1 - q)) / n))
 
 
