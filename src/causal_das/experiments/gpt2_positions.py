@@ -113,6 +113,84 @@ def validate(config: PositionSweepConfig, model) -> tuple[tuple[int, ...], int]:
     return layers, k
 
 
+@dataclass
+class Alignments:
+    """Everything one (layer, position set) puts at its site, in the order it is scored: DAS per
+    causal model, DAS projected onto the activation span, the neuron masks, then the alignments the
+    models share (the full patch, PCA, the random draws)."""
+
+    das: list
+    projected: list
+    masks: list
+    shared: list
+
+    def all(self) -> list:
+        return [*self.das, *self.projected, *self.masks, *self.shared]
+
+    def split(self, scores: list) -> tuple[list, list, list, list]:
+        n = len(self.das)
+        return scores[:n], scores[n:2 * n], scores[2 * n:3 * n], scores[3 * n:]
+
+
+def train_alignments(site, states, activations, span, datas: list, models: list, k: int, config: PositionSweepConfig, label: str) -> Alignments:
+    """DAS for each causal model's data (one pass per step), its neuron masks, the projections and the
+    shared baselines of one site."""
+    das = engine.train_cells(site, [engine.Cell(d, config.das_config(k), f"{m.name} {label}") for m, d in zip(models, datas, strict=True)],
+                             states, config.max_cells_per_pass)
+    with engine.frozen(site.model):
+        masks = baselines.train_neuron_masks(site, datas, [config.das_config(k)] * len(datas), (k,), states,
+                                             functools.partial(engine.suffix_logits, site),
+                                             descs=[f"neuron mask {m.name} {label}" for m in models])
+    projected = [baselines.project_onto_span(site, one, span) for one in das]
+    shared = [baselines.full_patch(site), baselines.principal_subspace(site, activations, k),
+              *baselines.random_subspaces(site, (k,), config.random_draws, config.seed)]
+    return Alignments(das, projected, masks, shared)
+
+
+def control_scores(control, layer: int, positions, models: list, k: int, config: PositionSweepConfig, label: str) -> list:
+    """The same DAS on the random-init copy, scored against every model of the family (None per cell
+    without a control)."""
+    if control is None:
+        return [None] * len(models)
+    train_ids, test_ids = config.pairs()
+    site = control.site(layer, positions)
+    states = control.site_states(site)
+    cells = [engine.Cell(interchange_data(control.input_ids, train_ids, m), config.das_config(k), f"control {m.name} {label}") for m in models]
+    trained = engine.train_cells(site, cells, states, config.max_cells_per_pass)
+    return evaluate_cells(control, site, trained, test_ids, config.models(), "fast", states)
+
+
+def same_site_rates(name: str, shared: list, shared_scores: list, mask, mask_score: dict, control_score: dict | None) -> dict:
+    """The IIA of every other alignment of the cell's site and k against the cell's causal model."""
+    draws = [score[name] for score in shared_scores[2:]]
+    rates = {
+        "full_patch": shared_scores[0][name],
+        "pca": shared_scores[1][name],
+        "pca_variance_explained": shared[1].history["variance_explained"],
+        "random_subspace": {"mean": float(np.mean(draws)), "std": float(np.std(draws)), "draws": draws},
+        "neuron_mask": mask_score[name],
+        "neuron_mask_neurons": mask.history["neurons"],
+    }
+    if control_score is not None:
+        rates["control_random_init"] = control_score[name]
+    return rates
+
+
+def same_k_judgement(own: float, same_site: dict, n_test: int) -> dict:
+    """DAS against its best same-k alignment (random subspace, PCA, neuron mask, the control): the
+    margin, its standard error (two rates on n_test pairs each), and whether it beats by two of them."""
+    candidates = {"random_subspace": same_site["random_subspace"]["mean"], "pca": same_site["pca"], "neuron_mask": same_site["neuron_mask"],
+                  **({"control_random_init": same_site["control_random_init"]} if "control_random_init" in same_site else {})}
+    best = max(candidates, key=candidates.get)
+    error = margin_error(own, candidates[best], n_test)
+    return {
+        "best_baseline": {"name": best, "iia": candidates[best]},
+        "das_minus_best_baseline": own - candidates[best],
+        "margin_standard_error": error,
+        "das_beats_baselines": own - candidates[best] > 2 * error,
+    }
+
+
 def run_group(network, control, keys: list, k: int, config: PositionSweepConfig, out_dir: Path, settings_for: dict, inputs: dict) -> dict:
     """Trains, evaluates and writes the cells `keys` = [(causal model, layer, position set)] of one
     (layer, position set); returns {key: record}. `network` (and `control`, or None) is a
@@ -120,74 +198,39 @@ def run_group(network, control, keys: list, k: int, config: PositionSweepConfig,
     planted network)."""
     started = time.perf_counter()
     _, layer, position_set = keys[0]
-    positions = parse_position_set(position_set)
-    family = config.models()
+    positions, label = parse_position_set(position_set), f"L{layer} {position_set}"
     train_ids, test_ids = config.pairs()
     site = network.site(layer, positions)
     states = network.site_states(site)
     activations = baselines.site_activations(site, states)
+    span = baselines.activation_span(activations)
     models = [arithmetic.get_model(name) for name, _, _ in keys]
     datas = [interchange_data(network.input_ids, train_ids, m) for m in models]
-    das = engine.train_cells(site, [engine.Cell(d, config.das_config(k), f"{m.name} L{layer} {position_set}") for m, d in zip(models, datas, strict=True)],
-                             states, config.max_cells_per_pass)
-    with engine.frozen(network.model):
-        masks = baselines.train_neuron_masks(site, datas, [config.das_config(k)] * len(datas), (k,), states,
-                                             functools.partial(engine.suffix_logits, site),
-                                             descs=[f"neuron mask {m.name} L{layer} {position_set}" for m in models])
-    span = baselines.activation_span(activations)
-    projected = [baselines.project_onto_span(site, one, span) for one in das]
-    shared = [baselines.full_patch(site), baselines.principal_subspace(site, activations, k),
-              *baselines.random_subspaces(site, (k,), config.random_draws, config.seed)]
-    everything = [*das, *projected, *masks, *shared]
-    scores = evaluate_cells(network, site, everything, test_ids, family, "fast", states)
-    n = len(keys)
-    das_scores, projected_scores, mask_scores, shared_scores = scores[:n], scores[n:2 * n], scores[2 * n:3 * n], scores[3 * n:]
-    control_scores = [None] * n
-    if control is not None:
-        control_site = control.site(layer, positions)
-        control_states = control.site_states(control_site)
-        trained = engine.train_cells(control_site, [engine.Cell(interchange_data(control.input_ids, train_ids, m), config.das_config(k),
-                                                                f"control {m.name} L{layer} {position_set}") for m in models],
-                                     control_states, config.max_cells_per_pass)
-        control_scores = evaluate_cells(control, control_site, trained, test_ids, family, "fast", control_states)
-    seconds = (time.perf_counter() - started) / n
+    alignments = train_alignments(site, states, activations, span, datas, models, k, config, label)
+    scores = evaluate_cells(network, site, alignments.all(), test_ids, config.models(), "fast", states)
+    das_scores, projected_scores, mask_scores, shared_scores = alignments.split(scores)
+    controls = control_scores(control, layer, positions, models, k, config, label)
+    seconds = (time.perf_counter() - started) / len(keys)
     records = {}
     for c, (key, model) in enumerate(zip(keys, models, strict=True)):
-        name = model.name
+        name, das = model.name, alignments.das[c]
         own = das_scores[c][name]
         label_rates = label_rates_of(network, model, test_ids)
-        draws = [score[name] for score in shared_scores[2:]]
-        same_site = {
-            "full_patch": shared_scores[0][name],
-            "pca": shared_scores[1][name],
-            "pca_variance_explained": shared[1].history["variance_explained"],
-            "random_subspace": {"mean": float(np.mean(draws)), "std": float(np.std(draws)), "draws": draws},
-            "neuron_mask": mask_scores[c][name],
-            "neuron_mask_neurons": masks[c].history["neurons"],
-        }
-        if control_scores[c] is not None:
-            same_site["control_random_init"] = control_scores[c][name]
-        candidates = {"random_subspace": same_site["random_subspace"]["mean"], "pca": same_site["pca"], "neuron_mask": same_site["neuron_mask"],
-                      **({"control_random_init": same_site["control_random_init"]} if "control_random_init" in same_site else {})}
-        best = max(candidates, key=candidates.get)
-        illusion = baselines.illusion_check(das[c], activations, span)
-        illusion.update(projected_iia=projected_scores[c][name], projected_columns=projected[c].history["columns_kept"])
+        same_site = same_site_rates(name, alignments.shared, shared_scores, alignments.masks[c], mask_scores[c], controls[c])
+        illusion = baselines.illusion_check(das, activations, span)
+        illusion.update(projected_iia=projected_scores[c][name], projected_columns=alignments.projected[c].history["columns_kept"])
         illusion["flagged"] = baselines.illusion_flag(own, illusion["projected_iia"], label_rates["network_no_intervention"])
-        das[c].save(out_dir / "interventions" / position_cell_name(name, layer, position_set))
+        das.save(out_dir / "interventions" / position_cell_name(name, layer, position_set))
         record = {
             "causal_model": name, "layer": layer, "position_set": position_set, "positions": list(positions),
             "site": str(site.name), "n": site.n, "k": k,
             "variable_can_exist": can_exist(model, positions), "earliest_position": earliest_position(model),
             "iia": das_scores[c], "iia_own_model": own,
             "baselines": {**label_rates, **same_site},
-            "best_baseline": {"name": best, "iia": candidates[best]},
-            "das_minus_best_baseline": own - candidates[best],
-            # The margin's standard error (two rates on len(test_ids) pairs each); "beats" means by two of them.
-            "margin_standard_error": margin_error(own, candidates[best], len(test_ids)),
-            "das_beats_baselines": own - candidates[best] > 2 * margin_error(own, candidates[best], len(test_ids)),
+            **same_k_judgement(own, same_site, len(test_ids)),
             "illusion": illusion,
             "n_training_pairs": len(train_ids), "n_test_pairs": len(test_ids),
-            "train_history": das[c].history, "neuron_mask_history": masks[c].history["training"],
+            "train_history": das.history, "neuron_mask_history": alignments.masks[c].history["training"],
         }
         record.update(settings=settings_for[key], inputs=inputs, status="done", seconds=seconds, **run_metadata())
         atomic_write_json(out_dir / "cells" / f"{position_cell_name(name, layer, position_set)}.json", record)
