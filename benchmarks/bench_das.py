@@ -31,7 +31,7 @@ from causal_das.das import pyvene_engine as pe
 from causal_das.experiments import gpt2_sweep
 from causal_das.models import gpt2
 from causal_das.runtime import devices
-from causal_das.studies import arithmetic_cells, arithmetic_network
+from causal_das.studies import arithmetic_cells, arithmetic_decoder, arithmetic_network
 from causal_das.tasks import arithmetic as A
 
 THESIS_STEPS_PER_CELL = 800  # 256,000 pairs x 4 epochs / batch 1280
@@ -60,7 +60,7 @@ def step_timer(parameters, logits_for, labels, batches):
 
 def measure_layer(model, input_ids, states, layer, k, batches, data, pyvene_steps):
     """(fast step s, floor step s, pyvene step s or None) at one layer, on the same batches."""
-    site = gpt2.GPT2Site(model, layer)
+    site = arithmetic_decoder.site(model, layer)
     device = model.device
     states, data, input_ids = states[layer].to(device), data.to(device), input_ids.to(device)
     batches = [idx.to(device) for idx in batches]
@@ -97,11 +97,11 @@ def measure_layer(model, input_ids, states, layer, k, batches, data, pyvene_step
 
 
 def thesis_setting(args, report):
-    tokenizer = gpt2.build_tokenizer()
-    model = gpt2.build_default_model(tokenizer, width=768, n_layers=12, n_heads=12, seed=0).to(args.device).eval()
+    tokenizer = arithmetic_decoder.build_tokenizer()
+    model = arithmetic_decoder.build_default_model(tokenizer, width=768, n_layers=12, n_heads=12, seed=0).to(args.device).eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    input_ids = gpt2.encode_prompts(tokenizer)
+    input_ids = arithmetic_decoder.encode_prompts(tokenizer)
     start = time.perf_counter()
     states = {layer: s.flatten(1) for layer, s in gpt2.block_outputs(model, input_ids, args.layers).items()}
     cache_seconds = time.perf_counter() - start
@@ -141,10 +141,10 @@ def default_model(args, report):
     if not model_path.exists():
         print(f"\n3. skipped: no default model at {model_path} (python train_gpt2.py writes it)")
         return
-    model, tokenizer = gpt2.load_classifier(model_path, args.device)
+    model, tokenizer = arithmetic_decoder.load_classifier(model_path, args.device)
     for p in model.parameters():
         p.requires_grad_(False)
-    input_ids = gpt2.encode_prompts(tokenizer)
+    input_ids = arithmetic_decoder.encode_prompts(tokenizer)
     layers = list(range(model.config.n_layer))
     states = {layer: s.flatten(1) for layer, s in gpt2.block_outputs(model, input_ids, layers).items()}
     n, k = 6 * model.config.n_embd, arithmetic_cells.default_k(6 * model.config.n_embd)[0]
@@ -166,11 +166,11 @@ def default_model(args, report):
     train_ids, test_ids = arithmetic_cells.sweep_pairs(config)
     print(f"\n   IIA after {config.epochs} epochs x {config.n_training} pairs (batch {config.batch_size}), same data and initial W:")
     print(f"{'cell':>22} {'fast IIA':>9} {'pyvene IIA':>11} {'diff (points)':>14} {'fast s':>7} {'pyvene s':>9}")
-    network = arithmetic_network.Network(model, input_ids, states, gpt2.predictions(model, input_ids).numpy())
+    network = arithmetic_network.Network(model, input_ids, states, arithmetic_decoder.predictions(model, input_ids).numpy())
     iia_rows = []
     for name, layer in args.converge_cells:
         causal_model = A.get_model(name)
-        site = gpt2.GPT2Site(model, layer)
+        site = arithmetic_decoder.site(model, layer)
         train_data = arithmetic_network.interchange_data(input_ids, train_ids, causal_model)
         results = {}
         for engine_name in ("fast", "pyvene"):

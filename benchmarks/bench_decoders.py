@@ -1,6 +1,6 @@
 """GPT-2's own site against the generic decoder site on the same network, side by side.
 
-`gpt2.site` keeps GPT2Site for GPT-2 (the final block at the last position only, attention spelled
+`arithmetic_decoder.site` keeps GPT2Site for GPT-2 (the final block at the last position only, attention spelled
 out for six tokens) and uses `decoder.DecoderSite` for the other decoder types; this measures
 whether that is still the faster choice for GPT-2: a DAS training step (suffix forward + backward
 of a batch) and a prediction pass, per row, at a few layers, both sites alternating in one run.
@@ -14,7 +14,8 @@ import time
 
 import torch
 
-from causal_das.models import decoder, gpt2
+from causal_das.models import decoder
+from causal_das.studies import arithmetic_decoder
 
 
 def per_row(site, states: torch.Tensor, grad: bool, reps: int) -> float:
@@ -41,14 +42,14 @@ def main():
     parser.add_argument("--rows", type=int, default=192, help="rows per pass (the default sweep: 3 cells x 64)")
     parser.add_argument("--reps", type=int, default=20, help="passes timed per measurement")
     args = parser.parse_args()
-    model, tokenizer = gpt2.load_classifier(args.model_path)
+    model, tokenizer = arithmetic_decoder.load_classifier(args.model_path)
     for p in model.parameters():
         p.requires_grad_(False)
-    ids = gpt2.encode_prompts(tokenizer)[: args.rows]
+    ids = arithmetic_decoder.encode_prompts(tokenizer)[: args.rows]
     print(f"torch threads {torch.get_num_threads()}, {args.rows} rows per pass; microseconds per row (lower is faster)")
     print(f"{'layer':>5} {'pass':>16} {'GPT2Site':>9} {'generic':>9} {'ratio':>6}")
     for layer in args.layers:
-        own, generic = gpt2.GPT2Site(model, layer), decoder.DecoderSite(model, layer, None, gpt2.SEQ_LEN)
+        own, generic = arithmetic_decoder.site(model, layer), decoder.DecoderSite(model, layer, None, arithmetic_decoder.SEQ_LEN)
         states = own.prefix(ids)
         with torch.no_grad():
             assert (own.suffix(states) - generic.suffix(states)).abs().max().item() < 1e-5

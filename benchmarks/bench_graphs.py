@@ -18,8 +18,7 @@ import torch
 
 from causal_das.analysis import graphs as G
 from causal_das.das import engine
-from causal_das.models import gpt2
-from causal_das.studies import arithmetic_cells, arithmetic_network
+from causal_das.studies import arithmetic_cells, arithmetic_decoder, arithmetic_network
 from causal_das.tasks import arithmetic as A
 
 
@@ -31,7 +30,7 @@ def intervention_for(sweep: Path, model, name: str, layer: int, k: int, n: int) 
     generator = torch.Generator().manual_seed(0)
     weight, _ = torch.linalg.qr(torch.randn(n, k, generator=generator))
     print(f"  (no trained W at {path}: timing a random orthonormal W)")
-    return engine.TrainedIntervention(str(gpt2.GPT2Site(model, layer).name), n, (k,), weight)
+    return engine.TrainedIntervention(str(arithmetic_decoder.site(model, layer).name), n, (k,), weight)
 
 
 def streamed(network, site, trained, causal_model, batch_size=8192):
@@ -54,13 +53,13 @@ def main():
     parser.add_argument("--k", type=int, default=16, help="rank of W (default 16, the default sweep's)")
     parser.add_argument("--compare", action="store_true", help="also build each graph from 8192-pair batches, for the ratio")
     args = parser.parse_args()
-    model, tokenizer = gpt2.load_classifier(args.model_path)
+    model, tokenizer = arithmetic_decoder.load_classifier(args.model_path)
     causal_model = A.get_model(args.causal_model)
-    network = arithmetic_network.Network.load(model, gpt2.encode_prompts(tokenizer), args.layers)
+    network = arithmetic_network.Network.load(model, arithmetic_decoder.encode_prompts(tokenizer), args.layers)
     print(f"torch threads: {torch.get_num_threads()}; model {args.model_path}: {model.config.n_layer} blocks, width {model.config.n_embd}")
     with engine.frozen(model):
         for layer in args.layers:
-            site = gpt2.GPT2Site(model, layer)
+            site = arithmetic_decoder.site(model, layer)
             trained = intervention_for(Path(args.sweep_path), model, args.causal_model, layer, args.k, site.n)
             start = time.perf_counter()
             correct = G.correct_matrix(network, site, trained, causal_model)

@@ -34,7 +34,7 @@ from causal_das.models import gpt2
 from causal_das.runtime import progress
 from causal_das.runtime.executors import process_map
 from causal_das.runtime.io import read_json
-from causal_das.studies import arithmetic_cells, arithmetic_network
+from causal_das.studies import arithmetic_cells, arithmetic_decoder, arithmetic_network
 from causal_das.tasks import arithmetic as A
 
 # Each mode adds one lever to the one before. "before" is the path before batching: one cell per pass
@@ -73,9 +73,9 @@ def iia(results_path: Path) -> dict:
 
 def graphs_one_layer(model_path: str, sweep: str, names: tuple, k: int, batched: bool, layer: int) -> list:
     """The graphs of one layer's cells, batched or one after another (a worker process's task too)."""
-    model, tokenizer = gpt2.load_classifier(model_path)
-    network = arithmetic_network.Network.load(model, gpt2.encode_prompts(tokenizer), [layer])
-    site = gpt2.GPT2Site(model, layer)
+    model, tokenizer = arithmetic_decoder.load_classifier(model_path)
+    network = arithmetic_network.Network.load(model, arithmetic_decoder.encode_prompts(tokenizer), [layer])
+    site = arithmetic_decoder.site(model, layer)
     trained = [engine.TrainedIntervention.load(Path(sweep) / "interventions" / arithmetic_cells.cell_name(n, layer, k)) for n in names]
     models = [A.get_model(n) for n in names]
     with engine.frozen(model):
@@ -112,16 +112,16 @@ def untouched_keys_lever(model_path: str, family: str, layers, positions: tuple,
 def profile_group(model_path: str, family: str, layer: int) -> None:
     """Where one layer's batched group spends its time, and the share of the suffix in a step."""
     config = arithmetic_cells.SweepConfig(model_path=model_path, causal_model_type=family)
-    model, tokenizer = gpt2.load_classifier(model_path)
-    ids = gpt2.encode_prompts(tokenizer)
+    model, tokenizer = arithmetic_decoder.load_classifier(model_path)
+    ids = arithmetic_decoder.encode_prompts(tokenizer)
     times = {}
     started = time.perf_counter()
     network = arithmetic_network.Network.load(model, ids, [layer])
-    control = arithmetic_network.Network.load(gpt2.random_init_copy(model, config.seed), ids, [layer])
+    control = arithmetic_network.Network.load(arithmetic_decoder.random_init_copy(model, config.seed), ids, [layer])
     times["block outputs of both networks"] = time.perf_counter() - started
     train_ids, test_ids = arithmetic_cells.sweep_pairs(config)
     keys = [(m.name, layer, 16) for m in A.get_family(family)]
-    site = gpt2.GPT2Site(model, layer)
+    site = arithmetic_decoder.site(model, layer)
     with engine.frozen(model):
         started = time.perf_counter()
         trained = gpt2_sweep.train_group(network, keys, train_ids, config)
@@ -170,7 +170,7 @@ def main():
     trained_cells, steps_per_cell = 0, 0
     for family in args.families:
         base = arithmetic_cells.SweepConfig(model_path=args.model_path, causal_model_type=family, layers=tuple(args.layers) if args.layers else None)
-        model, _ = gpt2.load_classifier(args.model_path)
+        model, _ = arithmetic_decoder.load_classifier(args.model_path)
         layers, ks, n = gpt2_sweep.validate(base, model)
         trained_cells += 2 * len(A.get_family(family)) * len(layers) * sum(k < n for k in ks)  # x2: the control
         steps_per_cell = base.epochs * math.ceil(base.n_training / base.batch_size)

@@ -30,10 +30,10 @@ from causal_das.causal_model import sample_counterfactuals
 from causal_das.das import engine
 from causal_das.experiments import cnn_das
 from causal_das.experiments import mlp as mlp_experiment
-from causal_das.models import cnn, decoder, gpt2
+from causal_das.models import cnn, decoder
 from causal_das.models.mlp import MLPSite
 from causal_das.runtime import devices
-from causal_das.studies import arithmetic_network
+from causal_das.studies import arithmetic_decoder, arithmetic_network
 from causal_das.studies.ellipse_cnn import images_and_labels
 from causal_das.tasks import arithmetic, ellipse
 from causal_das.tasks.four_objects import get_task
@@ -71,7 +71,7 @@ GPT2_NETWORK = dict(width=16, n_layers=3, n_heads=2)  # run_pipeline.py --quick'
 # Forty epochs at a high learning rate: not accurate, but confident. bf16 rounding flips a prediction
 # whose top two logits are nearly tied: after a 20-epoch, lr 1e-3 training the 5% smallest gaps were
 # below 0.005 and the CPU's own bf16 run flipped 3% of the predictions; here at most 2.4%.
-GPT2_TRAIN = gpt2.GPT2TrainConfig(epochs=40, batch_size=128, lr=2e-2, seed=SEED)
+GPT2_TRAIN = arithmetic_decoder.GPT2TrainConfig(epochs=40, batch_size=128, lr=2e-2, seed=SEED)
 # Layer 0: the suffix runs every later block (the two-layer decoders have one).
 ARITHMETIC_DAS = dict(pairs=1024, k=8, batch_size=64, epochs=1, lr=engine.DASConfig.lr, layer=0, causal_model="(X+Y+Z)")
 POSITIONS = (3, 4, 5)  # a position-sweep site: coordinates and the untouched tokens' cached keys
@@ -132,10 +132,10 @@ def _cnn(view: str, network) -> Case:
 
 
 def _trained_decoder(model):
-    tokenizer = gpt2.build_tokenizer()
-    ids = gpt2.encode_prompts(tokenizer)
+    tokenizer = arithmetic_decoder.build_tokenizer()
+    ids = arithmetic_decoder.encode_prompts(tokenizer)
     train_idx, heldout_idx = arithmetic.heldout_split(np.random.default_rng(SEED), 0.2)
-    gpt2.train_classifier(model, ids, train_idx, heldout_idx, GPT2_TRAIN)
+    arithmetic_decoder.train_classifier(model, ids, train_idx, heldout_idx, GPT2_TRAIN)
     return model.eval(), ids
 
 
@@ -146,16 +146,16 @@ def _arithmetic_case(name: str, model, ids, positions, pyvene: str | None) -> Ca
     causal_model = arithmetic.get_model(ARITHMETIC_DAS["causal_model"])
     config = engine.DASConfig((ARITHMETIC_DAS["k"],), ARITHMETIC_DAS["epochs"], ARITHMETIC_DAS["batch_size"], ARITHMETIC_DAS["lr"], SEED)
     layer = ARITHMETIC_DAS["layer"]
-    return Case(name, model, lambda m: gpt2.site(m, layer, positions), arithmetic_network.interchange_data(ids, train_ids, causal_model),
+    return Case(name, model, lambda m: arithmetic_decoder.site(m, layer, positions), arithmetic_network.interchange_data(ids, train_ids, causal_model),
                 arithmetic_network.interchange_data(ids, test_ids, causal_model), config, pyvene)
 
 
 def _decoder_model(model_type: str):
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    tokenizer = gpt2.build_tokenizer()
+    tokenizer = arithmetic_decoder.build_tokenizer()
     config = AutoConfig.for_model(model_type, vocab_size=len(tokenizer), num_labels=arithmetic.N_CLASSES, pad_token_id=tokenizer.pad_token_id,
-                                  max_position_embeddings=gpt2.SEQ_LEN + 2, bos_token_id=None, eos_token_id=None,
+                                  max_position_embeddings=arithmetic_decoder.SEQ_LEN + 2, bos_token_id=None, eos_token_id=None,
                                   **DECODER_CONFIG, **DECODER_EXTRA[model_type])
     torch.manual_seed(SEED)
     return AutoModelForSequenceClassification.from_config(config)
@@ -176,7 +176,7 @@ def build_cases(names: list[str], progress: Callable[[str], None]) -> list[Case]
             cnn_network = cnn_network or _cnn_network()
             cases.append(_cnn(name.removeprefix("cnn_"), cnn_network))
         elif name.startswith("gpt2"):
-            gpt2_network = gpt2_network or _trained_decoder(gpt2.build_default_model(gpt2.build_tokenizer(), seed=SEED, **GPT2_NETWORK))
+            gpt2_network = gpt2_network or _trained_decoder(arithmetic_decoder.build_default_model(arithmetic_decoder.build_tokenizer(), seed=SEED, **GPT2_NETWORK))
             cases.append(_arithmetic_case(name, *gpt2_network, POSITIONS if name == "gpt2_positions" else None, None))
         else:
             why = None if name in decoder.PYVENE_TYPES else f"pyvene 0.1.8 has no mapping for {name}"

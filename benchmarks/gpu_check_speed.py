@@ -26,7 +26,7 @@ from bench_das import measure_layer, synchronize
 
 from causal_das.das import engine
 from causal_das.models import gpt2
-from causal_das.studies import arithmetic_cells, arithmetic_network
+from causal_das.studies import arithmetic_cells, arithmetic_decoder, arithmetic_network
 from causal_das.tasks import arithmetic
 
 # The thesis's network is GPT-2 small (12 blocks of width 768, 12 heads); `tiny` is for a CPU run of
@@ -42,11 +42,11 @@ def thesis_preset() -> arithmetic_cells.SweepConfig:
 
 
 def _network(shape: str, device: torch.device):
-    tokenizer = gpt2.build_tokenizer()
-    model = gpt2.build_default_model(tokenizer, seed=SEED, **SHAPES[shape]).to(device).eval()
+    tokenizer = arithmetic_decoder.build_tokenizer()
+    model = arithmetic_decoder.build_default_model(tokenizer, seed=SEED, **SHAPES[shape]).to(device).eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    return model, gpt2.encode_prompts(tokenizer)
+    return model, arithmetic_decoder.encode_prompts(tokenizer)
 
 
 def _batches(input_ids, batch_size: int, steps: int):
@@ -57,7 +57,7 @@ def _batches(input_ids, batch_size: int, steps: int):
 
 def _predict_seconds(model, input_ids, states, layer: int, k: int, n_pairs: int) -> float:
     """Seconds to predict `n_pairs` test pairs with one W at `layer` (one cell's evaluation)."""
-    site = gpt2.site(model, layer)
+    site = arithmetic_decoder.site(model, layer)
     weight = engine.initial_intervention(site, engine.DASConfig((k,), seed=SEED)).weight().detach()
     trained = engine.TrainedIntervention(str(site.name), site.n, (k,), weight)
     pairs = arithmetic.draw_pairs(np.random.default_rng(SEED), n_pairs)
@@ -85,7 +85,7 @@ def measure(shape: str, device: torch.device, batch_sizes: list[int], layers: li
     states = {layer: s.flatten(1) for layer, s in gpt2.block_outputs(model, input_ids, range(n_layers)).items()}
     synchronize()
     cache_seconds = time.perf_counter() - started
-    n = gpt2.SEQ_LEN * model.config.n_embd
+    n = arithmetic_decoder.SEQ_LEN * model.config.n_embd
     k = arithmetic_cells.scaled_k(arithmetic_cells.THESIS_K[:1], n)[0]
     preset = thesis_preset()
     report = {"shape": shape, **SHAPES[shape], "n": n, "k": k, "layers": layers, "cache_seconds": cache_seconds, "batches": {}}

@@ -82,10 +82,10 @@ LAYER_RULES = {
     "causal_model": set(),
     "metrics": {"causal_model"},
     "das": {"runtime", "causal_model"},
-    "tasks": {"causal_model"},
+    "tasks": {"causal_model", "models"},  # models: a task writes its prompts with models.prompts
     "plots": {"runtime"},
     "analysis": {"tasks", "das", "runtime", "causal_model"},
-    "models": {"das", "tasks", "runtime"},
+    "models": {"das", "runtime"},  # no task: a model or site knows no task
     "studies": {"analysis", "plots", "models", "tasks", "das", "runtime", "causal_model", "metrics"},
     "experiments": {"studies", "analysis", "plots", "models", "tasks", "das", "runtime", "causal_model", "metrics"},
 }

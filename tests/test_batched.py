@@ -14,11 +14,10 @@ import torch
 
 from causal_das.causal_model import sample_counterfactuals
 from causal_das.das import engine, memory
-from causal_das.models import gpt2
 from causal_das.models.cnn import CNNSite, EllipseCNN
 from causal_das.models.mlp import MLPClassifier, MLPSite
 from causal_das.runtime.sweep import claim, run_groups
-from causal_das.studies import arithmetic_cells, arithmetic_network
+from causal_das.studies import arithmetic_cells, arithmetic_decoder, arithmetic_network
 from causal_das.studies.four_objects_mlp import to_interchange
 from causal_das.tasks import arithmetic, ellipse
 from causal_das.tasks.four_objects import get_task
@@ -36,8 +35,8 @@ def assert_same(alone, together):
 
 @pytest.fixture(scope="module")
 def tiny_gpt2():
-    model = gpt2.build_default_model(gpt2.build_tokenizer(), width=16, n_layers=3, n_heads=2, seed=0).eval()
-    return model, gpt2.encode_prompts(gpt2.build_tokenizer())
+    model = arithmetic_decoder.build_default_model(arithmetic_decoder.build_tokenizer(), width=16, n_layers=3, n_heads=2, seed=0).eval()
+    return model, arithmetic_decoder.encode_prompts(arithmetic_decoder.build_tokenizer())
 
 
 def test_gpt2_cells_of_different_models_and_k_trained_together_equal_each_alone(tiny_gpt2):
@@ -45,7 +44,7 @@ def test_gpt2_cells_of_different_models_and_k_trained_together_equal_each_alone(
     {4, 16, 96 = n (a full swap)}: the same W, losses and predictions as each cell trained alone."""
     model, ids = tiny_gpt2
     train_ids, test_ids = arithmetic_cells.sweep_pairs(arithmetic_cells.SweepConfig(n_training=4000, n_testing=500))
-    site = gpt2.GPT2Site(model, 0)
+    site = arithmetic_decoder.site(model, 0)
     cells = [engine.Cell(arithmetic_network.interchange_data(ids, train_ids, m), engine.DASConfig((k,), 2, 32, 0.01, 0), f"{m.name} k{k}")
              for m, k in zip(arithmetic.get_family("arithmetic"), (4, 16, site.n), strict=True)]
     alone = [engine.train_cells(site, [cell])[0] for cell in cells]
@@ -64,7 +63,7 @@ def test_cells_with_different_step_counts_and_one_per_pass(tiny_gpt2):
     cell (max_cells_per_pass=1) is the same as a pass of all."""
     model, ids = tiny_gpt2
     train_ids, _ = arithmetic_cells.sweep_pairs(arithmetic_cells.SweepConfig(n_training=600, n_testing=10))
-    site = gpt2.GPT2Site(model, 1, (2, 3, 4, 5))
+    site = arithmetic_decoder.site(model, 1, (2, 3, 4, 5))
     data = arithmetic_network.interchange_data(ids, train_ids, arithmetic.get_model("X+(Y+Z)"))
     cells = [engine.Cell(data, engine.DASConfig((8,), 1, 64, 0.01, 0)), engine.Cell(data, engine.DASConfig((8,), 3, 50, 0.02, 1)),
              engine.Cell(data, engine.DASConfig((3,), 2, 128, 0.005, 2))]
@@ -98,7 +97,7 @@ def test_cnn_cells_trained_together_equal_each_alone(view):
 
 def test_cells_per_pass_follows_the_memory_budget(tiny_gpt2):
     model, ids = tiny_gpt2
-    site, last = gpt2.GPT2Site(model, 0), gpt2.GPT2Site(model, 2)
+    site, last = arithmetic_decoder.site(model, 0), arithmetic_decoder.site(model, 2)
     activations = engine.cache_activations(site, ids[:20])
 
     def suffix(at):

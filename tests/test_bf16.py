@@ -22,10 +22,11 @@ from test_decoders import CONFIGS
 
 from causal_das.das import engine
 from causal_das.experiments.gpt2_training import GPT2RunConfig, train_and_save
-from causal_das.models import decoder, gpt2, gpt2_iit
+from causal_das.models import decoder
 from causal_das.runtime import devices
 from causal_das.runtime.io import run_metadata
 from causal_das.runtime.provenance import model_fingerprint
+from causal_das.studies import arithmetic_decoder, arithmetic_iit
 from causal_das.tasks import arithmetic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,9 +43,9 @@ def tiny_model(model_type: str, classifier: bool = True):
     graph pass below runs every ordered pair), test_decoders' width 32 for the others."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    tokenizer = gpt2.build_tokenizer()
+    tokenizer = arithmetic_decoder.build_tokenizer()
     if model_type == "gpt2":
-        config = gpt2.build_default_model(tokenizer, width=16, n_layers=2, n_heads=2).config
+        config = arithmetic_decoder.build_default_model(tokenizer, width=16, n_layers=2, n_heads=2).config
     else:
         config = AutoConfig.for_model(model_type, vocab_size=len(tokenizer), num_labels=28, pad_token_id=0, max_position_embeddings=16,
                                       bos_token_id=None, eos_token_id=None, **CONFIGS[model_type])
@@ -98,7 +99,7 @@ def test_a_half_precision_checkpoint_loads_in_fp32_on_purpose_and_says_so(model_
     from transformers import AutoModelForSequenceClassification
 
     path = save_tiny(model_type, tmp_path / model_type, dtype)
-    model, tokenizer = gpt2.load_classifier(path)
+    model, tokenizer = arithmetic_decoder.load_classifier(path)
     stored = str(dtype).removeprefix("torch.")
     assert {p.dtype for p in model.parameters()} == {torch.float32}
     assert f"is stored in {stored}: loaded in float32 on purpose" in capsys.readouterr().out
@@ -108,14 +109,14 @@ def test_a_half_precision_checkpoint_loads_in_fp32_on_purpose_and_says_so(model_
     as_stored = AutoModelForSequenceClassification.from_pretrained(path).eval()
     assert next(as_stored.parameters()).dtype == dtype
     assert model_fingerprint(model) == model_fingerprint(as_stored)
-    ids = gpt2.encode_prompts(tokenizer)[:50]
-    site = gpt2.site(model, 0)
+    ids = arithmetic_decoder.encode_prompts(tokenizer)[:50]
+    site = arithmetic_decoder.site(model, 0)
     with torch.no_grad():
         logits = engine.suffix_logits(site, engine.cache_activations(site, ids))
         torch.testing.assert_close(logits, model(input_ids=ids).logits, atol=1e-5, rtol=0)
     # An fp32 checkpoint loads as it always did, silently, and leaves no note in the records.
     save_tiny(model_type, tmp_path / "fp32", torch.float32)
-    fp32, _ = gpt2.load_classifier(tmp_path / "fp32")
+    fp32, _ = arithmetic_decoder.load_classifier(tmp_path / "fp32")
     assert capsys.readouterr().out == "" and "network_dtype" not in run_metadata()["compute"]
     assert model_fingerprint(fp32) == model_fingerprint(AutoModelForSequenceClassification.from_pretrained(tmp_path / "fp32"))
 
@@ -123,21 +124,21 @@ def test_a_half_precision_checkpoint_loads_in_fp32_on_purpose_and_says_so(model_
 @pytest.mark.parametrize("model_type", ["gpt2", "llama"])
 def test_precision_bf16_keeps_a_bf16_checkpoint_and_its_suffix_takes_fp32_states(model_type, tmp_path, capsys):
     path = save_tiny(model_type, tmp_path / model_type)
-    reference, tokenizer = gpt2.load_classifier(path)  # fp32, for comparison
+    reference, tokenizer = arithmetic_decoder.load_classifier(path)  # fp32, for comparison
     devices.setup("cpu", "bf16")
-    model, _ = gpt2.load_classifier(path)
+    model, _ = arithmetic_decoder.load_classifier(path)
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
     assert "kept in it (--precision bf16)" in capsys.readouterr().out
     assert devices.current()["network_dtype"]["loaded_dtype"] == "bfloat16"
     assert model_fingerprint(model) == model_fingerprint(reference)
-    assert {p.dtype for p in gpt2.random_init_copy(model, 0).parameters()} == {torch.bfloat16}  # the control, too
-    ids = gpt2.encode_prompts(tokenizer)
+    assert {p.dtype for p in arithmetic_decoder.random_init_copy(model, 0).parameters()} == {torch.bfloat16}  # the control, too
+    ids = arithmetic_decoder.encode_prompts(tokenizer)
     rng = np.random.default_rng(0)
     base, source = rng.integers(0, 1000, 256), rng.integers(0, 1000, 256)
     data = engine.InterchangeData(ids, torch.as_tensor(base), torch.as_tensor(source)[:, None],
                                   torch.as_tensor(arithmetic.counterfactual_labels(arithmetic.get_model("(X+Y)+Z"), base, source)))
     for positions in (None, (3,))[: 2 if model_type == "gpt2" else 1]:  # GPT-2's site with cached keys of untouched tokens, too
-        site = gpt2.site(model, 0, positions)
+        site = arithmetic_decoder.site(model, 0, positions)
         trained = engine.train(site, data, engine.DASConfig((8,), epochs=1, batch_size=128))
         assert trained.weight.dtype == torch.float32 and np.isfinite(trained.history["epochs"][-1]["loss"])
         predicted = engine.predict(site, trained, data)
@@ -156,12 +157,12 @@ def test_the_interchange_of_every_decoder_type_equals_its_sites_suffix():
     against the site's own prefix and suffix, and on GPT-2 against GPT-2's own interchange."""
     for model_type in decoder.SUPPORTED_TYPES:
         model, tokenizer = tiny_model(model_type)
-        ids = gpt2.encode_prompts(tokenizer)[::10]  # 100 prompts
+        ids = arithmetic_decoder.encode_prompts(tokenizer)[::10]  # 100 prompts
         base, source = torch.arange(0, 40), torch.arange(50, 90)
         for layer, positions in ((0, (1, 4, 5)), (1, range(6))):
             with torch.no_grad():
                 ours = decoder.interchange_logits(model, ids[torch.cat([base, source])], len(base), layer, positions)
-                site = decoder.DecoderSite(model, layer, None, gpt2.SEQ_LEN)
+                site = decoder.DecoderSite(model, layer, None, arithmetic_decoder.SEQ_LEN)
                 states = site.prefix(ids)
                 mixed = states[base].view(40, 6, -1).clone()
                 mixed[:, list(positions)] = states[source].view(40, 6, -1)[:, list(positions)]
@@ -169,11 +170,11 @@ def test_the_interchange_of_every_decoder_type_equals_its_sites_suffix():
             torch.testing.assert_close(ours, expected, atol=1e-5, rtol=0, msg=f"{model_type} L{layer} {list(positions)}")
             if model_type == "gpt2":
                 with torch.no_grad():
-                    own = gpt2_iit.interchange_logits(model, ids, base, source, layer, positions)
+                    own = arithmetic_iit.interchange_logits(model, ids, base, source, layer, positions)
                 torch.testing.assert_close(ours, own, atol=1e-5, rtol=0)
         # Differentiable: the IIT loss reaches the layers before the site.
         model.train()
-        loss = gpt2_iit.interchange_logits(model, ids, base, source, 0, (3,)).logsumexp(-1).mean()
+        loss = arithmetic_iit.interchange_logits(model, ids, base, source, 0, (3,)).logsumexp(-1).mean()
         loss.backward()
         first = decoder.decoder_parts(model)[0][0]
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in first.parameters()), model_type

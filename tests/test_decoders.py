@@ -13,7 +13,8 @@ import torch
 
 from causal_das.das import engine
 from causal_das.das import pyvene_engine as pe
-from causal_das.models import decoder, gpt2
+from causal_das.models import decoder
+from causal_das.studies import arithmetic_decoder
 
 ROOT = Path(__file__).resolve().parents[1]
 # Two layers, grouped-query attention where the family has it, Gemma-2's sliding window shorter
@@ -31,7 +32,7 @@ TYPES = [t for t in decoder.SUPPORTED_TYPES if t != "gpt2"]  # GPT-2 has its own
 def save_tiny(model_type: str, directory: Path, classifier: bool = True, **overrides) -> Path:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    tokenizer = gpt2.build_tokenizer()
+    tokenizer = arithmetic_decoder.build_tokenizer()
     config = AutoConfig.for_model(model_type, vocab_size=len(tokenizer), num_labels=28, pad_token_id=0, max_position_embeddings=16,
                                   bos_token_id=None, eos_token_id=None, **{**CONFIGS[model_type], **overrides})
     torch.manual_seed(0)
@@ -44,8 +45,8 @@ def save_tiny(model_type: str, directory: Path, classifier: bool = True, **overr
 @pytest.fixture(scope="module", params=TYPES)
 def tiny(request, tmp_path_factory):
     path = save_tiny(request.param, tmp_path_factory.mktemp(request.param))
-    model, tokenizer = gpt2.load_classifier(path)
-    return request.param, path, model, gpt2.encode_prompts(tokenizer)
+    model, tokenizer = arithmetic_decoder.load_classifier(path)
+    return request.param, path, model, arithmetic_decoder.encode_prompts(tokenizer)
 
 
 def test_prefix_and_suffix_recompose_the_models_own_logits_at_every_layer(tiny):
@@ -54,7 +55,7 @@ def test_prefix_and_suffix_recompose_the_models_own_logits_at_every_layer(tiny):
         reference = model(input_ids=ids).logits
         for layer in range(model.config.num_hidden_layers):
             for positions in (None, (3,), (1, 4, 5)):
-                site = gpt2.site(model, layer, positions)
+                site = arithmetic_decoder.site(model, layer, positions)
                 assert isinstance(site, decoder.DecoderSite) and site.n == len(positions or range(6)) * 32
                 assert (site.suffix(site.prefix(ids)) - reference).abs().max().item() < 1e-5, (model_type, layer, positions)
     assert str(site.name) == f"{model_type}.block_output.L1.pos1_4_5"
@@ -67,15 +68,15 @@ def test_layer_outputs_of_one_forward_are_the_models_hidden_states(tiny):
     with torch.no_grad():
         hidden = model.base_model(input_ids=ids, attention_mask=torch.ones_like(ids), output_hidden_states=True).hidden_states
     n_layers = model.config.num_hidden_layers
-    outputs = gpt2.layer_outputs(model, ids, range(n_layers))
+    outputs = arithmetic_decoder.layer_outputs(model, ids, range(n_layers))
     assert sorted(outputs) == list(range(n_layers)) and outputs[0].shape == (len(ids), 6, 32)
     for layer in range(n_layers - 1):
         assert (outputs[layer] - hidden[layer + 1]).abs().max().item() < 1e-6, (model_type, layer)
-    last = gpt2.site(model, n_layers - 1, None)
+    last = arithmetic_decoder.site(model, n_layers - 1, None)
     with torch.no_grad():
         assert (last.suffix(outputs[n_layers - 1].flatten(1)) - model(input_ids=ids).logits).abs().max().item() < 1e-5
     with pytest.raises(ValueError, match="must be decoder layers"):
-        gpt2.layer_outputs(model, ids, [n_layers])
+        arithmetic_decoder.layer_outputs(model, ids, [n_layers])
 
 
 def test_the_fast_engine_equals_pyvene_where_pyvene_supports_the_model(tiny):
@@ -85,7 +86,7 @@ def test_the_fast_engine_equals_pyvene_where_pyvene_supports_the_model(tiny):
     rng = np.random.default_rng(0)
     base, source = torch.as_tensor(rng.integers(0, 1000, 64)), torch.as_tensor(rng.integers(0, 1000, (64, 1)))
     for layer, positions, k in ((0, None, 16), (1, (2, 5), 8)):
-        site = gpt2.site(model, layer, positions)
+        site = arithmetic_decoder.site(model, layer, positions)
         intervention = engine.initial_intervention(site, engine.DASConfig((k,), seed=3))
         states = engine.cache_activations(site, ids)
         with torch.no_grad():
@@ -102,7 +103,7 @@ def test_pyvene_engine_refuses_a_model_pyvene_does_not_know(tiny):
     if model_type in decoder.PYVENE_TYPES:
         pytest.skip("pyvene knows this model")
     with pytest.raises(ValueError, match="--engine fast"):
-        gpt2.site(model, 0).pyvene_spec()
+        arithmetic_decoder.site(model, 0).pyvene_spec()
 
 
 def run(*args):
@@ -141,7 +142,7 @@ def test_finetune_a_decoder_language_model_from_a_local_directory(tmp_path):
     run(ROOT / "train_gpt2.py", "--base_model", base, "--output_dir", out, "--epochs", "1")
     record = json.loads((out / "training.json").read_text())
     assert record["mode"] == "finetune" and record["model"]["type"] == "llama"
-    model, _ = gpt2.load_classifier(out)
+    model, _ = arithmetic_decoder.load_classifier(out)
     assert type(model).__name__ == "LlamaForSequenceClassification" and model.config.num_labels == 28
 
 

@@ -19,7 +19,7 @@ from causal_das.causal_model import sample_counterfactuals
 from causal_das.das import baselines, engine
 from causal_das.models.mlp import MLPClassifier, MLPSite
 from causal_das.runtime import devices
-from causal_das.studies import arithmetic_network
+from causal_das.studies import arithmetic_decoder, arithmetic_network
 from causal_das.studies.four_objects_mlp import to_interchange
 from causal_das.tasks.four_objects import get_task
 
@@ -110,11 +110,11 @@ def test_every_site_type_and_an_iia_graph_pass_on_the_device(simulated_cuda, mon
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
     from causal_das.analysis import graphs
-    from causal_das.models import cnn, gpt2
+    from causal_das.models import cnn
     from causal_das.tasks import arithmetic
 
-    tokenizer = gpt2.build_tokenizer()
-    ids = gpt2.encode_prompts(tokenizer)
+    tokenizer = arithmetic_decoder.build_tokenizer()
+    ids = arithmetic_decoder.encode_prompts(tokenizer)
     rng = np.random.default_rng(0)
     pairs = engine.InterchangeData(ids, torch.as_tensor(rng.integers(0, 1000, 128)), torch.as_tensor(rng.integers(0, 1000, (128, 1))),
                                    torch.as_tensor(rng.integers(0, 28, 128)))
@@ -122,8 +122,8 @@ def test_every_site_type_and_an_iia_graph_pass_on_the_device(simulated_cuda, mon
     llama = LlamaForSequenceClassification(LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
         num_key_value_heads=2, num_labels=28, pad_token_id=0, max_position_embeddings=16)).eval()
-    tiny_gpt2 = gpt2.build_default_model(tokenizer, width=16, n_layers=2, n_heads=2, seed=0).eval()
-    sites = [gpt2.GPT2Site(tiny_gpt2.to(DEVICE), 1), gpt2.GPT2Site(tiny_gpt2, 0, (3, 5)), gpt2.site(llama.to(DEVICE), 0, (5,))]
+    tiny_gpt2 = arithmetic_decoder.build_default_model(tokenizer, width=16, n_layers=2, n_heads=2, seed=0).eval()
+    sites = [arithmetic_decoder.site(tiny_gpt2.to(DEVICE), 1), arithmetic_decoder.site(tiny_gpt2, 0, (3, 5)), arithmetic_decoder.site(llama.to(DEVICE), 0, (5,))]
     for site in sites:
         trained = engine.train(site, pairs, config)
         assert engine.predict(site, trained, pairs).shape == (128,)
@@ -138,7 +138,7 @@ def test_every_site_type_and_an_iia_graph_pass_on_the_device(simulated_cuda, mon
     # An IIA-graph pass: the first 50 bases against their sources.
     monkeypatch.setattr(graphs, "N", 50)
     network = arithmetic_network.Network.load(tiny_gpt2, ids, [1])
-    site = gpt2.GPT2Site(tiny_gpt2, 1)
+    site = arithmetic_decoder.site(tiny_gpt2, 1)
     trained = engine.train(site, pairs, config)
     correct, = graphs.correct_matrices(network, site, [trained], [arithmetic.FAMILIES["arithmetic"][0]])
     assert correct.shape == (50, 50)

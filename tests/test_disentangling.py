@@ -13,8 +13,7 @@ import torch
 from causal_das.analysis import classification, cliques, division
 from causal_das.das import engine
 from causal_das.experiments import gpt2_evaluation
-from causal_das.models import gpt2
-from causal_das.studies import arithmetic_cells, graph_files
+from causal_das.studies import arithmetic_cells, arithmetic_decoder, graph_files
 from causal_das.tasks import arithmetic as A
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,13 +54,13 @@ def analysis(sweep):
 
 
 def test_graph_cells_equal_single_pair_evaluations_in_both_orientations(sweep, analysis):
-    model, tokenizer = gpt2.load_classifier(sweep / "model")
-    ids = gpt2.encode_prompts(tokenizer)
+    model, tokenizer = arithmetic_decoder.load_classifier(sweep / "model")
+    ids = arithmetic_decoder.encode_prompts(tokenizer)
     rng = np.random.default_rng(1)
     for name in ("(X+Y)+Z", "X+(Y+Z)"):
         graph = graph_files.load_graph(analysis / "graphs" / f"{arithmetic_cells.cell_name(name, 1, 4)}.json")
         trained = engine.TrainedIntervention.load(sweep / "das" / "interventions" / arithmetic_cells.cell_name(name, 1, 4))
-        site = gpt2.GPT2Site(model, 1)
+        site = arithmetic_decoder.site(model, 1)
         pairs = rng.choice(A.N_TRIPLES, size=(6, 2), replace=False)
         # Include a pair the graph scores 1 and one it scores 0 when there are any, so both outcomes are compared.
         for wanted in (True, False):

@@ -14,7 +14,7 @@ from causal_das.das import engine
 from causal_das.das import pyvene_engine as pe
 from causal_das.experiments import gpt2_sweep
 from causal_das.models import gpt2
-from causal_das.studies import arithmetic_cells, arithmetic_network
+from causal_das.studies import arithmetic_cells, arithmetic_decoder, arithmetic_network
 from causal_das.tasks import arithmetic as A
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,12 +30,12 @@ def run(script, *args, check=True):
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return gpt2.build_tokenizer()
+    return arithmetic_decoder.build_tokenizer()
 
 
 @pytest.fixture(scope="module")
 def tiny(tokenizer):
-    return gpt2.build_default_model(tokenizer, width=16, n_layers=3, n_heads=2, seed=0).eval()
+    return arithmetic_decoder.build_default_model(tokenizer, width=16, n_layers=3, n_heads=2, seed=0).eval()
 
 
 @pytest.fixture(scope="module")
@@ -46,17 +46,17 @@ def trained_model_dir(tmp_path_factory):
 
 
 def test_tokenizer_gives_six_tokens_and_round_trips(tokenizer, tmp_path):
-    ids = gpt2.encode_prompts(tokenizer)
+    ids = arithmetic_decoder.encode_prompts(tokenizer)
     assert ids.shape == (1000, 6)
     assert tokenizer.convert_ids_to_tokens(ids[A.triple_index(10, 1, 7)].tolist()) == ["10", "+", "1", "+", "7", "="]
     tokenizer.save_pretrained(tmp_path)
     from transformers import AutoTokenizer
 
-    assert torch.equal(gpt2.encode_prompts(AutoTokenizer.from_pretrained(tmp_path)), ids)
+    assert torch.equal(arithmetic_decoder.encode_prompts(AutoTokenizer.from_pretrained(tmp_path)), ids)
 
 
 def test_head_of_block_outputs_is_the_model(tiny, tokenizer):
-    ids = gpt2.encode_prompts(tokenizer)[:50]
+    ids = arithmetic_decoder.encode_prompts(tokenizer)[:50]
     with torch.no_grad():
         reference = tiny(input_ids=ids).logits
         outputs = gpt2.block_outputs(tiny, ids, range(3))
@@ -69,10 +69,10 @@ def test_head_of_block_outputs_is_the_model(tiny, tokenizer):
 def test_fast_engine_matches_pyvene_on_gpt2(tiny, tokenizer, layer, positions, k):
     """Same W: our suffix-only logits equal pyvene IntervenableModel's to 1e-5 at every layer,
     including the last (whose block_output has no ln_f), low-rank and square, all or some positions."""
-    ids = gpt2.encode_prompts(tokenizer)
+    ids = arithmetic_decoder.encode_prompts(tokenizer)
     rng = np.random.default_rng(layer)
     base, source = torch.as_tensor(rng.integers(0, 1000, 64)), torch.as_tensor(rng.integers(0, 1000, (64, 1)))
-    site = gpt2.GPT2Site(tiny, layer, positions)
+    site = arithmetic_decoder.site(tiny, layer, positions)
     intervention = engine.initial_intervention(site, engine.DASConfig((k,), seed=3))
     states = engine.cache_activations(site, ids)
     with torch.no_grad():
@@ -86,9 +86,9 @@ def test_fast_engine_matches_pyvene_on_gpt2(tiny, tokenizer, layer, positions, k
 
 def test_site_rejects_bad_layer_and_positions(tiny):
     with pytest.raises(ValueError, match="blocks 0..2"):
-        gpt2.GPT2Site(tiny, 3)
+        arithmetic_decoder.site(tiny, 3)
     with pytest.raises(ValueError, match="positions"):
-        gpt2.GPT2Site(tiny, 0, (0, 6))
+        arithmetic_decoder.site(tiny, 0, (0, 6))
 
 
 def small_sweep(model_dir, results_path, **overrides):
@@ -162,14 +162,14 @@ def test_scripts_end_to_end(trained_model_dir, tmp_path):
     # The saved W reproduces the sweep's own test numbers through the pyvene engine too.
     summary = json.loads((arithmetic / "summary.json").read_text())
     config = arithmetic_cells.load_sweep_config(arithmetic)
-    model, tokenizer = gpt2.load_classifier(trained_model_dir)
+    model, tokenizer = arithmetic_decoder.load_classifier(trained_model_dir)
     _, test_ids = arithmetic_cells.sweep_pairs(config)
-    network = arithmetic_network.Network.load(model, gpt2.encode_prompts(tokenizer), [2])
+    network = arithmetic_network.Network.load(model, arithmetic_decoder.encode_prompts(tokenizer), [2])
     cell = summary["cells"][0]
     trained = engine.TrainedIntervention.load(arithmetic / "interventions" / arithmetic_cells.cell_name(cell["causal_model"], 2, 4))
     family = A.FAMILIES["arithmetic"]
-    fast, = arithmetic_network.evaluate_cells(network, gpt2.GPT2Site(model, 2), [trained], test_ids, family, "fast")
-    slow, = arithmetic_network.evaluate_cells(network, gpt2.GPT2Site(model, 2), [trained], test_ids, family, "pyvene")
+    fast, = arithmetic_network.evaluate_cells(network, arithmetic_decoder.site(model, 2), [trained], test_ids, family, "fast")
+    slow, = arithmetic_network.evaluate_cells(network, arithmetic_decoder.site(model, 2), [trained], test_ids, family, "pyvene")
     assert fast == slow == cell["iia"]
 
 
@@ -198,7 +198,7 @@ def test_finetune_a_pretrained_gpt2_from_a_local_directory(tmp_path, tokenizer):
     proc = run("train_gpt2.py", "--base_model", base, "--output_dir", out, "--epochs", "1")
     record = json.loads((out / "training.json").read_text())
     assert record["mode"] == "finetune" and record["config"]["lr"] == 2e-5 and record["config"]["warmup_fraction"] == 0.0
-    model, _ = gpt2.load_classifier(out)
+    model, _ = arithmetic_decoder.load_classifier(out)
     assert model.config.num_labels == 28 and model.config.n_layer == 2
 
 

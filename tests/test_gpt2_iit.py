@@ -1,4 +1,4 @@
-"""Interchange intervention training (`models.gpt2_iit`, `train_gpt2.py --induce`): the conditions
+"""Interchange intervention training (`studies.arithmetic_iit`, `train_gpt2.py --induce`): the conditions
 and sites, the interchange itself against the unintervened network, and a tiny GPT-2 that learns to
 obey an induced mechanism that the same network trained without it does not."""
 
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from causal_das.models import gpt2, gpt2_iit
+from causal_das.studies import arithmetic_decoder, arithmetic_iit
 from causal_das.tasks import arithmetic as A
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,32 +25,32 @@ def run(*args):
 
 def test_conditions_and_sites_parse():
     x, y, z = A.TRIPLES.T
-    assert np.array_equal(gpt2_iit.Induction.parse("(X+Y)+Z", "L2:3", "X<=5", 12).region(), x <= 5)
-    assert np.array_equal(gpt2_iit.Induction.parse("X+(Y+Z)", "4:4-5", "X>Y and not Z%2==0", 12).region(), (x > y) & (z % 2 == 1))
-    assert gpt2_iit.Induction.parse("X+(Y+Z)", "L4:pos4", "1<X+Y<=10", 12).positions == (4,)
+    assert np.array_equal(arithmetic_iit.Induction.parse("(X+Y)+Z", "L2:3", "X<=5", 12).region(), x <= 5)
+    assert np.array_equal(arithmetic_iit.Induction.parse("X+(Y+Z)", "4:4-5", "X>Y and not Z%2==0", 12).region(), (x > y) & (z % 2 == 1))
+    assert arithmetic_iit.Induction.parse("X+(Y+Z)", "L4:pos4", "1<X+Y<=10", 12).positions == (4,)
     for model, site, where, fragment in (("X+Y", "L2:3", "X<=5", "X+Y"), ("(X+Y)+Z", "L11:3", "X<=5", "0..10"),
                                          ("(X+Y)+Z", "L2:9", "X<=5", "token positions"), ("(X+Y)+Z", "two:3", "X<=5", "LAYER:POSITIONS"),
                                          ("(X+Y)+Z", "L2:3", "open('x')", "only X, Y, Z"), ("(X+Y)+Z", "L2:3", "X <=", "condition")):
         with pytest.raises(ValueError, match=re.escape(fragment)):
-            gpt2_iit.Induction.parse(model, site, where, 12)
-    first, second = (gpt2_iit.Induction.parse(m, "L1:3", w, 3) for m, w in (("(X+Y)+Z", "X<=5"), ("X+(Y+Z)", "X>=5")))
+            arithmetic_iit.Induction.parse(model, site, where, 12)
+    first, second = (arithmetic_iit.Induction.parse(m, "L1:3", w, 3) for m, w in (("(X+Y)+Z", "X<=5"), ("X+(Y+Z)", "X>=5")))
     with pytest.raises(ValueError, match="overlap on 100 triples"):
-        gpt2_iit.check_disjoint([first, second])
-    labels = gpt2_iit.induced_labels([{"causal_model": "(X+Y)+Z", "where": "X<=5"}, {"causal_model": "X+(Y+Z)", "where": "X>7"}])
+        arithmetic_iit.check_disjoint([first, second])
+    labels = arithmetic_iit.induced_labels([{"causal_model": "(X+Y)+Z", "where": "X<=5"}, {"causal_model": "X+(Y+Z)", "where": "X>7"}])
     assert labels.count("(X+Y)+Z") == 500 and labels.count("X+(Y+Z)") == 300 and labels.count("unexplained") == 200
 
 
 def test_the_interchange_swaps_the_sites_block_output():
-    tokenizer = gpt2.build_tokenizer()
-    model = gpt2.build_default_model(tokenizer, width=16, n_layers=3, n_heads=2).eval()
-    ids = gpt2.encode_prompts(tokenizer)
+    tokenizer = arithmetic_decoder.build_tokenizer()
+    model = arithmetic_decoder.build_default_model(tokenizer, width=16, n_layers=3, n_heads=2).eval()
+    ids = arithmetic_decoder.encode_prompts(tokenizer)
     base, source = torch.arange(0, 40), torch.arange(500, 540)
     with torch.no_grad():
         plain = model(input_ids=ids).logits
         # Every position swapped: the suffix sees only the source; the base swapped with itself: the base.
-        everything = gpt2_iit.interchange_logits(model, ids, base, source, 1, range(6))
-        itself = gpt2_iit.interchange_logits(model, ids, base, base, 1, (3,))
-        one = gpt2_iit.interchange_logits(model, ids, base, source, 1, (3,))
+        everything = arithmetic_iit.interchange_logits(model, ids, base, source, 1, range(6))
+        itself = arithmetic_iit.interchange_logits(model, ids, base, base, 1, (3,))
+        one = arithmetic_iit.interchange_logits(model, ids, base, source, 1, (3,))
     torch.testing.assert_close(everything, plain[source], atol=1e-5, rtol=0)
     torch.testing.assert_close(itself, plain[base], atol=1e-5, rtol=0)
     assert not torch.allclose(one, plain[base]) and not torch.allclose(one, plain[source])
@@ -66,9 +66,9 @@ def test_a_tiny_gpt2_learns_the_induced_mechanism(tmp_path):
     (induced,) = record["inductions"]
     # The same network trained without the induction, measured on the same interchanges.
     assert run("--output_dir", tmp_path / "plain", "--epochs", "12", *TINY).returncode == 0
-    model, tokenizer = gpt2.load_classifier(tmp_path / "plain")
+    model, tokenizer = arithmetic_decoder.load_classifier(tmp_path / "plain")
     heldout = np.array(record["heldout_triples"])
-    untrained = gpt2_iit.interchange_accuracy(model, gpt2.encode_prompts(tokenizer), gpt2_iit.Induction("(X+Y)+Z", 1, (3,), "X<=5"), heldout)
+    untrained = arithmetic_iit.interchange_accuracy(model, arithmetic_decoder.encode_prompts(tokenizer), arithmetic_iit.Induction("(X+Y)+Z", 1, (3,), "X<=5"), heldout)
     assert induced["heldout_interchange_accuracy"] > untrained + 0.2, (induced, untrained)
     # The same flags reuse the network; the induction is part of what it was trained with.
     again = run("--output_dir", tmp_path / "iit", "--epochs", "12", *TINY, *induce)

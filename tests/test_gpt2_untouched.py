@@ -6,20 +6,20 @@ import pytest
 import torch
 
 from causal_das.das import engine
-from causal_das.models import gpt2, gpt2_untouched
-from causal_das.studies import arithmetic_cells, arithmetic_network
+from causal_das.models import gpt2_untouched
+from causal_das.studies import arithmetic_cells, arithmetic_decoder, arithmetic_network
 from causal_das.tasks import arithmetic
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    model = gpt2.build_default_model(gpt2.build_tokenizer(), width=16, n_layers=4, n_heads=2, seed=1).eval()
-    return model, gpt2.encode_prompts(gpt2.build_tokenizer())
+    model = arithmetic_decoder.build_default_model(arithmetic_decoder.build_tokenizer(), width=16, n_layers=4, n_heads=2, seed=1).eval()
+    return model, arithmetic_decoder.encode_prompts(arithmetic_decoder.build_tokenizer())
 
 
 def full_suffix_site(model, layer, positions, monkeypatch):
     monkeypatch.setattr(gpt2_untouched, "REUSE_UNTOUCHED_KEYS", False)
-    site = gpt2.GPT2Site(model, layer, positions)
+    site = arithmetic_decoder.site(model, layer, positions)
     monkeypatch.setattr(gpt2_untouched, "REUSE_UNTOUCHED_KEYS", True)
     return site
 
@@ -30,7 +30,7 @@ def test_cached_keys_suffix_gives_the_full_suffixs_logits(tiny, positions, monke
     rng = np.random.default_rng(len(positions))
     base, source = torch.as_tensor(rng.integers(0, 1000, 200)), torch.as_tensor(rng.integers(0, 1000, (200, 1)))
     for layer in range(4):
-        site, full = gpt2.GPT2Site(model, layer, positions), full_suffix_site(model, layer, positions, monkeypatch)
+        site, full = arithmetic_decoder.site(model, layer, positions), full_suffix_site(model, layer, positions, monkeypatch)
         assert site.untouched == (min(positions) if layer < 3 else 0)  # after the last block nothing follows
         intervention = engine.initial_intervention(site, engine.DASConfig((12,), seed=layer))
         with torch.no_grad():
@@ -46,7 +46,7 @@ def test_cells_trained_with_cached_keys_equal_the_full_suffixs(tiny, monkeypatch
     """Two cells at positions 4-5 (250 steps): the same W, losses and predictions either way."""
     model, ids = tiny
     train_ids, test_ids = arithmetic_cells.sweep_pairs(arithmetic_cells.SweepConfig(n_training=4000, n_testing=500))
-    site, full = gpt2.GPT2Site(model, 1, (4, 5)), full_suffix_site(model, 1, (4, 5), monkeypatch)
+    site, full = arithmetic_decoder.site(model, 1, (4, 5)), full_suffix_site(model, 1, (4, 5), monkeypatch)
     assert site.untouched == 4 and full.untouched == 0
     cells = [engine.Cell(arithmetic_network.interchange_data(ids, train_ids, m), engine.DASConfig((k,), 2, 32, 0.01, 0))
              for m, k in zip(arithmetic.get_family("arithmetic")[:2], (4, 8), strict=True)]

@@ -51,15 +51,15 @@ def as_if_trained_elsewhere(model_dir: Path) -> None:
     with the training record that goes with them."""
     from safetensors.torch import load_file, save_file
 
-    from causal_das.models import gpt2
     from causal_das.runtime.provenance import model_fingerprint
+    from causal_das.studies import arithmetic_decoder
 
     weights = load_file(str(model_dir / "model.safetensors"))
     generator = torch.Generator().manual_seed(0)
     weights = {k: v + 0.05 * torch.randn(v.shape, generator=generator) if v.is_floating_point() else v for k, v in weights.items()}
     save_file(weights, str(model_dir / "model.safetensors"))
     record = json.loads((model_dir / "training.json").read_text())
-    record["model_fingerprint"] = model_fingerprint(gpt2.load_classifier(model_dir)[0])
+    record["model_fingerprint"] = model_fingerprint(arithmetic_decoder.load_classifier(model_dir)[0])
     (model_dir / "training.json").write_text(json.dumps(record))
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from causal_das.experiments import gpt2_positions as gp
-from causal_das.studies import arithmetic_network, graph_files
+from causal_das.studies import arithmetic_decoder, arithmetic_network, graph_files
 from causal_das.tasks import arithmetic as A
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,7 +87,6 @@ def test_graphs_and_the_division_at_the_position_sweeps_sites(model_dir, tmp_pat
     import torch
 
     from causal_das.das import engine
-    from causal_das.models import gpt2
 
     sweep = tmp_path / "positions"
     proc = run("run_das.py", "--model_path", model_dir, "--position_sets", "all", "3", "4-5", "--layers", "1", "2", *SMALL,
@@ -122,8 +121,8 @@ def test_graphs_and_the_division_at_the_position_sweeps_sites(model_dir, tmp_pat
     row = json.loads((at_site / "graphs.json").read_text())["graphs"][0]
     assert (row["group"], row["site"], row["record"]) == ("L1:3", "L1:3", "graphs/PXY_Z/L01_p3_k5.json")
     graph = graph_files.load_graph(at_site / row["record"])
-    model, tokenizer = gpt2.load_classifier(model_dir)
-    ids = gpt2.encode_prompts(tokenizer)
+    model, tokenizer = arithmetic_decoder.load_classifier(model_dir)
+    ids = arithmetic_decoder.encode_prompts(tokenizer)
     trained = engine.TrainedIntervention.load(sweep / "interventions" / "PXY_Z" / "L01_p3")
     pairs = np.random.default_rng(0).integers(0, A.N_TRIPLES, size=(200, 2))
     pairs = pairs[pairs[:, 0] != pairs[:, 1]]

@@ -12,10 +12,10 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from causal_das.analysis import classification, cliques, division, stability
-from causal_das.models import gpt2_iit
 from causal_das.plots import disentangling as figures
 from causal_das.runtime.io import atomic_write_json, read_json, run_metadata
 from causal_das.runtime.provenance import Tally, digest, load_current
+from causal_das.studies import arithmetic_iit
 from causal_das.studies.graph_files import load_graphs
 from causal_das.tasks import arithmetic
 
@@ -115,7 +115,7 @@ def run_division(results_path: str | Path, faithfulness: float, order: list[str]
             rows[-1]["stability"] = stability.resampled(weights, order, faithfulness, rule, rows[-1], resamples)
     induced = induced_answer(index)
     if induced is not None:  # a network trained with known mechanisms (IIT): how well each rule finds them
-        expected = gpt2_iit.induced_labels(induced)
+        expected = arithmetic_iit.induced_labels(induced)
         for row in rows:
             row["agreement_with_induced"] = {row["rule"]: division.agreement(row["assignment"], expected),
                                              row["other_rule"]["rule"]: division.agreement(row["other_rule"]["assignment"], expected)}

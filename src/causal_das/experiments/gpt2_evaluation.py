@@ -18,11 +18,11 @@ import torch
 from tqdm.auto import tqdm
 
 from causal_das.das import engine
-from causal_das.models import gpt2
 from causal_das.runtime import devices
 from causal_das.runtime.io import atomic_write_json, read_json, run_metadata
 from causal_das.runtime.provenance import Tally, file_sha256, load_current, model_fingerprint
 from causal_das.runtime.sweep import run_groups
+from causal_das.studies import arithmetic_decoder
 from causal_das.studies.arithmetic_cells import (
     SweepConfig,
     cell_name,
@@ -69,7 +69,7 @@ def evaluate_saved(
     if model_path is not None:
         config = replace(config, model_path=model_path)
     models = [m for family in test_families for m in arithmetic.get_family(family)]
-    model, tokenizer = gpt2.load_classifier(config.model_path)
+    model, tokenizer = arithmetic_decoder.load_classifier(config.model_path)
     summary = read_json(results_path / "summary.json")
     fingerprint = model_fingerprint(model)
     if fingerprint != summary.get("model_fingerprint"):
@@ -77,7 +77,7 @@ def evaluate_saved(
             raise ValueError(f"--model_path {config.model_path} is not the network the sweep in {results_path} was trained on")
         raise ValueError(f"the network at {config.model_path} changed since the sweep in {results_path} was trained; rerun "
                          f"run_das.py --model_path {config.model_path} --results_path {results_path} first (it recomputes the stale cells)")
-    input_ids = gpt2.encode_prompts(tokenizer)
+    input_ids = arithmetic_decoder.encode_prompts(tokenizer)
     test_ids = evaluation_pairs(config, all_pairs, n_testing, seed)
     rows = [c for c in summary["cells"] if cell_filter is None or cell_filter(c)]
     if not rows:
@@ -177,8 +177,8 @@ def evaluate_group_task(config, cwd, results_path, test_families, all_pairs, n_t
     cells_dir = evaluation_cells_dir(results_path, settings)
 
     def compute(group):
-        model, tokenizer = gpt2.load_classifier(config.model_path, devices.setup(config.device, config.precision))
-        network = Network.load(model, gpt2.encode_prompts(tokenizer), [group[0][1]])
+        model, tokenizer = arithmetic_decoder.load_classifier(config.model_path, devices.setup(config.device, config.precision))
+        network = Network.load(model, arithmetic_decoder.encode_prompts(tokenizer), [group[0][1]])
         models = [m for family in test_families for m in arithmetic.get_family(family)]
         pair_ids = evaluation_pairs(config, all_pairs, n_testing, seed)
         with engine.frozen(model):
@@ -194,7 +194,7 @@ def _evaluate_group(network, model, results_path: Path, positions, keys, pair_id
                     chunk: int = 200_000) -> dict:
     """{key: {causal model: IIA}} of the cells `keys` (all at one layer), streaming the pairs so that
     999,000 of them need little memory; the fast engine evaluates every cell's W in the same passes."""
-    site = gpt2.site(model, keys[0][1], positions)
+    site = arithmetic_decoder.site(model, keys[0][1], positions)
     trained = [engine.TrainedIntervention.load(results_path / "interventions" / cell_name(*key)) for key in keys]
     hits = {key: dict.fromkeys((m.name for m in models), 0) for key in keys}
     for start in range(0, len(pair_ids), chunk):

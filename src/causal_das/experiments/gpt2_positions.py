@@ -28,11 +28,11 @@ from tqdm.auto import tqdm
 
 from causal_das.das import baselines, engine
 from causal_das.das.evaluation import margin_standard_error as margin_error
-from causal_das.models import gpt2
 from causal_das.runtime import devices
 from causal_das.runtime.io import atomic_write_json, check_results_path, run_metadata
 from causal_das.runtime.provenance import Tally, load_current, model_fingerprint
 from causal_das.runtime.sweep import grouped, run_groups, split_finished
+from causal_das.studies import arithmetic_decoder
 from causal_das.studies.arithmetic_cells import parse_position_set, position_cell_name, sweep_pairs
 from causal_das.studies.arithmetic_network import Network, evaluate_cells, interchange_data
 from causal_das.studies.arithmetic_network import baselines as label_rates_of
@@ -266,11 +266,11 @@ class _Cells:
 
 
 def _networks(model, tokenizer, config: PositionSweepConfig, layers):
-    input_ids = gpt2.encode_prompts(tokenizer)
+    input_ids = arithmetic_decoder.encode_prompts(tokenizer)
     network = Network.load(model, input_ids, layers)
     control = None
     if config.control == "random_init":
-        control = Network.load(gpt2.random_init_copy(model, config.seed), input_ids, layers)
+        control = Network.load(arithmetic_decoder.random_init_copy(model, config.seed), input_ids, layers)
     return network, control
 
 
@@ -279,7 +279,7 @@ def layer_task(config: PositionSweepConfig, cwd: str, keys: tuple) -> dict:
     once: the cells no other run holds or finished, each (layer, position set) together."""
     os.chdir(cwd)
     device = devices.setup(config.device, config.precision)
-    model, tokenizer = gpt2.load_classifier(config.model_path, device)
+    model, tokenizer = arithmetic_decoder.load_classifier(config.model_path, device)
     _, k = validate(config, model)
     cells = _Cells(config, k, model_fingerprint(model))
     networks = []
@@ -298,7 +298,7 @@ def run_position_sweep(config: PositionSweepConfig, executor: str = "local", ray
                        workers: int | None = None) -> dict:
     """Every unfinished cell of the position sweep; writes cells/, interventions/ and summary.json."""
     device = devices.setup(config.device, config.precision) if executor == "local" else None
-    model, tokenizer = gpt2.load_classifier(config.model_path)
+    model, tokenizer = arithmetic_decoder.load_classifier(config.model_path)
     layers, k = validate(config, model)
     out_dir = check_results_path(config.results_path)
     started = time.perf_counter()

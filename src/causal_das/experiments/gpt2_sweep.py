@@ -23,11 +23,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from causal_das.das import engine
-from causal_das.models import gpt2
 from causal_das.runtime import devices
 from causal_das.runtime.io import atomic_write_json, check_results_path, run_metadata
 from causal_das.runtime.provenance import Tally, load_current, model_fingerprint
 from causal_das.runtime.sweep import run_groups, split_finished
+from causal_das.studies import arithmetic_decoder
 from causal_das.studies.arithmetic_cells import (
     SweepConfig,
     cell_name,
@@ -55,7 +55,7 @@ def validate(config: SweepConfig, model) -> tuple[tuple[int, ...], tuple[int, ..
     bad = [layer for layer in layers if not 0 <= layer < n_layers]
     if bad:
         raise ValueError(f"--layers {bad} do not exist: the model at {config.model_path} has blocks 0..{n_layers - 1}")
-    site = gpt2.site(model, layers[0], config.positions)  # validates the positions
+    site = arithmetic_decoder.site(model, layers[0], config.positions)  # validates the positions
     if config.low_rank_dims is not None:
         ks = tuple(config.low_rank_dims)
     else:
@@ -75,7 +75,7 @@ def train_group(network: Network, keys: list, train_ids: np.ndarray, config: Swe
     """The trained interventions of the cells `keys` (all at one layer) on `network`: together in one
     pass per step with the fast engine (`engine.train_cells`), one after another with pyvene."""
     layer = keys[0][1]
-    site = gpt2.site(network.model, layer, config.positions)
+    site = arithmetic_decoder.site(network.model, layer, config.positions)
     cells = [engine.Cell(interchange_data(network.input_ids, train_ids, arithmetic.get_model(name)), config.das_config(k), f"{desc}{name} L{layer} k{k}")
              for name, _, k in keys]
     if config.engine == "fast":
@@ -92,12 +92,12 @@ def run_group(network, control, keys: list, train_ids, test_ids, config: SweepCo
     layer = keys[0][1]
     if any(key[1] != layer for key in keys):
         raise ValueError(f"run_group: the cells {keys} are not all at one layer")
-    site = gpt2.site(network.model, layer, config.positions)
+    site = arithmetic_decoder.site(network.model, layer, config.positions)
     trained = train_group(network, keys, train_ids, config)
     scores = evaluate_cells(network, site, trained, test_ids, family, config.engine)
     control_scores = [None] * len(keys)
     if control is not None:
-        control_site = gpt2.site(control.model, layer, config.positions)
+        control_site = arithmetic_decoder.site(control.model, layer, config.positions)
         control_trained = train_group(control, keys, train_ids, config, desc="control ")
         control_scores = evaluate_cells(control, control_site, control_trained, test_ids, family, config.engine)
     seconds = (time.perf_counter() - started) / len(keys)  # each cell's share of its group's time
@@ -134,7 +134,7 @@ def group_task(config: SweepConfig, cwd: str, keys: tuple) -> dict:
     paths are meant."""
     os.chdir(cwd)
     device = devices.setup(config.device, config.precision)
-    model, tokenizer = gpt2.load_classifier(config.model_path, device)
+    model, tokenizer = arithmetic_decoder.load_classifier(config.model_path, device)
     layer = keys[0][1]
     out_dir = Path(config.results_path)
     settings_for = {key: cell_settings(config, key) for key in keys}
@@ -148,9 +148,9 @@ def group_task(config: SweepConfig, cwd: str, keys: tuple) -> dict:
         return load_current(cell_path(key), settings_for[key], inputs, companions=(weights,), tally=tally)
 
     def compute(group):
-        input_ids = gpt2.encode_prompts(tokenizer)
+        input_ids = arithmetic_decoder.encode_prompts(tokenizer)
         network = Network.load(model, input_ids, [layer])
-        control = Network.load(gpt2.random_init_copy(model, config.seed), input_ids, [layer]) if config.control == "random_init" else None
+        control = Network.load(arithmetic_decoder.random_init_copy(model, config.seed), input_ids, [layer]) if config.control == "random_init" else None
         train_ids, test_ids = sweep_pairs(config)
         with engine.frozen(model):
             return run_group(network, control, group, train_ids, test_ids, config, out_dir, settings_for, inputs)
@@ -172,11 +172,11 @@ def run_sweep(config: SweepConfig, executor: str = "local", ray_address: str | N
     `runtime.executors`."""
     # Locally, a bad --device fails before anything is written; workers resolve it where they run.
     device = devices.setup(config.device, config.precision) if executor == "local" else None
-    model, tokenizer = gpt2.load_classifier(config.model_path)
+    model, tokenizer = arithmetic_decoder.load_classifier(config.model_path)
     layers, ks, n = validate(config, model)
     out_dir = check_results_path(config.results_path)
     started = time.perf_counter()
-    input_ids = gpt2.encode_prompts(tokenizer)
+    input_ids = arithmetic_decoder.encode_prompts(tokenizer)
     family = arithmetic.get_family(config.causal_model_type)
     fingerprint = model_fingerprint(model)
     train_ids, test_ids = sweep_pairs(config)
@@ -208,7 +208,7 @@ def run_sweep(config: SweepConfig, executor: str = "local", ray_address: str | N
         network = Network.load(model, input_ids, needed)
         control = None
         if config.control == "random_init":
-            control = Network.load(gpt2.random_init_copy(model, config.seed), input_ids, needed)
+            control = Network.load(arithmetic_decoder.random_init_copy(model, config.seed), input_ids, needed)
 
         def compute(group):
             return run_group(network, control, group, train_ids, test_ids, config, out_dir, settings_for, inputs)

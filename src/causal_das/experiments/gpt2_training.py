@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from causal_das.models import checkpoint_dtype, decoder, gpt2, gpt2_iit
+from causal_das.models import checkpoint_dtype, decoder
 from causal_das.runtime import devices
 from causal_das.runtime.io import atomic_write_json, check_results_path, run_metadata
 from causal_das.runtime.provenance import model_fingerprint, trained_earlier
+from causal_das.studies import arithmetic_decoder, arithmetic_iit
 from causal_das.tasks import arithmetic
 
 log = logging.getLogger(__name__)
@@ -33,9 +34,9 @@ THESIS_FINETUNE = {"epochs": 50, "lr": 2e-5, "warmup_fraction": 0.0}  # AdamW, l
 class GPT2RunConfig:
     output_dir: str = "results/gpt2/model"
     base_model: str | None = None
-    width: int = gpt2.DEFAULT_WIDTH
-    n_layers: int = gpt2.DEFAULT_LAYERS
-    n_heads: int = gpt2.DEFAULT_HEADS
+    width: int = arithmetic_decoder.DEFAULT_WIDTH
+    n_layers: int = arithmetic_decoder.DEFAULT_LAYERS
+    n_heads: int = arithmetic_decoder.DEFAULT_HEADS
     epochs: int = SCRATCH["epochs"]
     batch_size: int = 32
     lr: float = SCRATCH["lr"]
@@ -46,7 +47,7 @@ class GPT2RunConfig:
     device: str = "auto"  # see `devices`
     precision: str = "auto"
     retrain: bool = False  # train even when output_dir holds a network trained with these flags
-    # Interchange intervention training (`models.gpt2_iit`): (causal model, site, region) triples.
+    # Interchange intervention training (`studies.arithmetic_iit`): (causal model, site, region) triples.
     inductions: tuple[tuple[str, str, str], ...] = ()
 
     def settings(self) -> dict:
@@ -58,8 +59,8 @@ class GPT2RunConfig:
             settings["inductions"] = [list(induction) for induction in self.inductions]
         return settings
 
-    def train_config(self) -> gpt2.GPT2TrainConfig:
-        return gpt2.GPT2TrainConfig(self.epochs, self.batch_size, self.lr, self.weight_decay, self.warmup_fraction, 1.0, self.seed)
+    def train_config(self) -> arithmetic_decoder.GPT2TrainConfig:
+        return arithmetic_decoder.GPT2TrainConfig(self.epochs, self.batch_size, self.lr, self.weight_decay, self.warmup_fraction, 1.0, self.seed)
 
 
 def _load_base(name: str):
@@ -90,7 +91,7 @@ def _load_base(name: str):
     finally:
         hf_logging.set_verbosity(verbosity)
     checkpoint_dtype.announce(how)
-    gpt2.prepare_pretrained(model, tokenizer)
+    arithmetic_decoder.prepare_pretrained(model, tokenizer)
     return model, tokenizer, how
 
 
@@ -123,29 +124,29 @@ def train_and_save(config: GPT2RunConfig) -> dict:
     same flags (and whose weights are the ones its record names) is reused, not retrained."""
     output_dir = Path(config.output_dir)
     if config.base_model is None:  # bad inductions fail before anything is written (a pretrained model's depth: once loaded)
-        gpt2_iit.check_disjoint([gpt2_iit.Induction.parse(*spec, config.n_layers) for spec in config.inductions])
+        arithmetic_iit.check_disjoint([arithmetic_iit.Induction.parse(*spec, config.n_layers) for spec in config.inductions])
     device = devices.setup(config.device, config.precision)
     check_results_path(output_dir, "--output_dir")
-    earlier = trained_earlier(output_dir, config.settings(), lambda: gpt2.load_classifier(output_dir)[0], config.retrain)
+    earlier = trained_earlier(output_dir, config.settings(), lambda: arithmetic_decoder.load_classifier(output_dir)[0], config.retrain)
     if earlier is not None:
         return earlier
     started = time.perf_counter()
     loaded_as = None  # how a --base_model stored in bf16/fp16 was loaded (None: as stored, in fp32)
     if config.base_model is None:
-        tokenizer = gpt2.build_tokenizer()
-        model = gpt2.build_default_model(tokenizer, config.width, config.n_layers, config.n_heads, config.seed)
+        tokenizer = arithmetic_decoder.build_tokenizer()
+        model = arithmetic_decoder.build_default_model(tokenizer, config.width, config.n_layers, config.n_heads, config.seed)
     else:
         model, tokenizer, loaded_as = _load_base(config.base_model)
     model = model.to(device)  # initialised on the CPU: the same start on every device
     # num_hidden_layers: every decoder type's depth (n_layer is GPT-2's own name for it).
-    inductions = [gpt2_iit.Induction.parse(*spec, model.config.num_hidden_layers) for spec in config.inductions]
-    gpt2_iit.check_disjoint(inductions)
-    input_ids = gpt2.encode_prompts(tokenizer)
+    inductions = [arithmetic_iit.Induction.parse(*spec, model.config.num_hidden_layers) for spec in config.inductions]
+    arithmetic_iit.check_disjoint(inductions)
+    input_ids = arithmetic_decoder.encode_prompts(tokenizer)
     train_idx, heldout_idx = arithmetic.heldout_split(np.random.default_rng(config.seed), config.heldout_fraction)
     torch.manual_seed(config.seed)
-    interchange = gpt2_iit.InterchangeLoss(inductions, train_idx, config.batch_size, config.seed, device) if inductions else None
-    history = gpt2.train_classifier(model, input_ids, train_idx, heldout_idx, config.train_config(), interchange)
-    predicted = gpt2.predictions(model, input_ids).numpy()
+    interchange = arithmetic_iit.InterchangeLoss(inductions, train_idx, config.batch_size, config.seed, device) if inductions else None
+    history = arithmetic_decoder.train_classifier(model, input_ids, train_idx, heldout_idx, config.train_config(), interchange)
+    predicted = arithmetic_decoder.predictions(model, input_ids).numpy()
     correct = predicted == arithmetic.LABELS
     wrong = np.flatnonzero(~correct)
     record = {
@@ -171,8 +172,8 @@ def train_and_save(config: GPT2RunConfig) -> dict:
         # The known answer: each induced mechanism's site and region, and how often the network obeys
         # it on interchanges whose base it never trained on (and on ones it did).
         "inductions": [{**induction.describe(),
-                        "heldout_interchange_accuracy": gpt2_iit.interchange_accuracy(model, input_ids, induction, heldout_idx),
-                        "train_interchange_accuracy": gpt2_iit.interchange_accuracy(model, input_ids, induction, train_idx)}
+                        "heldout_interchange_accuracy": arithmetic_iit.interchange_accuracy(model, input_ids, induction, heldout_idx),
+                        "train_interchange_accuracy": arithmetic_iit.interchange_accuracy(model, input_ids, induction, train_idx)}
                        for induction in inductions],
         "seconds": time.perf_counter() - started,
         "model_fingerprint": model_fingerprint(model),

@@ -19,7 +19,6 @@ from tqdm.auto import tqdm
 
 from causal_das.analysis.graphs import correct_matrices, statistics
 from causal_das.das import engine
-from causal_das.models import gpt2
 from causal_das.runtime import devices
 from causal_das.runtime.io import (
     atomic_write_json,
@@ -29,7 +28,7 @@ from causal_das.runtime.io import (
 )
 from causal_das.runtime.provenance import Tally, file_sha256, load_current, model_fingerprint
 from causal_das.runtime.sweep import grouped, run_groups, split_finished
-from causal_das.studies import graph_sites
+from causal_das.studies import arithmetic_decoder, graph_sites
 from causal_das.studies.arithmetic_network import Network
 from causal_das.studies.graph_files import load_graph, save_graph
 from causal_das.studies.graph_sites import GraphKey
@@ -98,8 +97,8 @@ def graphs_task(config: GraphsConfig, cwd: str, k: int, spec_for: dict, why: dic
 
     def compute(group):
         device = devices.setup(config.device, config.precision)
-        model, tokenizer = gpt2.load_classifier(config.model_path or graph_sites.model_path(summary), device)
-        network = Network.load(model, gpt2.encode_prompts(tokenizer), [group[0].layer])
+        model, tokenizer = arithmetic_decoder.load_classifier(config.model_path or graph_sites.model_path(summary), device)
+        network = Network.load(model, arithmetic_decoder.encode_prompts(tokenizer), [group[0].layer])
         with engine.frozen(model):
             return compute_graphs(network, summary, sweep, out, k, group, spec_for, why)
 
@@ -156,7 +155,7 @@ def run_graphs(config: GraphsConfig) -> dict:
     started = time.perf_counter()
     if todo:
         model_path = config.model_path or graph_sites.model_path(summary)
-        model, tokenizer = gpt2.load_classifier(model_path)
+        model, tokenizer = arithmetic_decoder.load_classifier(model_path)
         if model_fingerprint(model) != summary.get("model_fingerprint"):
             if config.model_path is not None:
                 raise ValueError(f"--model_path {model_path} is not the network the sweep in {sweep} was trained on")
@@ -176,7 +175,7 @@ def run_graphs(config: GraphsConfig) -> dict:
     elif todo:
         model.to(device)
         print(f"computing on {devices.describe()}", flush=True)
-        network = Network.load(model, gpt2.encode_prompts(tokenizer), sorted({key.layer for key in todo}))
+        network = Network.load(model, arithmetic_decoder.encode_prompts(tokenizer), sorted({key.layer for key in todo}))
 
         def compute(group):
             return compute_graphs(network, summary, sweep, out, k, group, spec_for, why)

@@ -92,7 +92,7 @@ def interchange_logits(model, input_ids: torch.Tensor, n_bases: int, layer: int,
     differentiable, in whatever mode (train or eval) the model is in, and with every argument the
     model's forward passes its layers (the recorded arguments of `DecoderSite` are for eval-mode
     suffixes). The sources run through the later layers too; that costs a second suffix, which
-    GPT-2's own path (`gpt2_iit.interchange_logits`) avoids."""
+    GPT-2's own path (`arithmetic_iit.interchange_logits`) avoids."""
     check_supported(model.config)
     decoder_layers, _ = decoder_parts(model)
     if not 0 <= layer < len(decoder_layers):

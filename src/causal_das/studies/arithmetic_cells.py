@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from causal_das.das import engine
-from causal_das.models import gpt2
 from causal_das.runtime.io import read_json
 from causal_das.runtime.sweep import grouped
+from causal_das.studies import arithmetic_decoder
 from causal_das.tasks import arithmetic
 
 THESIS_K = (64, 128, 256, 768, 4608)  # for GPT-2 small: n = 6 x 768 = 4608
@@ -36,7 +36,7 @@ class SweepConfig:
     batch_size: int = 64
     epochs: int = 3
     lr: float = 0.01
-    positions: tuple[int, ...] = tuple(range(gpt2.SEQ_LEN))
+    positions: tuple[int, ...] = tuple(range(arithmetic_decoder.SEQ_LEN))
     engine: str = "fast"
     control: str = "random_init"
     seed: int = 0
@@ -113,4 +113,4 @@ def position_cell_name(model_name: str, layer: int, position_set: str) -> str:
 
 def parse_position_set(text: str) -> tuple[int, ...]:
     """'all' -> 0..5, '3' -> (3,), '2-3' -> (2, 3), '0,2' -> (0, 2); ValueError otherwise."""
-    return gpt2.parse_positions(text, "--position_sets")
+    return arithmetic_decoder.parse_positions(text, "--position_sets")

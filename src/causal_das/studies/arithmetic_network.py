@@ -13,7 +13,7 @@ import torch
 
 from causal_das.das import engine
 from causal_das.metrics import majority_rate
-from causal_das.models import gpt2
+from causal_das.studies import arithmetic_decoder
 from causal_das.tasks import arithmetic
 
 
@@ -36,12 +36,12 @@ class Network:
     @classmethod
     def load(cls, model, input_ids: torch.Tensor, layers) -> Network:
         with engine.frozen(model):
-            states = {layer: s.flatten(1) for layer, s in gpt2.layer_outputs(model, input_ids, layers).items()}
-            plain = gpt2.predictions(model, input_ids).numpy()
+            states = {layer: s.flatten(1) for layer, s in arithmetic_decoder.layer_outputs(model, input_ids, layers).items()}
+            plain = arithmetic_decoder.predictions(model, input_ids).numpy()
         return cls(model, input_ids, states, plain)
 
     def site(self, layer: int, positions: tuple[int, ...]):
-        return gpt2.site(self.model, layer, positions)
+        return arithmetic_decoder.site(self.model, layer, positions)
 
     def site_states(self, site) -> torch.Tensor:
         """The site state of every prompt: the cached block output at the site, or the site's own

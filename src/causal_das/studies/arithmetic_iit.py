@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from causal_das.studies import arithmetic_decoder
 from causal_das.tasks import arithmetic
 
 
@@ -36,7 +37,6 @@ class Induction:
     def parse(cls, causal_model: str, site: str, where: str, n_layers: int) -> Induction:
         """From the flags `--induce MODEL --induce_site L2:3 --induce_where "X<=5"`; ValueError naming
         what is wrong."""
-        from causal_das.models import gpt2
 
         arithmetic.get_model(causal_model)  # unknown names fail here, with the list of models
         if causal_model not in arithmetic.MODELS or "P" not in arithmetic.get_model(causal_model).mechanisms:
@@ -49,7 +49,7 @@ class Induction:
         if not 0 <= layer < n_layers - 1:
             raise ValueError(f"--induce_site {site!r}: layer {layer} must be in 0..{n_layers - 2} (a block must follow the site)")
         try:
-            positions = gpt2.parse_positions(positions_text.removeprefix("pos"), "--induce_site")
+            positions = arithmetic_decoder.parse_positions(positions_text.removeprefix("pos"), "--induce_site")
         except ValueError:
             raise ValueError(f"--induce_site {site!r}: {positions_text!r} is not a set of token positions in 0..5 (e.g. L2:3, L1:all, L0:4-5)") from None
         induction = cls(causal_model, layer, positions, where)
