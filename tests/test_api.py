@@ -13,8 +13,7 @@ def test_the_api_example_runs(tmp_path, monkeypatch):
     subprocess.run([sys.executable, str(ROOT / "train_gpt2.py"), "--output_dir", str(model), "--epochs", "3", "--width", "16",
                     "--n_layers", "3", "--n_heads", "2"], check=True, capture_output=True, cwd=ROOT, env={"PATH": "/usr/bin:/bin", "TQDM_DISABLE": "1"})
     text = (ROOT / "docs" / "api.md").read_text()
-    code = re.search(r"```python\n(.*?)```", text, re.S).group(1)
-    assert 'MODEL = "results/gpt2/model"' in code
+    [code] = [block for block in re.findall(r"```python\n(.*?)```", text, re.S) if 'MODEL = "results/gpt2/model"' in block]
     code = code.replace('MODEL = "results/gpt2/model"', f"MODEL = {str(model)!r}")
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
@@ -25,3 +24,16 @@ def test_the_api_example_runs(tmp_path, monkeypatch):
 
     loaded = engine.TrainedIntervention.load(tmp_path / "my_das")
     assert (engine.predict(namespace["site"], loaded, namespace["test"]) == engine.predict(namespace["site"], namespace["trained"], namespace["test"])).all()
+
+
+def test_the_language_model_example_is_the_scripts_das_block():
+    # docs/api.md shows the DAS block of examples/word_equality_das.py, which tests/test_word_equality.py
+    # runs; the two must not drift apart.
+    import textwrap
+
+    script = (ROOT / "examples" / "word_equality_das.py").read_text()
+    start = script.index("\n", script.index("    # ---- DAS, through the public API")) + 1
+    block = textwrap.dedent(script[start:script.index("    # ---- end of the DAS block")]).rstrip("\n")
+    assert len(block.splitlines()) <= 40
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "api.md").read_text(), re.S)
+    assert block + "\n" in blocks
