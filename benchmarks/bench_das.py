@@ -28,7 +28,6 @@ import torch
 
 from causal_das.das import engine
 from causal_das.das import pyvene_engine as pe
-from causal_das.experiments import gpt2_sweep
 from causal_das.models import gpt2
 from causal_das.runtime import devices
 from causal_das.studies import arithmetic_cells, arithmetic_decoder, arithmetic_network
@@ -177,7 +176,7 @@ def default_model(args, report):
             start = time.perf_counter()
             trained = engine.train(site, train_data, config.das_config(k), engine_name, activations=states[layer] if engine_name == "fast" else None)
             seconds = time.perf_counter() - start
-            iia, _ = gpt2_sweep.evaluate_cell(network, site, trained, test_ids, [causal_model], "fast")
+            iia = arithmetic_network.evaluate_cells(network, site, [trained], test_ids, [causal_model], "fast")[0]
             results[engine_name] = (iia[name], seconds)
         diff = 100 * abs(results["fast"][0] - results["pyvene"][0])
         label = f"{name} L{layer} k{k}"

@@ -29,11 +29,11 @@ import torch
 from causal_das.causal_model import sample_counterfactuals
 from causal_das.das import engine
 from causal_das.experiments import cnn_das
-from causal_das.experiments import mlp as mlp_experiment
 from causal_das.models import cnn, decoder
 from causal_das.models.mlp import MLPSite
 from causal_das.runtime import devices
 from causal_das.studies import arithmetic_decoder, arithmetic_network
+from causal_das.studies import four_objects_mlp as mlp_study
 from causal_das.studies.ellipse_cnn import images_and_labels
 from causal_das.tasks import arithmetic, ellipse
 from causal_das.tasks.four_objects import get_task
@@ -62,7 +62,7 @@ SEED = 0
 # Sizes: a network trains in seconds on one CPU core, and a case's DAS takes 8 to 16 Adam steps,
 # enough for the device's rounding to move W; the test pairs (`N_TEST`) resolve 98% to 1 in 500.
 N_TEST = 500
-MLP = mlp_experiment.MLPExperimentConfig(**mlp_experiment.QUICK, device="cpu", seed=SEED)  # the scripts' --quick MLP
+MLP = mlp_study.MLPExperimentConfig(**mlp_study.QUICK, device="cpu", seed=SEED)  # the scripts' --quick MLP
 CNN_TRAIN = dict(images=2048, epochs=1, batch_size=256, lr=1e-3)  # cnn/train_cnn.py --quick sizes, a faster lr
 CNN_DAS = dict(pairs=1024, k=8, batch_size=128, epochs=1, lr=1e-3)
 # Flat at conv3 (3,136 dims): pyvene at conv1's 12,544 took 564 s for 4 steps (docs/engines.md, the ellipse CNN).
@@ -100,12 +100,12 @@ class Case:
 
 def _mlp() -> Case:
     task = get_task(MLP.task)
-    streams = mlp_experiment.rng_streams(MLP.seed)
-    model, _ = mlp_experiment.train_task_mlp(task, MLP, streams["mlp_data"])
+    streams = mlp_study.rng_streams(MLP.seed)
+    model, _ = mlp_study.train_task_mlp(task, MLP, streams["mlp_data"])
     sampler = task.sampler(MLP.object_dim)
     train = sample_counterfactuals(task.causal_model(), sampler, MLP.das_train_size, streams["das_train"])
     test = sample_counterfactuals(task.causal_model(), sampler, N_TEST, streams["das_test"])
-    return Case("mlp", model.eval(), lambda m: MLPSite(m, 0), mlp_experiment.to_interchange(train), mlp_experiment.to_interchange(test),
+    return Case("mlp", model.eval(), lambda m: MLPSite(m, 0), mlp_study.to_interchange(train), mlp_study.to_interchange(test),
                 MLP.das_config(), None)
 
 
