@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +14,7 @@ import torch
 
 from causal_das.das.intervention import DistributedInterchange
 from causal_das.das.site import SiteName
+from causal_das.runtime.settings import as_json
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,7 @@ class TrainedIntervention:
 
 
 def config_dict(config: DASConfig) -> dict:
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()}
+    return as_json(config)
 
 
 def n_steps(n_examples: int, config: DASConfig) -> int:

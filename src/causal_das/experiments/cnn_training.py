@@ -29,6 +29,7 @@ from causal_das.runtime.io import (
     run_metadata,
 )
 from causal_das.runtime.provenance import model_fingerprint, trained_earlier
+from causal_das.runtime.settings import settings_of
 from causal_das.studies.ellipse_cnn import images_and_labels, rng_streams
 from causal_das.tasks import ellipse
 
@@ -52,7 +53,7 @@ class CNNRunConfig:
 
     def settings(self) -> dict:
         """The flags that determine the trained CNN (not where it is written or run)."""
-        return {k: v for k, v in asdict(self).items() if k not in ("output_dir", "device", "precision", "retrain")}
+        return settings_of(self)
 
 
 def train_and_save(config: CNNRunConfig) -> dict:

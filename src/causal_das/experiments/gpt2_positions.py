@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,7 @@ from causal_das.das.evaluation import margin_standard_error as margin_error
 from causal_das.runtime import devices
 from causal_das.runtime.io import atomic_write_json, check_results_path, run_metadata
 from causal_das.runtime.provenance import Tally, load_current, model_fingerprint
+from causal_das.runtime.settings import settings_of
 from causal_das.runtime.sweep import grouped, run_groups, split_finished
 from causal_das.studies import arithmetic_decoder
 from causal_das.studies.arithmetic_cells import parse_position_set, position_cell_name, sweep_pairs
@@ -240,9 +241,7 @@ def run_group(network, control, keys: list, k: int, config: PositionSweepConfig,
 
 def cell_settings(config: PositionSweepConfig, key: tuple, k: int) -> dict:
     """What determines one cell's numbers: not the sweep's axes (which cells exist), not where it runs."""
-    settings = asdict(config)
-    for other in ("results_path", "device", "precision", "max_cells_per_pass", "layers", "position_sets", "causal_model_type", "causal_models"):
-        settings.pop(other)
+    settings = settings_of(config, "layers", "position_sets", "causal_model_type", "causal_models")
     name, layer, position_set = key
     return {**settings, "k": k, "causal_model": name, "layer": layer, "positions": list(parse_position_set(position_set))}
 
@@ -329,8 +328,7 @@ def run_position_sweep(config: PositionSweepConfig, executor: str = "local", ray
         done.update(records)
     summary = {
         "experiment": "position_sweep",
-        "config": {key: (list(v) if isinstance(v, tuple) else v) for key, v in asdict(config).items()
-                   if key not in ("results_path", "device", "precision", "max_cells_per_pass")},
+        "config": settings_of(config),
         **run_metadata(),
         "model_fingerprint": cells.inputs["model_fingerprint"],
         "k": k, "layers": list(layers), "position_sets": list(config.position_sets),

@@ -8,13 +8,14 @@ The experiment modules of the study (`experiments.gpt2_sweep`, `gpt2_positions`,
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from causal_das.das import engine
 from causal_das.runtime.io import read_json
+from causal_das.runtime.settings import settings_of
 from causal_das.runtime.sweep import grouped
 from causal_das.studies import arithmetic_decoder
 from causal_das.tasks import arithmetic
@@ -88,10 +89,7 @@ def group_by_layer(keys: list) -> list[list]:
 
 def sweep_settings(config: SweepConfig) -> dict:
     """Everything that determines a cell's numbers (not where it is written)."""
-    settings = asdict(config)
-    for where in ("results_path", "device", "precision", "max_cells_per_pass"):
-        settings.pop(where)
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.items()}
+    return settings_of(config)
 
 
 def load_sweep_config(results_path: str | Path) -> SweepConfig:

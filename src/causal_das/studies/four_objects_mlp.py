@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,7 @@ from causal_das.models.mlp import MLPClassifier, MLPSite, MLPTrainConfig, accura
 from causal_das.runtime import devices
 from causal_das.runtime.io import atomic_write_json
 from causal_das.runtime.provenance import Tally, load_current, model_fingerprint
+from causal_das.runtime.settings import as_json, settings_of
 from causal_das.tasks.four_objects import FourObjectTask, encode, get_task
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ class MLPExperimentConfig:
         return engine.DASConfig(self.subspace_dims, self.das_epochs, self.das_batch_size, self.das_lr, self.seed)
 
     def to_dict(self) -> dict:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+        return as_json(self)
 
 QUICK = dict(mlp_train_size=8192, mlp_test_size=1000, mlp_epochs=2, das_train_size=2048, das_test_size=500, das_epochs=1, das_batch_size=256)
 
@@ -172,7 +173,7 @@ def same_site_baselines(model, layer, train_data, test_data, config: MLPExperime
 def run_settings(config: MLPExperimentConfig) -> dict:
     """What a saved MLP or layer cell must have been computed with to be reused (not where it is
     written or run, nor which other layers the run covers)."""
-    return {k: v for k, v in config.to_dict().items() if k not in ("results_path", "device", "precision", "export_pyvene", "layers")}
+    return settings_of(config, "layers")
 
 
 def reusable(path: Path, settings: dict, inputs: dict, companions: tuple[Path, ...], tally: Tally | None = None) -> dict | None:
