@@ -2,20 +2,28 @@
 
 By default a small GPT-2 (12 blocks like GPT-2 small, width 48) is trained from scratch with a
 word-level tokenizer, offline, in about two minutes on 2 CPU cores. With --base_model, a pretrained
-decoder (a hub name or a local directory saved with save_pretrained; model types gpt2, llama, qwen2,
-gemma2, gpt_neox) gets a fresh 28-class head and is fine-tuned the thesis way (AdamW lr 2e-5,
-linear schedule, clip 1.0, batch 32, 50 epochs, seed 123), in fp32 even when stored in bf16 or fp16;
-its tokenizer must give each number, '+' and '=' one token. Either way 20% of the
+decoder (a hub name or a local directory saved with save_pretrained; any decoder whose layers, final
+norm and head are found in its structure) gets a fresh 28-class head and is fine-tuned the thesis way
+(AdamW lr 2e-5, linear schedule, clip 1.0, batch 32, 50 epochs, seed 123), in fp32 even when stored
+in bf16 or fp16; its tokenizer must give each number, '+' and '=' one token. Either way 20% of the
 triples are held out and the held-out accuracy is reported.
+
+With --head next_token the network is a causal LM whose answer is the next token, the sum's decimal
+string ("17"): trained from scratch (a GPT-2 language model, the word-level tokenizer extended by the
+sums 11..30) or fine-tuned from --base_model's own LM head (its tokenizer must give each sum one
+token), on the LM's own loss over the whole vocabulary. Every later script reads it as a 28-class
+classifier at the answer tokens; training.json gives the accuracy over those and over the vocabulary.
 
     python train_gpt2.py                                     # -> results/gpt2/model/
     python train_gpt2.py --base_model gpt2 --output_dir models/gpt2_finetuned
     python train_gpt2.py --base_model ~/models/my-llama --output_dir models/llama_finetuned
+    python train_gpt2.py --head next_token --output_dir results/gpt2_next_token/model
     python train_gpt2.py --induce "(X+Y)+Z" "X+(Y+Z)" --induce_site L2:3 L4:4 --induce_where "X<=5" "X>5" \
         --output_dir results/gpt2_known_answer/model        # a network whose answer is known (IIT)
 """
 
 from causal_das.experiments.gpt2_training import (
+    HEAD_KINDS,
     REQUIRED_HELDOUT_ACCURACY,
     SCRATCH,
     THESIS_FINETUNE,
@@ -42,8 +50,11 @@ def main():
     d = GPT2RunConfig()
     parser.add_argument("--output_dir", default=d.output_dir, help="where the model, tokenizer, training.json and training_curves.png go")
     parser.add_argument("--base_model", default=None,
-                        help="fine-tune this pretrained decoder (hub name or local directory; gpt2, llama, qwen2, gemma2 or gpt_neox) "
+                        help="fine-tune this pretrained decoder (hub name or local directory saved with save_pretrained) "
                              "instead of training the small default from scratch")
+    parser.add_argument("--head", choices=HEAD_KINDS, default=d.head,
+                        help="sequence_classification: a fresh 28-class score head; next_token: a causal LM whose answer is "
+                             "the next token (the sum, e.g. '17'), read at the 28 answer tokens downstream")
     parser.add_argument("--width", type=positive_int, default=d.width, help="hidden size of the from-scratch model (ignored with --base_model)")
     parser.add_argument("--n_layers", type=positive_int, default=d.n_layers, help="transformer blocks of the from-scratch model")
     parser.add_argument("--n_heads", type=positive_int, default=d.n_heads, help="attention heads of the from-scratch model")
@@ -89,6 +100,9 @@ def main():
         f"held-out accuracy {record['heldout_accuracy']:.4f} on {record['n_heldout_triples']} triples, "
         f"training accuracy {record['train_accuracy']:.4f}, {record['seconds']:.0f} s\nwrote {config.output_dir}/"
     )
+    if "heldout_accuracy_vocabulary" in record:
+        print(f"next-token head: held-out accuracy {record['heldout_accuracy_vocabulary']:.4f} over the whole vocabulary "
+              f"({record['heldout_accuracy']:.4f} over the {len(record['answer_tokens'])} answer tokens)")
     for induction in record.get("inductions", []):
         print(f"induced {induction['causal_model']} at {induction['site']} where {induction['where']} ({induction['n_triples']} triples): "
               f"interchange accuracy {induction['heldout_interchange_accuracy']:.3f} on held-out bases, "

@@ -161,7 +161,7 @@ def _decoder_model(model_type: str):
     return AutoModelForSequenceClassification.from_config(config)
 
 
-SITE_TYPES = ("mlp", "cnn_rows", "cnn_flat", "gpt2", "gpt2_positions", *(t for t in decoder.SUPPORTED_TYPES if t != "gpt2"))
+SITE_TYPES = ("mlp", "cnn_rows", "cnn_flat", "gpt2", "gpt2_positions", *DECODER_EXTRA)  # the decoder families this check builds
 
 
 def build_cases(names: list[str], progress: Callable[[str], None]) -> list[Case]:

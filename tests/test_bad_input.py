@@ -108,10 +108,18 @@ def broken(kind: str, fixtures, tmp_path: Path) -> Path:
     elif kind == "cnn_wrong_kind":
         d = copy_of(fixtures, "cnn", tmp_path)
         (d / "cnn.json").write_text(json.dumps({"kind": "something_else"}))
-    elif kind == "unsupported_decoder":  # a decoder family outside the supported ones
+    elif kind == "encoder_classifier":  # not a decoder: BERT's classifier reads its first token through `classifier`, not `score`
+        from transformers import BertConfig, BertForSequenceClassification
+
+        d = copy_of(fixtures, "gpt2", tmp_path)
+        for weights in d.glob("*.safetensors"):
+            weights.unlink()
+        config = BertConfig(vocab_size=13, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, num_labels=28)
+        BertForSequenceClassification(config).save_pretrained(d)
+    elif kind == "bare_decoder":  # a decoder without any head: neither a sequence classifier nor a causal LM
         d = copy_of(fixtures, "gpt2", tmp_path)
         config = json.loads((d / "config.json").read_text())
-        (d / "config.json").write_text(json.dumps({**config, "model_type": "mistral"}))
+        (d / "config.json").write_text(json.dumps({**config, "architectures": ["GPT2Model"]}))
     elif kind == "digit_tokenizer":  # a tokenizer that splits 10 into 1 and 0, as many pretrained ones do
         from tokenizers import Regex, Tokenizer, models, pre_tokenizers
         from transformers import PreTrainedTokenizerFast
@@ -176,7 +184,7 @@ CASES = [
     ("train_gpt2.py", ["--output_dir", "/proc/nope"], "cannot be created"),
     ("train_gpt2.py", ["--base_model", "{gpt2}/config.json", "--output_dir", "{out}"], "is a file, not a model directory"),
     ("train_gpt2.py", ["--base_model", "{file}", "--output_dir", "{out}"], "is a file, not a model directory"),
-    ("train_gpt2.py", ["--base_model", "{broken:unsupported_decoder}", "--output_dir", "{out}"], "supported decoder types: gpt2, llama"),
+    ("train_gpt2.py", ["--base_model", "{broken:encoder_classifier}", "--output_dir", "{out}"], "no sequence_classification head found"),
     ("train_gpt2.py", ["--base_model", "{broken:digit_tokenizer}", "--output_dir", "{out}"], "not one token: '10'"),
     ("train_gpt2.py", ["--lr", "inf", "--output_dir", "{out}"], "must be a finite number"),
     ("train_gpt2.py", ["--weight_decay", "nan", "--output_dir", "{out}"], "must be a finite number"),
@@ -190,7 +198,8 @@ CASES = [
     ("run_das.py", ["--model_path", "{cnn}", "--results_path", "{out}"], "no readable model config"),
     ("run_das.py", ["--model_path", "{broken:gpt2_bad_config}", "--results_path", "{out}"], "no readable model config"),
     ("run_das.py", ["--model_path", "{broken:gpt2_truncated_weights}", "--results_path", "{out}"], "could not be loaded"),
-    ("run_das.py", ["--model_path", "{broken:unsupported_decoder}", "--results_path", "{out}"], "is a 'mistral' model; supported decoder types"),
+    ("run_das.py", ["--model_path", "{broken:encoder_classifier}", "--results_path", "{out}"], "no sequence_classification head found"),
+    ("run_das.py", ["--model_path", "{broken:bare_decoder}", "--results_path", "{out}"], "neither a sequence classifier nor a causal LM"),
     ("run_das.py", ["--model_path", "{broken:digit_tokenizer}", "--results_path", "{out}"], "not one token: '10'"),
     ("run_das.py", ["--model_path", "{gpt2}", "--layers", "7", "--results_path", "{out}"], "layer"),
     ("run_das.py", ["--model_path", "{gpt2}", "--low_rank_dims", "5000", "--results_path", "{out}"], "5000"),

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_decoders import CONFIGS
+from test_decoders import CONFIGS, TYPES
 
 from causal_das.das import engine
 from causal_das.experiments.gpt2_training import GPT2RunConfig, train_and_save
@@ -155,7 +155,7 @@ def test_precision_bf16_keeps_a_bf16_checkpoint_and_its_suffix_takes_fp32_states
 def test_the_interchange_of_every_decoder_type_equals_its_sites_suffix():
     """`decoder.interchange_logits` (one hooked forward pass, the path of --induce on any decoder)
     against the site's own prefix and suffix, and on GPT-2 against GPT-2's own interchange."""
-    for model_type in decoder.SUPPORTED_TYPES:
+    for model_type in ("gpt2", *TYPES):  # every decoder family the tests build
         model, tokenizer = tiny_model(model_type)
         ids = arithmetic_decoder.encode_prompts(tokenizer)[::10]  # 100 prompts
         base, source = torch.arange(0, 40), torch.arange(50, 90)

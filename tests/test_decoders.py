@@ -1,6 +1,8 @@
-"""Every supported Hugging Face decoder family as a DAS site, on tiny random models saved with
-save_pretrained: the prefix and suffix recompose the model's own logits, the fast engine equals
-pyvene where pyvene knows the model, and the GPT-2 scripts run end to end on each."""
+"""Hugging Face decoder families as DAS sites, found from their structure (no list of supported
+types), on tiny random models saved with save_pretrained, with a sequence-classification head and
+with a causal LM read at the answer tokens: the prefix and suffix recompose the model's own logits,
+the fast engine equals pyvene where pyvene knows the model, a model the site cannot recompose stops
+with one line, and the GPT-2 scripts run end to end on the families they always ran on."""
 
 import json
 import subprocess
@@ -13,26 +15,38 @@ import torch
 
 from causal_das.das import engine
 from causal_das.das import pyvene_engine as pe
-from causal_das.models import decoder
+from causal_das.models import answer_head, decoder
 from causal_das.studies import arithmetic_decoder
 
 ROOT = Path(__file__).resolve().parents[1]
-# Two layers, grouped-query attention where the family has it, Gemma-2's sliding window shorter
-# than the prompt (its second layer is a global one), GPT-NeoX's parallel residual and partial rotary.
+# Two layers, grouped-query attention where the family has it, Gemma-2's and Gemma-3's sliding window
+# shorter than the prompt (Gemma-2's second layer is a global one; Gemma-3's local and global layers
+# have rotary bases of their own), GPT-NeoX's parallel residual and partial rotary, Qwen3's q/k norms,
+# Phi-3's fused projections.
 CONFIGS = {
     "llama": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2),
     "qwen2": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2),
     "gemma2": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
                    sliding_window=4),
     "gpt_neox": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, rotary_pct=0.5),
+    "mistral": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2),
+    "qwen3": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8),
+    "gemma3_text": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                        head_dim=8, sliding_window=4, layer_types=["sliding_attention", "full_attention"]),
+    "phi3": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2),
 }
-TYPES = [t for t in decoder.SUPPORTED_TYPES if t != "gpt2"]  # GPT-2 has its own tests (test_gpt2.py)
+# The decoder families these tests build (GPT-2 has its own tests, test_gpt2.py and test_next_token_xyz.py).
+TYPES = list(CONFIGS)
+# The families the scripts run end to end on (a few seconds each): the four the scripts always ran on.
+SCRIPT_TYPES = ("llama", "qwen2", "gemma2", "gpt_neox")
 
 
 def save_tiny(model_type: str, directory: Path, classifier: bool = True, **overrides) -> Path:
+    """A tiny random `model_type` sequence classifier (28 classes), or causal LM, and the task's
+    tokenizer (for a causal LM the next-token one, in which every answer is a token)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    tokenizer = arithmetic_decoder.build_tokenizer()
+    tokenizer = arithmetic_decoder.build_tokenizer() if classifier else arithmetic_decoder.build_answer_tokenizer()
     config = AutoConfig.for_model(model_type, vocab_size=len(tokenizer), num_labels=28, pad_token_id=0, max_position_embeddings=16,
                                   bos_token_id=None, eos_token_id=None, **{**CONFIGS[model_type], **overrides})
     torch.manual_seed(0)
@@ -42,17 +56,38 @@ def save_tiny(model_type: str, directory: Path, classifier: bool = True, **overr
     return directory
 
 
-@pytest.fixture(scope="module", params=TYPES)
+@pytest.fixture(scope="module", params=[(t, head) for t in TYPES for head in ("sequence_classification", "next_token")],
+                ids=lambda p: f"{p[0]}-{p[1]}")
 def tiny(request, tmp_path_factory):
-    path = save_tiny(request.param, tmp_path_factory.mktemp(request.param))
-    model, tokenizer = arithmetic_decoder.load_classifier(path)
-    return request.param, path, model, arithmetic_decoder.encode_prompts(tokenizer)
+    model_type, head = request.param
+    path = save_tiny(model_type, tmp_path_factory.mktemp(model_type), classifier=head == "sequence_classification")
+    if (model_type, head) == ("qwen2", "next_token"):
+        # transformers 5 loads this word-level tokenizer as a Qwen2Tokenizer, which splits 11..29 into
+        # digits: load_classifier refuses it (rightly), so the LM is read at the saved tokenizer's answers.
+        from transformers import AutoModelForCausalLM
+
+        tokenizer = arithmetic_decoder.build_answer_tokenizer()
+        lm = AutoModelForCausalLM.from_pretrained(path).eval()
+        model = answer_head.AnswerClassifier(lm, answer_head.answer_token_ids(tokenizer, arithmetic_decoder.ANSWERS))
+    else:
+        model, tokenizer = arithmetic_decoder.load_classifier(path)
+    assert answer_head.head_kind(model) == head
+    return model_type, path, model, arithmetic_decoder.encode_prompts(tokenizer)
+
+
+def own_class_logits(model, ids: torch.Tensor) -> torch.Tensor:
+    """The model's own logits of the classes: the sequence classifier's, or the causal LM's at the
+    answer tokens of the last position (the LM's own forward, not the wrapper's)."""
+    if isinstance(model, answer_head.AnswerClassifier):
+        return model.lm(input_ids=ids).logits[:, -1, model.answer_ids]
+    return model(input_ids=ids).logits
 
 
 def test_prefix_and_suffix_recompose_the_models_own_logits_at_every_layer(tiny):
     model_type, _, model, ids = tiny
     with torch.no_grad():
-        reference = model(input_ids=ids).logits
+        reference = own_class_logits(model, ids)
+        assert reference.shape == (1000, 28)
         for layer in range(model.config.num_hidden_layers):
             for positions in (None, (3,), (1, 4, 5)):
                 site = arithmetic_decoder.site(model, layer, positions)
@@ -74,7 +109,7 @@ def test_layer_outputs_of_one_forward_are_the_models_hidden_states(tiny):
         assert (outputs[layer] - hidden[layer + 1]).abs().max().item() < 1e-6, (model_type, layer)
     last = arithmetic_decoder.site(model, n_layers - 1, None)
     with torch.no_grad():
-        assert (last.suffix(outputs[n_layers - 1].flatten(1)) - model(input_ids=ids).logits).abs().max().item() < 1e-5
+        assert (last.suffix(outputs[n_layers - 1].flatten(1)) - own_class_logits(model, ids)).abs().max().item() < 1e-5
     with pytest.raises(ValueError, match="must be decoder layers"):
         arithmetic_decoder.layer_outputs(model, ids, [n_layers])
 
@@ -93,9 +128,45 @@ def test_the_fast_engine_equals_pyvene_where_pyvene_supports_the_model(tiny):
             ours = site.suffix(engine.interchange(site, intervention, states[base], states[source], intervention.weight()))
             intervenable, spec = pe.build_intervenable(site, site.n, (k,), intervention.weight().detach())
             reference = pe.intervened_logits(intervenable, spec, (k,), ids[base], ids[source])
-            plain = model(input_ids=ids[base]).logits
+            plain = own_class_logits(model, ids[base])
         assert (ours - reference).abs().max().item() < 1e-5, (layer, positions)
         assert (ours - plain).abs().max().item() > 1e-3  # the intervention did something
+
+
+def test_a_model_whose_logits_the_site_cannot_recompose_stops_with_one_line():
+    """The structural self-check: a decoder classifier that pools its first token (as an encoder's
+    classifier pools CLS) has layers, a final norm and a `score` head, but its logits are not the
+    site's; and a causal LM whose logits are transformed in a way the answer head does not apply."""
+    from transformers import AutoConfig, AutoModelForCausalLM, LlamaForSequenceClassification
+    from transformers.modeling_outputs import SequenceClassifierOutputWithPast
+
+    class FirstTokenClassifier(LlamaForSequenceClassification):
+        def forward(self, input_ids=None, attention_mask=None, **kwargs):
+            hidden = self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
+            return SequenceClassifierOutputWithPast(logits=self.score(hidden[:, 0]))
+
+    config = AutoConfig.for_model("llama", vocab_size=13, num_labels=28, pad_token_id=0, max_position_embeddings=16, bos_token_id=None,
+                                  eos_token_id=None, **CONFIGS["llama"])
+    torch.manual_seed(0)
+    with pytest.raises(ValueError, match="do not recompose the model's own logits") as caught:
+        arithmetic_decoder.site(FirstTokenClassifier(config), 1)
+    assert "\n" not in str(caught.value)
+    config = AutoConfig.for_model("gemma2", vocab_size=33, pad_token_id=0, max_position_embeddings=16, bos_token_id=None, eos_token_id=None,
+                                  final_logit_softcapping=0.05, **CONFIGS["gemma2"])
+    model = answer_head.AnswerClassifier(AutoModelForCausalLM.from_config(config), range(3, 31))
+    arithmetic_decoder.site(model, 0)  # the answer head caps as the model does
+    model.softcap = None
+    with pytest.raises(ValueError, match="do not recompose"):
+        arithmetic_decoder.site(model, 0)
+
+
+def test_a_model_without_a_list_of_decoder_layers_stops_with_one_line():
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    model = GPT2ForSequenceClassification(GPT2Config(vocab_size=13, n_positions=8, n_embd=16, n_layer=2, n_head=2, num_labels=28))
+    model.config.num_hidden_layers = 3  # the config no longer describes the layers the model has
+    with pytest.raises(ValueError, match="no list of decoder layers found"):
+        decoder.DecoderSite(model, 0, None, 6)
 
 
 def test_pyvene_engine_refuses_a_model_pyvene_does_not_know(tiny):
@@ -113,8 +184,9 @@ def run(*args):
     return proc
 
 
-def test_sweep_evaluation_and_graphs_run_on_the_decoder(tiny, tmp_path):
-    model_type, path, *_ = tiny
+@pytest.mark.parametrize("model_type", SCRIPT_TYPES)
+def test_sweep_evaluation_and_graphs_run_on_the_decoder(model_type, tmp_path):
+    path = save_tiny(model_type, tmp_path / model_type)
     sweep = tmp_path / "sweep"
     run(ROOT / "run_das.py", "--model_path", path, "--layers", "1", "--low_rank_dims", "8", "--n_training", "256", "--n_testing", "200",
         "--batch_size", "64", "--epochs", "1", "--results_path", sweep)

@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from causal_das.das import engine
+from causal_das.models.answer_head import head_kind
 from causal_das.runtime import devices
 from causal_das.runtime.io import atomic_write_json, read_json, run_metadata
 from causal_das.runtime.provenance import Tally, file_sha256, load_current, model_fingerprint
@@ -124,6 +125,7 @@ def evaluate_saved(
         **run_metadata(),
         "sweep": str(results_path),
         "sweep_config": sweep_settings(config),
+        "head": head_kind(model),
         "test_models": [m.name for m in models],
         "pairs": {"n": len(test_ids), "all_pairs": all_pairs, "includes_training_pairs": all_pairs, "seed": seed},
         "cells": evaluations,

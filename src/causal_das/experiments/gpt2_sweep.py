@@ -23,6 +23,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from causal_das.das import engine
+from causal_das.models.answer_head import head_kind
 from causal_das.runtime import devices
 from causal_das.runtime.io import atomic_write_json, check_results_path, run_metadata
 from causal_das.runtime.provenance import Tally, load_current, model_fingerprint
@@ -223,6 +224,7 @@ def run_sweep(config: SweepConfig, executor: str = "local", ray_address: str | N
         "config": sweep_settings(config),
         **run_metadata(),
         "model_fingerprint": fingerprint,
+        "head": head_kind(model),
         "n": n,
         "layers": list(layers),
         "low_rank_dims": list(ks),

@@ -1,6 +1,10 @@
 """Training the GPT-2 classifier of X+Y+Z: the offline default from scratch, or a pretrained GPT-2
 fine-tuned the thesis way. Triples are split into training and held-out sets, and held-out
-accuracy is what is reported (the thesis measured accuracy on the triples it trained on)."""
+accuracy is what is reported (the thesis measured accuracy on the triples it trained on).
+
+`head="next_token"` trains a causal LM instead, whose answer is the next token (the sum's decimal
+string), on the LM's own objective; its record gives the held-out accuracy over the answer tokens
+(what every downstream step reads) and over the whole vocabulary."""
 
 from __future__ import annotations
 
@@ -14,7 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from causal_das.models import checkpoint_dtype, decoder
+from causal_das.models import checkpoint_dtype
+from causal_das.models.answer_head import AnswerClassifier, answer_token_ids, head_kind
+from causal_das.models.lm_structure import HEAD_KINDS, find_structure
 from causal_das.runtime import devices
 from causal_das.runtime.io import atomic_write_json, check_results_path, run_metadata
 from causal_das.runtime.provenance import model_fingerprint, trained_earlier
@@ -47,6 +53,7 @@ class GPT2RunConfig:
     device: str = "auto"  # see `devices`
     precision: str = "auto"
     retrain: bool = False  # train even when output_dir holds a network trained with these flags
+    head: str = "sequence_classification"  # or "next_token": a causal LM whose answer is the next token
     # Interchange intervention training (`studies.arithmetic_iit`): (causal model, site, region) triples.
     inductions: tuple[tuple[str, str, str], ...] = ()
 
@@ -55,6 +62,8 @@ class GPT2RunConfig:
         settings = {k: v for k, v in asdict(self).items() if k not in ("output_dir", "device", "precision", "retrain")}
         if not self.inductions:
             settings.pop("inductions")  # a network trained before inductions existed keeps its settings
+        if self.head == "sequence_classification":
+            settings.pop("head")  # and one trained before the next-token head existed
         else:
             settings["inductions"] = [list(induction) for induction in self.inductions]
         return settings
@@ -63,9 +72,15 @@ class GPT2RunConfig:
         return arithmetic_decoder.GPT2TrainConfig(self.epochs, self.batch_size, self.lr, self.weight_decay, self.warmup_fraction, 1.0, self.seed)
 
 
-def _load_base(name: str):
-    """(model with a fresh 28-class head, tokenizer, how its dtype was chosen: None for an fp32 checkpoint)."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+def _load_base(name: str, head: str = "sequence_classification"):
+    """(model with a fresh 28-class head, or its language-model head read at the answer tokens,
+    tokenizer, how its dtype was chosen: None for an fp32 checkpoint)."""
+    from transformers import (
+        AutoConfig,
+        AutoModelForCausalLM,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+    )
 
     if Path(name).exists() and not Path(name).is_dir():
         # transformers reads a config.json given as a file, then fails with a traceback on the tokenizer.
@@ -76,9 +91,13 @@ def _load_base(name: str):
     except (OSError, ValueError) as error:
         raise ValueError(f"--base_model {name} could not be found or read ({str(error).splitlines()[0]}); "
                          "pass a local directory holding a decoder saved with save_pretrained") from None
-    if config.model_type not in decoder.SUPPORTED_TYPES:
-        raise ValueError(f"--base_model {name} is a {config.model_type!r} model; supported decoder types: {', '.join(decoder.SUPPORTED_TYPES)}")
     tokenizer = AutoTokenizer.from_pretrained(name)
+    answers = None
+    if head == "next_token":
+        try:
+            answers = answer_token_ids(tokenizer, arithmetic_decoder.ANSWERS)
+        except ValueError as error:
+            raise ValueError(f"--base_model {name}: {error}") from None
     # A fresh 28-class score head on the pretrained decoder, as *ForSequenceClassification does.
     # transformers prints a load report of the head it replaces (and the new one); that is the point here.
     from transformers.utils import logging as hf_logging
@@ -87,9 +106,20 @@ def _load_base(name: str):
     hf_logging.set_verbosity_error()
     dtype, how = checkpoint_dtype.choose(name, config, "--base_model", finetune=True)  # always fp32 master weights
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(name, num_labels=arithmetic.N_CLASSES, dtype=dtype)
+        if head == "next_token":
+            model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
+        else:
+            model = AutoModelForSequenceClassification.from_pretrained(name, num_labels=arithmetic.N_CLASSES, dtype=dtype)
     finally:
         hf_logging.set_verbosity(verbosity)
+    try:  # a decoder whose layers, final norm and head are found, and whose site recomposes its logits
+        find_structure(model, head)
+        if answers is not None:
+            model = AnswerClassifier(model, answers)
+        if model.config.model_type != "gpt2":
+            arithmetic_decoder.site(model, 0)
+    except ValueError as error:
+        raise ValueError(f"--base_model {name}: {error}") from None
     checkpoint_dtype.announce(how)
     arithmetic_decoder.prepare_pretrained(model, tokenizer)
     return model, tokenizer, how
@@ -118,11 +148,25 @@ def _save_atomically(model, tokenizer, output_dir: Path, extra: dict) -> None:
         raise
 
 
+def _vocabulary_accuracies(model, input_ids, train_idx, heldout_idx) -> dict:
+    """A next-token head's accuracies over the whole vocabulary (the argmax over every token is the
+    answer), beside the ones over the answer tokens; nothing for a sequence classifier."""
+    if not isinstance(model, AnswerClassifier):
+        return {}
+    correct = arithmetic_decoder.vocabulary_correct(model, input_ids)
+    return {"answer_tokens": list(arithmetic_decoder.ANSWERS), "answer_token_ids": model.answer_ids.tolist(),
+            "train_accuracy_vocabulary": float(correct[train_idx].mean()), "heldout_accuracy_vocabulary": float(correct[heldout_idx].mean())}
+
+
 def train_and_save(config: GPT2RunConfig) -> dict:
     """Trains, writes the model, tokenizer, `training.json` and `training_curves.png` to
     `config.output_dir`, and returns the training record. A network already trained there with the
     same flags (and whose weights are the ones its record names) is reused, not retrained."""
     output_dir = Path(config.output_dir)
+    if config.head not in HEAD_KINDS:
+        raise ValueError(f"--head {config.head!r}: choose {' or '.join(HEAD_KINDS)}")
+    if config.inductions and config.head != "sequence_classification":
+        raise ValueError("--induce trains a sequence classifier; it does not take --head next_token")
     if config.base_model is None:  # bad inductions fail before anything is written (a pretrained model's depth: once loaded)
         arithmetic_iit.check_disjoint([arithmetic_iit.Induction.parse(*spec, config.n_layers) for spec in config.inductions])
     device = devices.setup(config.device, config.precision)
@@ -132,11 +176,14 @@ def train_and_save(config: GPT2RunConfig) -> dict:
         return earlier
     started = time.perf_counter()
     loaded_as = None  # how a --base_model stored in bf16/fp16 was loaded (None: as stored, in fp32)
-    if config.base_model is None:
+    if config.base_model is None and config.head == "next_token":
+        tokenizer = arithmetic_decoder.build_answer_tokenizer()
+        model = arithmetic_decoder.build_default_model(tokenizer, config.width, config.n_layers, config.n_heads, config.seed, head=config.head)
+    elif config.base_model is None:
         tokenizer = arithmetic_decoder.build_tokenizer()
         model = arithmetic_decoder.build_default_model(tokenizer, config.width, config.n_layers, config.n_heads, config.seed)
     else:
-        model, tokenizer, loaded_as = _load_base(config.base_model)
+        model, tokenizer, loaded_as = _load_base(config.base_model, config.head)
     model = model.to(device)  # initialised on the CPU: the same start on every device
     # num_hidden_layers: every decoder type's depth (n_layer is GPT-2's own name for it).
     inductions = [arithmetic_iit.Induction.parse(*spec, model.config.num_hidden_layers) for spec in config.inductions]
@@ -154,6 +201,7 @@ def train_and_save(config: GPT2RunConfig) -> dict:
         "config": asdict(config),
         **run_metadata(),
         "mode": "scratch" if config.base_model is None else "finetune",
+        "head": head_kind(model),
         "model": {"type": model.config.model_type, "n_layer": model.config.num_hidden_layers, "n_embd": model.config.hidden_size,
                   "n_head": model.config.num_attention_heads, "parameters": sum(p.numel() for p in model.parameters()),
                   **({"checkpoint_dtype": loaded_as} if loaded_as else {})},
@@ -163,6 +211,7 @@ def train_and_save(config: GPT2RunConfig) -> dict:
         "train_accuracy": float(correct[train_idx].mean()),
         "heldout_accuracy": float(correct[heldout_idx].mean()),
         "accuracy_all_triples": float(correct.mean()),
+        **_vocabulary_accuracies(model, input_ids, train_idx, heldout_idx),
         "misclassified": [
             {"triple": arithmetic.TRIPLES[i].tolist(), "predicted_sum": int(predicted[i]) + arithmetic.OFFSET,
              "split": "heldout" if i in set(heldout_idx.tolist()) else "train"}

@@ -1,16 +1,22 @@
-"""Any Hugging Face decoder-only sequence classifier as a DAS site: the residual stream after decoder
-layer L at chosen token positions.
+"""Any Hugging Face decoder-only classifier as a DAS site: the residual stream after decoder layer L
+at chosen token positions. The classifier is a sequence classifier (`score` head) or a causal LM
+read at declared answer tokens (`answer_head.AnswerClassifier`).
 
-The site is found through the model's own structure, not one class per family: the base model
-(`model.base_model`), its list of decoder layers, its final norm and the `score` head. The prefix
-runs the model's own forward and takes layer L's output (a forward hook; the rest of the forward
-is cut short). The suffix calls the later layers themselves with the arguments the model's forward
-passes them (the rotary position embeddings, the causal or sliding-window mask, the position ids),
-recorded once per site from a forward pass on one prompt: those arguments depend only on the
-prompt length, which is fixed (the task's prompts have six tokens and no padding), and they
-broadcast over the batch. Then the final norm and the score head at the last token, the one a
-sequence classifier pools when nothing is padded. Tests compare the recomposed logits with the
-model's own to 1e-5 at every layer for each supported type.
+The site is found through the model's own structure, not one class per family and not a list of
+model types (`lm_structure.find_structure`): the base model, its list of decoder layers, its final
+norm, and the head (`answer_head.class_head`). The prefix runs the model's own forward and takes
+layer L's output (a forward hook; the rest of the forward is cut short). The suffix calls the later
+layers themselves with the arguments the model's forward passes them (the rotary position
+embeddings, the causal or sliding-window mask, the position ids), recorded once per site from a
+forward pass on one prompt: those arguments depend only on the prompt length, which is fixed (the
+task's prompts have six tokens and no padding), and they broadcast over the batch. Then the final
+norm and the head at the last token, the one a sequence classifier pools when nothing is padded.
+
+Whether that recomposition is the model is checked, not assumed: each site runs one probe prompt
+through its prefix and suffix and compares the logits with the model's own forward, and stops with
+one line when they differ (an encoder whose classifier pools its first token, a head the model
+transforms in a way the site does not know). Tests compare the two to 1e-5 at every layer for each
+tested family.
 
 GPT-2 keeps its own faster site (`gpt2.GPT2Site`: the final block at the last position only,
 attention spelled out for six tokens, cached keys of untouched tokens).
@@ -21,41 +27,29 @@ from __future__ import annotations
 import torch
 
 from causal_das.das.site import PyveneSpec, SiteName
+from causal_das.models.answer_head import class_head, language_model, pyvene_view
+from causal_das.models.lm_structure import find_structure
 
-SUPPORTED_TYPES = ("gpt2", "llama", "qwen2", "gemma2", "gpt_neox")
-# pyvene 0.1.8's model card maps these sequence classifiers (gemma2's and gpt_neox's are missing).
+# pyvene 0.1.8's model card maps these model types' sequence classifiers and causal LMs (it misses
+# gemma2's and gpt_neox's classifiers, and most families altogether): the reference engine refuses
+# the others.
 PYVENE_TYPES = ("gpt2", "llama", "qwen2")
-_LAYER_LISTS = ("layers", "h")
-_FINAL_NORMS = ("norm", "final_layer_norm", "ln_f")
 
 
 class _Stop(Exception):
     """Raised by the prefix hook once layer L has run: the rest of the forward is not needed."""
 
 
-def check_supported(config) -> None:
-    if config.model_type not in SUPPORTED_TYPES:
-        raise ValueError(f"model type {config.model_type!r} is not supported; supported decoder types: {', '.join(SUPPORTED_TYPES)}")
-
-
-def _part(module, names: tuple[str, ...], what: str):
-    for name in names:
-        part = getattr(module, name, None)
-        if part is not None:
-            return part
-    raise ValueError(f"{type(module).__name__} has no {what} (looked for {', '.join(names)})")
-
-
 def decoder_parts(model):
-    """(decoder layers, final norm) of a decoder-only sequence classifier."""
-    base = model.base_model
-    return _part(base, _LAYER_LISTS, "list of decoder layers"), _part(base, _FINAL_NORMS, "final norm")
+    """(decoder layers, final norm or None) of a decoder-only classifier, found from its structure;
+    ValueError (one line) naming what is missing."""
+    structure = find_structure(language_model(model))
+    return structure.layers, structure.final_norm
 
 
 def layer_outputs(model, input_ids: torch.Tensor, layers) -> dict[int, torch.Tensor]:
     """{layer: that decoder layer's output (N, T, d)} from one forward pass of the model, cut short
     after the last of `layers` (forward hooks keep each wanted layer's output)."""
-    check_supported(model.config)
     decoder_layers, _ = decoder_parts(model)
     wanted = sorted(set(layers))
     if not wanted or not all(0 <= index < len(decoder_layers) for index in wanted):
@@ -86,14 +80,13 @@ def layer_outputs(model, input_ids: torch.Tensor, layers) -> dict[int, torch.Ten
 def interchange_logits(model, input_ids: torch.Tensor, n_bases: int, layer: int, positions) -> torch.Tensor:
     """Logits (n_bases, classes) of the first `n_bases` prompts of `input_ids` (2 * n_bases, T) run
     with decoder layer `layer`'s output at `positions` taken from the other prompts (their sources,
-    in the same order): interchange intervention training on any supported decoder.
+    in the same order): interchange intervention training on any decoder.
 
     One forward pass of the model itself, with a hook that swaps the positions as the layer returns:
     differentiable, in whatever mode (train or eval) the model is in, and with every argument the
     model's forward passes its layers (the recorded arguments of `DecoderSite` are for eval-mode
     suffixes). The sources run through the later layers too; that costs a second suffix, which
     GPT-2's own path (`arithmetic_iit.interchange_logits`) avoids."""
-    check_supported(model.config)
     decoder_layers, _ = decoder_parts(model)
     if not 0 <= layer < len(decoder_layers):
         raise ValueError(f"layer {layer} does not exist: the model has decoder layers 0..{len(decoder_layers) - 1}")
@@ -120,8 +113,8 @@ class DecoderSite:
     positions DAS does not intervene on keep the base's values (`coordinates`)."""
 
     def __init__(self, model, layer: int, positions: tuple[int, ...] | None, seq_len: int):
-        check_supported(model.config)
         self.layers, self.norm = decoder_parts(model)
+        self.head = class_head(model)
         width, n_layers = model.config.hidden_size, len(self.layers)
         if not 0 <= layer < n_layers:
             raise ValueError(f"layer {layer} does not exist: the model has decoder layers 0..{n_layers - 1}")
@@ -133,6 +126,7 @@ class DecoderSite:
         self.n = len(positions) * width
         self.coordinates = None if positions == tuple(range(seq_len)) else torch.cat([torch.arange(p * width, (p + 1) * width) for p in positions])
         self._arguments = self._record_layer_arguments()
+        self._check_recomposition()
 
     def _record_layer_arguments(self) -> list[tuple[tuple, dict]]:
         """What the model's forward passes each layer after `layer`, besides the hidden states."""
@@ -156,6 +150,26 @@ class DecoderSite:
                 handle.remove()
         return recorded
 
+    def _check_recomposition(self) -> None:
+        """The suffix of the prefix of one probe prompt must give the model's own logits; else one line."""
+        config = self.model.config
+        pad = getattr(config, "pad_token_id", None)
+        tokens = [t for t in range(min(getattr(config, "vocab_size", 2), self.seq_len + 2)) if t != pad] or [0]
+        device = next(self.model.parameters()).device
+        probe = torch.tensor([[tokens[(i + 1) % len(tokens)] for i in range(self.seq_len)]], device=device)
+        with torch.no_grad():
+            own = self.model(input_ids=probe, attention_mask=torch.ones_like(probe), use_cache=False).logits.float()
+            ours = self.suffix(self.prefix(probe)).float()
+        # Loose enough for bf16 and TF32 rounding; a wrong token, norm or head is off by the logits' size.
+        scale = own.abs().max().item() if own.numel() else 0.0
+        if own.shape == ours.shape and (ours - own).abs().max().item() <= 2e-2 * (1 + scale):
+            return
+        found = (f"max difference {(ours - own).abs().max().item():.3g} on logits up to {scale:.3g}" if own.shape == ours.shape
+                 else f"logits of shape {tuple(ours.shape)}, the model's {tuple(own.shape)}")
+        raise ValueError(f"{type(language_model(self.model)).__name__}: the site's prefix and suffix at layer {self.layer} do not "
+                         f"recompose the model's own logits ({found}); its head does not read the final-normed last token "
+                         "as a decoder's does")
+
     def prefix(self, input_ids: torch.Tensor) -> torch.Tensor:
         return layer_outputs(self.model, input_ids, [self.layer])[self.layer].flatten(1)
 
@@ -165,10 +179,12 @@ class DecoderSite:
             args, kwargs = self._arguments[index]
             hidden = self.layers[index](hidden, *args, **kwargs)
             hidden = hidden[0] if isinstance(hidden, tuple) else hidden
-        return self.model.score(self.norm(hidden[:, -1]))
+        last = hidden[:, -1]
+        return self.head(last if self.norm is None else self.norm(last))
 
     def pyvene_spec(self) -> PyveneSpec:
+        network, logits = pyvene_view(self.model)
         if self.model.config.model_type not in PYVENE_TYPES:
-            raise ValueError(f"pyvene 0.1.8 does not support {type(self.model).__name__}; use the fast engine (--engine fast)")
-        return PyveneSpec(model=self.model, layer=self.layer, component="block_output", positions=self.positions,
-                          to_pyvene_inputs=lambda ids: {"input_ids": ids}, logits=lambda out: out.logits)
+            raise ValueError(f"pyvene 0.1.8 does not support {type(network).__name__}; use the fast engine (--engine fast)")
+        return PyveneSpec(model=network, layer=self.layer, component="block_output", positions=self.positions,
+                          to_pyvene_inputs=lambda ids: {"input_ids": ids}, logits=logits)

@@ -1,6 +1,7 @@
 """GPT-2 run in pieces for DAS: its blocks with attention over a few tokens spelled out, its head,
-and `GPT2Site`, the fast site of a GPT-2 sequence classifier whose prompts all have `seq_len`
-tokens and no padding (the X+Y+Z study's front is `studies.arithmetic_decoder`; prompts of
+and `GPT2Site`, the fast site of a GPT-2 classifier (a `GPT2ForSequenceClassification`, or a
+`GPT2LMHeadModel` read at answer tokens: `answer_head.AnswerClassifier`) whose prompts all have
+`seq_len` tokens and no padding (the X+Y+Z study's front is `studies.arithmetic_decoder`; prompts of
 different lengths and any other decoder go through `models.lm_site`).
 
 `GPT2Site` cuts the network at the `block_output` of one block (pyvene's name: the block's output,
@@ -17,6 +18,7 @@ from torch import nn
 
 from causal_das.das.site import PyveneSpec, SiteName
 from causal_das.models import gpt2_untouched
+from causal_das.models.answer_head import class_head, pyvene_view
 from causal_das.models.attention import softmax_over_few
 
 log = logging.getLogger(__name__)
@@ -39,7 +41,7 @@ def run_blocks(model, hidden: torch.Tensor, start: int, stop: int) -> torch.Tens
     """Blocks start..stop-1 of the transformer on hidden (B, T, d)."""
     if start >= stop:
         return hidden
-    blocks = model.transformer.h[start:stop]
+    blocks = model.base_model.h[start:stop]
     if _plain_attention_pays(model, hidden):
         causal = torch.full((hidden.shape[1],) * 2, float("-inf"), device=hidden.device, dtype=hidden.dtype).triu(1)
         for block in blocks:
@@ -80,7 +82,7 @@ def _block_with_plain_attention(block, hidden: torch.Tensor, causal: torch.Tenso
 
 
 def embed(model, input_ids: torch.Tensor) -> torch.Tensor:
-    transformer = model.transformer
+    transformer = model.base_model
     positions = torch.arange(input_ids.shape[1], device=input_ids.device)
     return transformer.drop(transformer.wte(input_ids) + transformer.wpe(positions))
 
@@ -101,14 +103,15 @@ def block_outputs(model, input_ids: torch.Tensor, layers, chunk: int = 4096) -> 
 
 def head(model, hidden: torch.Tensor, after: int) -> torch.Tensor:
     """Logits from block_output of block `after` (B, T, d): the remaining blocks, `ln_f`, and the
-    score head at the last token (prompts are unpadded, so the last token is the one GPT-2 reads)."""
+    class head at the last token (prompts are unpadded, so the last token is the one GPT-2 reads):
+    the score head, or the answer rows of the LM head."""
     n_layers = model.config.n_layer
     if after + 1 < n_layers:
         hidden = run_blocks(model, hidden, after + 1, n_layers - 1)
         last = _final_block_at_last_position(model, hidden)
     else:
         last = hidden[:, -1]
-    return model.score(model.transformer.ln_f(last))
+    return class_head(model)(model.base_model.ln_f(last))
 
 
 def _final_block_at_last_position(model, hidden: torch.Tensor) -> torch.Tensor:
@@ -117,7 +120,7 @@ def _final_block_at_last_position(model, hidden: torch.Tensor) -> torch.Tensor:
     so no causal mask is needed. Same arithmetic as GPT2Block in eval mode (tests compare the logits
     with pyvene's to 1e-5); in training mode, where dropout would matter, the block runs whole."""
     n_layers = model.config.n_layer
-    block = model.transformer.h[n_layers - 1]
+    block = model.base_model.h[n_layers - 1]
     if block.training or model.config.add_cross_attention:
         return run_blocks(model, hidden, n_layers - 1, n_layers)[:, -1]
     attention = block.attn
@@ -172,13 +175,14 @@ class GPT2Site:
         return head(self.model, state.view(len(state), self.seq_len, self.width), self.layer)
 
     def pyvene_spec(self) -> PyveneSpec:
+        network, logits = pyvene_view(self.model)  # a next-token head: the LM, its answer logits at the last token
         return PyveneSpec(
-            model=self.model,
+            model=network,
             layer=self.layer,
             component="block_output",
             positions=self.positions,
             to_pyvene_inputs=lambda ids: {"input_ids": ids},
-            logits=lambda out: out.logits,
+            logits=logits,
         )
 
 

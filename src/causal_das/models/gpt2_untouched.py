@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 
+from causal_das.models.answer_head import class_head
 from causal_das.models.attention import softmax_over_few
 
 REUSE_UNTOUCHED_KEYS = True  # off: every site runs its suffix on all positions (benchmarks compare both)
@@ -28,7 +29,7 @@ def cached_keys(model, outputs: dict[int, torch.Tensor], layer: int, untouched: 
     `layer`..n_layer-2 (each block's input is the previous block's output)."""
     parts = []
     for j in range(layer + 1, model.config.n_layer):
-        block = model.transformer.h[j]
+        block = model.base_model.h[j]
         _, key, value = block.attn.c_attn(block.ln_1(outputs[j - 1][:, :untouched])).split(block.attn.split_size, dim=2)
         parts += [key.flatten(1), value.flatten(1)]
     return torch.cat(parts, dim=1)
@@ -79,5 +80,5 @@ def logits(model, state: torch.Tensor, layer: int, untouched: int, seq_len: int)
     if changing == 1:
         mask = mask[-1:]
     for b, j in enumerate(range(layer + 1, n_layer)):
-        hidden = _block_with_cached_keys(model.transformer.h[j], hidden, cache[:, b, 0], cache[:, b, 1], mask, last_only=j == n_layer - 1)
-    return model.score(model.transformer.ln_f(hidden))
+        hidden = _block_with_cached_keys(model.base_model.h[j], hidden, cache[:, b, 0], cache[:, b, 1], mask, last_only=j == n_layer - 1)
+    return class_head(model)(model.base_model.ln_f(hidden))
