@@ -153,8 +153,8 @@ def test_train_from_scratch_then_sweep_evaluate_positions_and_graphs(tmp_path):
     positions = tmp_path / "positions"
     run_here("run_das.py", "--model_path", out, "--position_sets", "all", "4-5", "--layers", "0", "--causal_models", "(X+Y)+Z",
         "--n_training", "64", "--n_testing", "50", "--epochs", "1", "--results_path", positions)
-    cells = json.loads((positions / "summary.json").read_text())["cells"]
-    assert {c["position_set"] for c in cells} == {"all", "4-5"}
+    summary = json.loads((positions / "summary.json").read_text())
+    assert summary["head"] == "next_token" and {c["position_set"] for c in summary["cells"]} == {"all", "4-5"}
 
 
 def test_finetune_a_saved_llama_language_model_on_its_next_token(tmp_path):

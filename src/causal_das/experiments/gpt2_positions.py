@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from causal_das.das import baselines, engine
 from causal_das.das.evaluation import margin_standard_error as margin_error
+from causal_das.models.answer_head import head_kind
 from causal_das.runtime import devices
 from causal_das.runtime.io import atomic_write_json, check_results_path, run_metadata
 from causal_das.runtime.provenance import Tally, load_current, model_fingerprint
@@ -331,6 +332,7 @@ def run_position_sweep(config: PositionSweepConfig, executor: str = "local", ray
         "config": settings_of(config),
         **run_metadata(),
         "model_fingerprint": cells.inputs["model_fingerprint"],
+        "head": head_kind(model),
         "k": k, "layers": list(layers), "position_sets": list(config.position_sets),
         "causal_models": [m.name for m in family],
         "cells": [_summary_row(done[key]) for key in keys],
