@@ -62,7 +62,7 @@ def main():
             site = arithmetic_decoder.site(model, layer)
             trained = intervention_for(Path(args.sweep_path), model, args.causal_model, layer, args.k, site.n)
             start = time.perf_counter()
-            correct = G.correct_matrix(network, site, trained, causal_model)
+            correct = G.correct_matrix(network, site, trained, causal_model, A.counterfactual_labels)
             seconds = time.perf_counter() - start
             verdict = "under" if seconds < 60 else "OVER"
             print(f"layer {layer:>2}: {A.N_PAIRS:,} ordered pairs in {seconds:6.1f} s ({verdict} the 60 s target); "

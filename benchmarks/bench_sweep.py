@@ -80,8 +80,8 @@ def graphs_one_layer(model_path: str, sweep: str, names: tuple, k: int, batched:
     models = [A.get_model(n) for n in names]
     with engine.frozen(model):
         if batched:
-            return G.correct_matrices(network, site, trained, models)
-        return [G.correct_matrix(network, site, one, m) for one, m in zip(trained, models, strict=True)]
+            return G.correct_matrices(network, site, trained, models, A.counterfactual_labels)
+        return [G.correct_matrix(network, site, one, m, A.counterfactual_labels) for one, m in zip(trained, models, strict=True)]
 
 
 def untouched_keys_lever(model_path: str, family: str, layers, positions: tuple, tmp: Path) -> None:

@@ -84,7 +84,7 @@ LAYER_RULES = {
     "das": {"runtime", "causal_model"},
     "tasks": {"causal_model", "models"},  # models: a task writes its prompts with models.prompts
     "plots": {"runtime"},
-    "analysis": {"tasks", "das", "runtime", "causal_model"},
+    "analysis": {"das", "runtime", "causal_model"},  # no task: the task's inputs come in as an InputTable
     "models": {"das", "runtime"},  # no task: a model or site knows no task
     "studies": {"analysis", "plots", "models", "tasks", "das", "runtime", "causal_model", "metrics"},
     "experiments": {"studies", "analysis", "plots", "models", "tasks", "das", "runtime", "causal_model", "metrics"},
@@ -108,6 +108,15 @@ def test_no_experiment_module_imports_another(module):
     # What two experiments share lives in `studies/`: an experiment module is one script's work.
     others = sorted(m for m in IMPORTS[module] if layer(m) == "experiments" and m != "causal_das.experiments")
     assert not others, f"{module} imports {others}; move what they share into causal_das.studies"
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if layer(m) == "analysis"))
+def test_the_analyses_know_no_task(module):
+    # The disentangling algorithms serve any task: what they need of one (its inputs, their features,
+    # intermediate values and counterfactual labels) comes in as an `analysis.inputs.InputTable`,
+    # which the task's study builds (`studies.arithmetic_analysis` for X+Y+Z).
+    task_side = sorted(m for m in IMPORTS[module] if layer(m) in ("tasks", "studies", "experiments"))
+    assert not task_side, f"{module} imports {task_side}; pass what it needs of the task in an analysis.inputs.InputTable"
 
 
 def test_the_shared_das_loop_imports_no_engine():

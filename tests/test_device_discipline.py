@@ -106,7 +106,7 @@ def test_engine_cells_and_baselines_on_the_device_equal_the_cpu(simulated_cuda):
     assert cpu[2] == device[2] and torch.equal(cpu[3], device[3])
 
 
-def test_every_site_type_and_an_iia_graph_pass_on_the_device(simulated_cuda, monkeypatch, tmp_path):
+def test_every_site_type_and_an_iia_graph_pass_on_the_device(simulated_cuda, tmp_path):
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
     from causal_das.analysis import graphs
@@ -135,12 +135,11 @@ def test_every_site_type_and_an_iia_graph_pass_on_the_device(simulated_cuda, mon
         site = cnn.CNNSite(net, "conv1", view)
         trained = engine.train(site, image_pairs, engine.DASConfig((4,), epochs=1, batch_size=32, lr=1e-2))
         assert engine.predict(site, trained, image_pairs).shape == (64,)
-    # An IIA-graph pass: the first 50 bases against their sources.
-    monkeypatch.setattr(graphs, "N", 50)
-    network = arithmetic_network.Network.load(tiny_gpt2, ids, [1])
+    # An IIA-graph pass over the first 50 triples: every one as base against every one as source.
+    network = arithmetic_network.Network.load(tiny_gpt2, ids[:50], [1])
     site = arithmetic_decoder.site(tiny_gpt2, 1)
     trained = engine.train(site, pairs, config)
-    correct, = graphs.correct_matrices(network, site, [trained], [arithmetic.FAMILIES["arithmetic"][0]])
+    correct, = graphs.correct_matrices(network, site, [trained], [arithmetic.FAMILIES["arithmetic"][0]], arithmetic.counterfactual_labels)
     assert correct.shape == (50, 50)
 
 

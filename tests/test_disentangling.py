@@ -14,6 +14,7 @@ from causal_das.analysis import classification, cliques, division
 from causal_das.das import engine
 from causal_das.experiments import gpt2_evaluation
 from causal_das.studies import arithmetic_cells, arithmetic_decoder, graph_files
+from causal_das.studies.arithmetic_analysis import FEATURES, INPUTS, features
 from causal_das.tasks import arithmetic as A
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -222,27 +223,27 @@ def test_division_grows_sets_in_order_and_respects_faithfulness():
     weight[np.ix_(block_a, block_a)] = 1.0
     weight[np.ix_(block_b, block_b)] = 1.0
     np.fill_diagonal(weight, 0)
-    result = division.divide({"(X+Y)+Z": weight, "X+(Y+Z)": weight}, ["(X+Y)+Z", "X+(Y+Z)"], 1.0)
+    result = division.divide({"(X+Y)+Z": weight, "X+(Y+Z)": weight}, INPUTS, ["(X+Y)+Z", "X+(Y+Z)"], 1.0)
     assert result["sets"]["(X+Y)+Z"] == block_a.tolist() and result["sets"]["X+(Y+Z)"] == block_b.tolist()
     assert result["sizes"]["unexplained"] == A.N_TRIPLES - 70
     assert result["mean_pairwise_iia"]["(X+Y)+Z"] == pytest.approx(1.0)
     # Below 1 the mean rule keeps growing past the block while the set's mean stays above the
     # threshold; the member rule stops at the block, where every member still holds.
-    loose = division.divide({"(X+Y)+Z": weight}, ["(X+Y)+Z"], 0.9, rule="mean")
+    loose = division.divide({"(X+Y)+Z": weight}, INPUTS, ["(X+Y)+Z"], 0.9, rule="mean")
     assert set(block_a) <= set(loose["sets"]["(X+Y)+Z"]) and len(loose["sets"]["(X+Y)+Z"]) > 40
     assert 0.9 <= loose["mean_pairwise_iia"]["(X+Y)+Z"] < 1.0 and loose["weakest_member_iia"]["(X+Y)+Z"] < 0.9
-    assert division.divide({"(X+Y)+Z": weight}, ["(X+Y)+Z"], 0.9)["sets"]["(X+Y)+Z"] == block_a.tolist()
+    assert division.divide({"(X+Y)+Z": weight}, INPUTS, ["(X+Y)+Z"], 0.9)["sets"]["(X+Y)+Z"] == block_a.tolist()
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        division.divide({"(X+Y)+Z": weight}, ["(X+Y)+Z"], 1.2)
+        division.divide({"(X+Y)+Z": weight}, INPUTS, ["(X+Y)+Z"], 1.2)
 
 
 def test_classifier_learns_a_rule_and_the_stored_tree_predicts_like_sklearn():
     labels = np.where(A.TRIPLES[:, 0] <= 5, "(X+Y)+Z", np.where(A.TRIPLES.sum(1) % 3 == 0, "X+(Y+Z)", "unexplained"))
     correct = np.zeros((A.N_TRIPLES, A.N_TRIPLES), dtype=bool)
-    record = classification.classify(labels.tolist(), {"(X+Y)+Z": correct, "X+(Y+Z)": correct}, 0.2, range(1, 6), 5, 0)
+    record = classification.classify(labels.tolist(), {"(X+Y)+Z": correct, "X+(Y+Z)": correct}, INPUTS, 0.2, range(1, 6), 5, 0)
     assert record["heldout_accuracy"] == 1.0 and record["n_heldout"] == 200
     held = np.array(record["heldout_triples"])
-    assert np.array_equal(classification.predict_with(record["tree"], A.TRIPLES[held]), labels[held])
+    assert np.array_equal(classification.predict_with(record["tree"], INPUTS.features[held], FEATURES), labels[held])
 
 
 def test_splits_that_change_no_prediction_are_merged_into_leaves():
@@ -252,22 +253,22 @@ def test_splits_that_change_no_prediction_are_merged_into_leaves():
     rng = np.random.default_rng(0)
     minority = rng.random(A.N_TRIPLES) < np.where(A.TRIPLES[:, 0] <= 5, 0.3, 0.05)
     labels = np.where(minority, "(X+Y)+Z", "unexplained")
-    tree, _, _ = classification.fit_tree(classification.features(A.TRIPLES), labels, (1, 2, 3), 5, 0)
-    assert tree.tree_.node_count > 1 and set(tree.predict(classification.features(A.TRIPLES))) == {"unexplained"}
-    stored = classification.tree_to_json(tree, classification.FEATURES, [str(c) for c in tree.classes_])
+    tree, _, _ = classification.fit_tree(features(A.TRIPLES), labels, (1, 2, 3), 5, 0)
+    assert tree.tree_.node_count > 1 and set(tree.predict(features(A.TRIPLES))) == {"unexplained"}
+    stored = classification.tree_to_json(tree, FEATURES, [str(c) for c in tree.classes_])
     assert len(stored["nodes"]) == 1 and stored["merged_splits"] >= 1
     assert classification.first_split(stored) is None and classification.rules_text(stored) == "|--- class: unexplained\n"
     correct = np.zeros((A.N_TRIPLES, A.N_TRIPLES), dtype=bool)
-    record = classification.classify(labels.tolist(), {"(X+Y)+Z": correct}, 0.2, range(1, 4), 5, 0, splits=2)
+    record = classification.classify(labels.tolist(), {"(X+Y)+Z": correct}, INPUTS, 0.2, range(1, 4), 5, 0, splits=2)
     assert record["first_split"] is None and record["heldout_accuracy"] == record["heldout_majority_rate"]
     # A deep tree on noisy labels keeps its informative splits and merges the rest, predicting as before.
     noisy = np.where(A.TRIPLES[:, 0] <= 5, "(X+Y)+Z", "X+(Y+Z)")
     noisy[rng.random(A.N_TRIPLES) < 0.15] = "unexplained"
-    x = classification.features(A.TRIPLES)
+    x = features(A.TRIPLES)
     from sklearn.tree import DecisionTreeClassifier
 
     deep = DecisionTreeClassifier(max_depth=6, random_state=0).fit(x, noisy)
-    stored = classification.tree_to_json(deep, classification.FEATURES, [str(c) for c in deep.classes_])
+    stored = classification.tree_to_json(deep, FEATURES, [str(c) for c in deep.classes_])
     assert stored["merged_splits"] > 0 and len(stored["nodes"]) < deep.tree_.node_count
-    assert classification.predict_with(stored, A.TRIPLES) == deep.predict(x).tolist()
+    assert classification.predict_with(stored, x, FEATURES) == deep.predict(x).tolist()
     assert classification.first_split(stored) == "X <= 5.50" and "|--- X <= 5.50" in classification.rules_text(stored)

@@ -20,6 +20,7 @@ from causal_das.analysis import classification, division
 from causal_das.analysis.graphs import Graph, correct_matrices
 from causal_das.das.data import TrainedIntervention
 from causal_das.das.site import SiteName
+from causal_das.studies.arithmetic_analysis import INPUTS
 from causal_das.tasks import arithmetic as A
 
 FIRST, SECOND = "(X+Y)+Z", "X+(Y+Z)"
@@ -88,7 +89,7 @@ def planted_graphs(name: str) -> tuple[dict[str, Graph], list[str]]:
     planted = Planted(name)
     site = MixtureSite(planted.model)
     trained = [TrainedIntervention(str(site.name), 5, (1,), planted.model.rotation[:, [column]].clone()) for column in (0, 1)]
-    matrices = correct_matrices(planted, site, trained, [A.get_model(FIRST), A.get_model(SECOND)])
+    matrices = correct_matrices(planted, site, trained, [A.get_model(FIRST), A.get_model(SECOND)], INPUTS.labels)
     graphs = {model: Graph(model, 0, 1, correct) for model, correct in zip((FIRST, SECOND), matrices, strict=True)}
     x, y, z = A.TRIPLES.T
     return graphs, np.where(MIXTURES[name][0](x, y, z), FIRST, SECOND).tolist()
@@ -124,7 +125,7 @@ def test_the_member_rule_recovers_the_planted_partition_where_the_mean_rule_over
     if MIXTURES[name][1]:
         wrong = 1 - np.mean([division.mean_pairwise(weights[m], regions[m]) for m in regions])
         assert 0.03 < wrong < 0.1  # the slips make a few percent of each region's own pairs wrong
-    result = division.divide_both(weights, [FIRST, SECOND], faithfulness, "member")
+    result = division.divide_both(weights, INPUTS, [FIRST, SECOND], faithfulness, "member")
     member, mean = division.agreement(result["assignment"], planted), division.agreement(result["other_rule"]["assignment"], planted)
     print(f"{name}, faithfulness {faithfulness}: agreement with the planted partition, member rule {member:.3f}, mean rule {mean:.3f}")
     assert member >= 0.98, (name, faithfulness, result["sizes"])
@@ -136,8 +137,8 @@ def test_the_member_rule_recovers_the_planted_partition_where_the_mean_rule_over
 
 def test_the_classifier_recovers_a_region_a_feature_can_express():
     graphs, planted = planted_graphs("threshold X <= 5")
-    result = division.divide({m: g.weight for m, g in graphs.items()}, [FIRST, SECOND], 0.8)
-    record = classification.classify(result["assignment"], {m: g.correct for m, g in graphs.items()}, 0.2, range(1, 6), 5, 0)
+    result = division.divide({m: g.weight for m, g in graphs.items()}, INPUTS, [FIRST, SECOND], 0.8)
+    record = classification.classify(result["assignment"], {m: g.correct for m, g in graphs.items()}, INPUTS, 0.2, range(1, 6), 5, 0)
     assert record["heldout_accuracy"] >= 0.98 and record["chosen_depth"] == 1
     assert "X <= 5.50" in record["rules"], record["rules"]
     # The check against measurements: held-out triples predicted (X+Y)+Z are explained by it.
@@ -152,14 +153,14 @@ def test_planted_sets_are_stable_under_resampling_and_noise_sets_are_not(name):
 
     graphs, _ = planted_graphs(name)
     weights = {m: g.weight for m, g in graphs.items()}
-    full = division.divide(weights, [FIRST, SECOND], 0.8, "member")
-    result = stability.resampled(weights, [FIRST, SECOND], 0.8, "member", full, resamples=4)
+    full = division.divide(weights, INPUTS, [FIRST, SECOND], 0.8, "member")
+    result = stability.resampled(weights, INPUTS, [FIRST, SECOND], 0.8, "member", full, resamples=4)
     assert all(s["stable"] and s["jaccard_min"] >= 0.95 for s in result["sets"].values()), result["sets"]
     assert result["triples_keeping_label"] >= 0.95
     rng = np.random.default_rng(0)
     noise = {m: (lambda u: np.triu(u, 1) + np.triu(u, 1).T)(rng.uniform(0.6, 1.0, (A.N_TRIPLES, A.N_TRIPLES))) for m in (FIRST, SECOND)}
-    full = division.divide(noise, [FIRST, SECOND], 0.8, "member")
-    result = stability.resampled(noise, [FIRST, SECOND], 0.8, "member", full, resamples=4)
+    full = division.divide(noise, INPUTS, [FIRST, SECOND], 0.8, "member")
+    result = stability.resampled(noise, INPUTS, [FIRST, SECOND], 0.8, "member", full, resamples=4)
     assert not any(s["stable"] for s in result["sets"].values()), result["sets"]
     assert result["triples_keeping_label"] < 0.8
 
@@ -170,15 +171,15 @@ def test_the_classifier_keeps_its_rule_over_other_splits_and_finds_none_in_rando
     the trees are one leaf (no split changes a prediction) or their first rule changes with the split."""
     graphs, _ = planted_graphs("threshold X <= 5")
     correct = {m: g.correct for m, g in graphs.items()}
-    result = division.divide({m: g.weight for m, g in graphs.items()}, [FIRST, SECOND], 0.8)
-    record = classification.classify(result["assignment"], correct, 0.2, range(1, 6), 5, 0, splits=5)
+    result = division.divide({m: g.weight for m, g in graphs.items()}, INPUTS, [FIRST, SECOND], 0.8)
+    record = classification.classify(result["assignment"], correct, INPUTS, 0.2, range(1, 6), 5, 0, splits=5)
     other = record["other_splits"]
     assert record["first_split"] == "X <= 5.50" and other["same_first_split"] == 1.0, other["first_split_counts"]
     assert other["heldout_accuracy"]["min"] >= 0.97 and other["splits_above_majority"] == 5
     low, high = record["heldout_accuracy_interval95"]
     assert 0.95 < low < record["heldout_accuracy"] <= high <= 1.0
     labels = np.random.default_rng(0).choice([FIRST, SECOND], A.N_TRIPLES).tolist()
-    other = classification.classify(labels, correct, 0.2, range(1, 6), 5, 0, splits=5)["other_splits"]
+    other = classification.classify(labels, correct, INPUTS, 0.2, range(1, 6), 5, 0, splits=5)["other_splits"]
     assert other["above_majority_mean"] < 0.05, other
     assert set(other["first_split_counts"]) == {"(one leaf)"} or other["same_first_split"] < 1.0, other
 
@@ -211,7 +212,7 @@ def test_runs_that_agree_are_stable_across_seeds_and_runs_that_divide_otherwise_
 
     def run(name):
         graphs, _ = planted_graphs(name)
-        row = division.divide_both({m: g.weight for m, g in graphs.items()}, [FIRST, SECOND], 0.8, "member")
+        row = division.divide_both({m: g.weight for m, g in graphs.items()}, INPUTS, [FIRST, SECOND], 0.8, "member")
         return {"layers": [{**row, "layer": 0}]}
 
     threshold, diagonal = run("threshold X <= 5"), run("diagonal X > Y")

@@ -27,7 +27,7 @@ import pytest
 from causal_das.analysis.graphs import same_intermediate
 from causal_das.experiments import gpt2_evaluation, gpt2_sweep, iia_graphs
 from causal_das.studies import arithmetic_cells
-from causal_das.tasks.arithmetic import FAMILIES, N_TRIPLES
+from causal_das.tasks.arithmetic import FAMILIES, N_TRIPLES, intermediate_values
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "results/gpt2/model"  # the thesis's /home/mpislar/LLM_causal_model_learning/models/trained_gpt2forseq
@@ -121,7 +121,7 @@ def graphs(root) -> tuple[list, str]:
 
     def planted(network, site, trained, causal_models, **_):
         calls.append((str(site.name), [m.name for m in causal_models], len(trained)))
-        return [same_intermediate(m) | np.eye(N_TRIPLES, dtype=bool) for m in causal_models]
+        return [same_intermediate(intermediate_values(m)) | np.eye(N_TRIPLES, dtype=bool) for m in causal_models]
 
     with contextlib.chdir(root), pytest.MonkeyPatch.context() as patch:
         patch.setattr(iia_graphs, "correct_matrices", planted)

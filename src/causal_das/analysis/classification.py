@@ -1,14 +1,15 @@
-"""Which causal model explains the network on a triple? A decision tree over interpretable features.
+"""Which causal model explains the network on an input? A decision tree over interpretable features.
 
-Labels come from a division (`division.py`) at one layer: each triple's causal model, or
-"unexplained". A scikit-learn decision tree is fitted on a training share of the triples, its depth
-chosen by cross-validation on those triples only, and its accuracy is reported on held-out triples
-it never saw (beside the majority-label rate on them). The tree is stored as JSON (every node's
-feature, threshold, children and class counts), so `predict` and the tree figure need neither
-scikit-learn nor a pickle.
+Labels come from a division (`division.py`) at one layer: each input's causal model, or
+"unexplained". A scikit-learn decision tree is fitted on a training share of the inputs over the
+features the task gives them (`InputTable.features`; for X+Y+Z, X, Y, Z, their parities and sums:
+`studies.arithmetic_analysis`), its depth chosen by cross-validation on those inputs only, and its
+accuracy is reported on held-out inputs it never saw (beside the majority-label rate on them). The
+tree is stored as JSON (every node's feature, threshold, children and class counts), so `predict`
+and the tree figure need neither scikit-learn nor a pickle.
 
-For every triple the IIA actually measured against each causal model is available from the graphs:
-the fraction of the 1998 ordered pairs that involve the triple (as base or as source) whose
+For every input the IIA actually measured against each causal model is available from the graphs:
+the fraction of the 2 (n - 1) ordered pairs that involve the input (as base or as source) whose
 interchange gives that model's counterfactual label.
 """
 
@@ -18,22 +19,7 @@ import warnings
 
 import numpy as np
 
-from causal_das.tasks import arithmetic
-
-FEATURES = (
-    "X", "Y", "Z",
-    "X even", "Y even", "Z even",
-    "X+Y", "X+Z", "Y+Z", "X+Y+Z",
-    "X+Y+Z divisible by 3", "X+Y+Z divisible by 5", "X+Y+Z divisible by 7",
-)  # fmt: skip
-
-
-def features(triples: np.ndarray) -> np.ndarray:
-    """(N, len(FEATURES)) integer features of (N, 3) triples."""
-    x, y, z = (np.asarray(triples)[:, i] for i in range(3))
-    total = x + y + z
-    columns = [x, y, z, x % 2 == 0, y % 2 == 0, z % 2 == 0, x + y, x + z, y + z, total, total % 3 == 0, total % 5 == 0, total % 7 == 0]
-    return np.stack([np.asarray(c, dtype=np.int64) for c in columns], axis=1)
+from causal_das.analysis.inputs import InputTable
 
 
 def measured_iia(correct: np.ndarray, index: int) -> float:
@@ -43,14 +29,14 @@ def measured_iia(correct: np.ndarray, index: int) -> float:
 
 
 def iia_with_set(weight: np.ndarray, index: int, members: list[int]) -> float | None:
-    """Mean edge weight between a triple and the other members of a division set (the quantity the
+    """Mean edge weight between an input and the other members of a division set (the quantity the
     division thresholds), or None for an empty set."""
     others = [m for m in members if m != index]
     return float(weight[index, others].mean()) if others else None
 
 
-def split_triples(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train, held-out) indices, stratified by label where every label has at least two triples."""
+def split_inputs(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, held-out) indices, stratified by label where every label has at least two inputs."""
     from sklearn.model_selection import train_test_split
 
     if not 0 < test_fraction < 1:
@@ -75,7 +61,7 @@ def fit_tree(x: np.ndarray, y: np.ndarray, max_depths: tuple[int, ...], folds: i
     scores = {}
     for depth in max_depths:
         with warnings.catch_warnings():
-            # A class with a single triple (e.g. a division set of one) cannot be in every fold;
+            # A class with a single input (e.g. a division set of one) cannot be in every fold;
             # sklearn warns once per depth and scores it in the one fold that holds it, which is right.
             warnings.filterwarnings("ignore", message="The least populated class in y has only", category=UserWarning)
             fold_scores = cross_val_score(DecisionTreeClassifier(max_depth=depth, random_state=seed), x, y, cv=splitter, scoring="accuracy")
@@ -122,10 +108,13 @@ def tree_to_json(tree, feature_names, class_names) -> dict:
     return {"features": list(feature_names), "classes": list(class_names), "nodes": nodes, "merged_splits": merged[0]}
 
 
-def predict_with(tree_json: dict, triples: np.ndarray) -> list[str]:
-    """The class the stored tree gives each triple (goes left when feature <= threshold)."""
-    x = features(triples)
-    column = {name: i for i, name in enumerate(tree_json["features"])}
+def predict_with(tree_json: dict, x: np.ndarray, feature_names) -> list[str]:
+    """The class the stored tree gives each row of `x`, (m, len(feature_names)) features named by
+    `feature_names` (goes left when feature <= threshold)."""
+    column = {name: i for i, name in enumerate(feature_names)}
+    missing = [name for name in tree_json["features"] if name not in column]
+    if missing:
+        raise ValueError(f"the stored tree was fitted on features {missing} that the given ones ({list(feature_names)}) lack")
     nodes = tree_json["nodes"]
     out = []
     for row in x:
@@ -166,19 +155,20 @@ def first_split(tree_json: dict) -> str | None:
     return None if root["feature"] is None else f"{root['feature']} <= {root['threshold']:.2f}"
 
 
-def repeated_splits(labels: np.ndarray, test_fraction: float, max_depths, folds: int, seed: int, splits: int, first: str | None) -> dict:
+def repeated_splits(labels: np.ndarray, inputs: InputTable, test_fraction: float, max_depths, folds: int, seed: int, splits: int,
+                    first: str | None) -> dict:
     """How much the held-out accuracy and the tree's first rule move with the held-out split: the
     whole fit (depth by cross-validation, tree, held-out accuracy) redone on `splits` other random
     splits (seeds seed+1 ... seed+splits). `first` is the first rule of the reported tree."""
-    x = features(arithmetic.TRIPLES)
+    x = inputs.require_features()
     accuracy, majority, rules = [], [], []
     for s in range(seed + 1, seed + 1 + splits):
-        train, test = split_triples(labels, test_fraction, s)
+        train, test = split_inputs(labels, test_fraction, s)
         tree, _, _ = fit_tree(x[train], labels[train], tuple(max_depths), folds, s)
         common = max(set(labels[train].tolist()), key=lambda c: (np.sum(labels[train] == c), c))
         accuracy.append(float(np.mean(tree.predict(x[test]) == labels[test])))
         majority.append(float(np.mean(labels[test] == common)))
-        rules.append(first_split(tree_to_json(tree, FEATURES, [str(c) for c in tree.classes_])))
+        rules.append(first_split(tree_to_json(tree, inputs.feature_names, [str(c) for c in tree.classes_])))
     margins = np.array(accuracy) - np.array(majority)
     return {
         "splits": splits, "seeds": list(range(seed + 1, seed + 1 + splits)),
@@ -192,29 +182,31 @@ def repeated_splits(labels: np.ndarray, test_fraction: float, max_depths, folds:
     }
 
 
-def classify(assignment: list[str], correct_by_model: dict[str, np.ndarray], test_fraction: float, max_depths, folds: int, seed: int,
-             splits: int = 0) -> dict:
-    """Fits and evaluates the tree; returns the record the JSON and the figure are made of. With
-    `splits`, also how much the result moves over that many other held-out splits."""
+def classify(assignment: list[str], correct_by_model: dict[str, np.ndarray], inputs: InputTable, test_fraction: float, max_depths,
+             folds: int, seed: int, splits: int = 0) -> dict:
+    """Fits and evaluates the tree on the features of `inputs` (`assignment`: the division's label of
+    each input; `correct_by_model`: each model's (n, n) graph); returns the record the JSON and the
+    figure are made of. With `splits`, also how much the result moves over that many other held-out
+    splits."""
     labels = np.asarray(assignment, dtype=object)
     classes = sorted(set(labels.tolist()))
     if len(classes) < 2:
-        raise ValueError(f"every triple has the same division label ({classes[0]!r}): there is nothing to classify; "
+        raise ValueError(f"every input has the same division label ({classes[0]!r}): there is nothing to classify; "
                          "divide with another --faithfulness")
-    train, test = split_triples(labels, test_fraction, seed)
-    x = features(arithmetic.TRIPLES)
+    train, test = split_inputs(labels, test_fraction, seed)
+    x = inputs.require_features()
     tree, cv_scores, depth = fit_tree(x[train], labels[train], tuple(max_depths), folds, seed)
     predicted = tree.predict(x)
-    stored = tree_to_json(tree, FEATURES, [str(c) for c in tree.classes_])
+    stored = tree_to_json(tree, inputs.feature_names, [str(c) for c in tree.classes_])
     accuracy = float(np.mean(predicted[test] == labels[test]))
     majority = max(set(labels[train].tolist()), key=lambda c: (np.sum(labels[train] == c), c))
     models = list(correct_by_model)
-    iia = {m: np.array([measured_iia(correct_by_model[m], i) for i in range(arithmetic.N_TRIPLES)]) for m in models}
+    iia = {m: np.array([measured_iia(correct_by_model[m], i) for i in range(inputs.n)]) for m in models}
     sets = {m: [i for i, label in enumerate(assignment) if label == m] for m in models}
     set_iia = {}
     for m in models:
         weight = (correct_by_model[m].astype(np.float32) + correct_by_model[m].T) / 2
-        set_iia[m] = np.array([np.nan if not sets[m] else iia_with_set(weight, i, sets[m]) for i in range(arithmetic.N_TRIPLES)])
+        set_iia[m] = np.array([np.nan if not sets[m] else iia_with_set(weight, i, sets[m]) for i in range(inputs.n)])
     held_out_iia = {}
     for cls in classes:
         chosen = test[predicted[test] == cls]
@@ -225,7 +217,7 @@ def classify(assignment: list[str], correct_by_model: dict[str, np.ndarray], tes
         }
     return {
         "classes": classes,
-        "features": list(FEATURES),
+        "features": list(inputs.feature_names),
         "n_train": int(len(train)),
         "n_heldout": int(len(test)),
         "heldout_triples": test.tolist(),
@@ -233,7 +225,7 @@ def classify(assignment: list[str], correct_by_model: dict[str, np.ndarray], tes
         "chosen_depth": depth,
         "train_accuracy": float(np.mean(predicted[train] == labels[train])),
         "heldout_accuracy": accuracy,
-        # Where the accuracy of n_heldout triples may lie: the Wilson score interval (95%), which
+        # Where the accuracy of n_heldout inputs may lie: the Wilson score interval (95%), which
         # unlike accuracy ± standard error is not a point at an accuracy of 1.
         "heldout_accuracy_interval95": wilson_interval(accuracy, len(test)),
         "heldout_majority_rate": float(np.mean(labels[test] == majority)),
@@ -241,12 +233,13 @@ def classify(assignment: list[str], correct_by_model: dict[str, np.ndarray], tes
         "heldout_confusion": {
             true: {pred: int(np.sum((labels[test] == true) & (predicted[test] == pred))) for pred in classes} for true in classes
         },
-        # The check against measurements: held-out triples grouped by the tree's prediction, with
+        # The check against measurements: held-out inputs grouped by the tree's prediction, with
         # their mean measured IIA against each causal model, over all pairs and within each
         # model's division set.
         "heldout_measured_iia_by_prediction": held_out_iia,
         "rules": rules_text(stored),
         "first_split": first_split(stored),
         "tree": stored,
-        **({"other_splits": repeated_splits(labels, test_fraction, max_depths, folds, seed, splits, first_split(stored))} if splits else {}),
+        **({"other_splits": repeated_splits(labels, inputs, test_fraction, max_depths, folds, seed, splits, first_split(stored))}
+           if splits else {}),
     }

@@ -1,4 +1,5 @@
-"""Clique analysis of IIA graphs: which sets of triples does one intervention treat consistently?
+"""Clique analysis of IIA graphs: which sets of inputs (for X+Y+Z, triples) does one intervention
+treat consistently?
 
 On the edges of weight 1 (both orientations of the interchange give the causal model's
 counterfactual label), repeatedly take a maximum clique and remove its nodes, while the clique has
@@ -19,7 +20,7 @@ import time
 
 import numpy as np
 
-from causal_das.tasks import arithmetic
+from causal_das.analysis.inputs import InputTable
 
 
 class _Timeout(Exception):
@@ -151,18 +152,15 @@ def peel_cliques(adjacency: np.ndarray, min_size: int = 5, exact_seconds: float 
     return cliques
 
 
-def _intermediate(name: str) -> np.ndarray:
-    return arithmetic.intermediate_values(arithmetic.get_model(name))
-
-
-def analyse(graphs: dict, min_size: int = 5, exact_seconds: float = 10.0, progress=None) -> dict:
-    """Cliques of every graph, coverage per graph, and overlap between causal models per layer."""
+def analyse(graphs: dict, inputs: InputTable, min_size: int = 5, exact_seconds: float = 10.0, progress=None) -> dict:
+    """Cliques of every graph ({(causal model name, group): Graph} over the inputs of `inputs`),
+    coverage per graph, and overlap between causal models per group."""
     per_graph = []
     covered: dict[tuple[str, int], set[int]] = {}
     for (name, layer), graph in (progress or (lambda x: x))(graphs.items()):
         started = time.perf_counter()
         cliques = peel_cliques(graph.agreement, min_size, exact_seconds)
-        values = _intermediate(name)
+        values = inputs.values_of(name)
         for clique in cliques:
             # One intermediate value throughout: every counterfactual label is the base's own label.
             clique["intermediate_values"] = sorted({int(v) for v in values[clique["nodes"]]})
@@ -175,13 +173,14 @@ def analyse(graphs: dict, min_size: int = 5, exact_seconds: float = 10.0, progre
             "k": graph.k,
             "n_cliques": len(cliques),
             "sizes": [c["size"] for c in cliques],
-            "coverage": len(nodes) / arithmetic.N_TRIPLES,
+            "coverage": len(nodes) / inputs.n,
             "n_cliques_single_intermediate_value": sum(len(c["intermediate_values"]) == 1 for c in cliques),
             "methods": sorted(methods),
             # A greedy clique is only a lower bound, so a greedy stop does not prove that no larger
             # clique is left; an exact one does.
             "all_exact": methods <= {"exact"},
-            "largest_clique_triples": [list(map(int, arithmetic.TRIPLES[v])) for v in cliques[0]["nodes"]] if cliques else [],
+            # The largest clique's inputs as they are shown (the field's name is the X+Y+Z study's).
+            "largest_clique_triples": [inputs.row(v) for v in cliques[0]["nodes"]] if cliques else [],
             "cliques": cliques,
             "seconds": time.perf_counter() - started,
         })
@@ -195,7 +194,7 @@ def analyse(graphs: dict, min_size: int = 5, exact_seconds: float = 10.0, progre
                 sa, sb = covered[(a, layer)], covered[(b, layer)]
                 union = sa | sb
                 pairs.append({"models": [a, b], "shared_triples": len(sa & sb), "jaccard": len(sa & sb) / len(union) if union else 0.0})
-        counts = np.zeros(arithmetic.N_TRIPLES, dtype=int)
+        counts = np.zeros(inputs.n, dtype=int)
         for name in names:
             counts[list(covered[(name, layer)])] += 1
         histogram = {str(c): int(np.sum(counts == c)) for c in range(len(names) + 1)}
@@ -204,8 +203,8 @@ def analyse(graphs: dict, min_size: int = 5, exact_seconds: float = 10.0, progre
 
 
 def cliques_table(result: dict) -> str:
-    lines = [f"cliques of weight-1 edges with at least {result['min_size']} triples, largest first"]
-    lines.append("(one P: cliques whose triples all share the intermediate value, where doing nothing would also be correct)")
+    lines = [f"cliques of weight-1 edges with at least {result['min_size']} inputs, largest first"]
+    lines.append("(one P: cliques whose inputs all share the intermediate value, where doing nothing would also be correct)")
     lines.append(f"{'causal model':>12} {'layer':>5} {'cliques':>7} {'one P':>6} {'largest':>7} {'coverage':>8} {'method':>8}  sizes")
     for g in result["graphs"]:
         sizes = ", ".join(map(str, g["sizes"][:8])) + (", ..." if len(g["sizes"]) > 8 else "")

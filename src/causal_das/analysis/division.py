@@ -1,29 +1,30 @@
-"""Division of the 1000 triples among causal models, from their IIA graphs at one site.
+"""Division of a task's inputs (for X+Y+Z, the 1000 triples) among causal models, from their IIA
+graphs at one site.
 
-Causal models are taken in a given order. For each, a set of still-unassigned triples is grown
-greedily from the unassigned triple with the largest total edge weight to the other unassigned
-triples; the set's triples are then removed and the next model is grown. What is left is
-"unexplained", so every triple ends in exactly one set or in "unexplained". Two rules say when a
+Causal models are taken in a given order. For each, a set of still-unassigned inputs is grown
+greedily from the unassigned input with the largest total edge weight to the other unassigned
+inputs; the set's inputs are then removed and the next model is grown. What is left is
+"unexplained", so every input ends in exactly one set or in "unexplained". Two rules say when a
 set may grow (`RULES`):
 
-- `mean` (the thesis's): repeatedly add the unassigned triple with the largest total weight to the
-  set (ties: larger total weight to all unassigned triples, then the lower index) as long as the
+- `mean` (the thesis's): repeatedly add the unassigned input with the largest total weight to the
+  set (ties: larger total weight to all unassigned inputs, then the lower index) as long as the
   set's mean pairwise IIA (mean edge weight over its pairs) stays >= `faithfulness`. A strong core
-  then carries weakly connected triples: a triple with weight 0.5 to every member of a core of
+  then carries weakly connected inputs: an input with weight 0.5 to every member of a core of
   weight-1 edges keeps the mean above 0.8 for a long while.
 - `member`: every member's mean IIA with the rest of its set must be >= `faithfulness`. The set
-  starts as every unassigned triple and is peeled: the member with the lowest mean with the rest
+  starts as every unassigned input and is peeled: the member with the lowest mean with the rest
   leaves (ties: the lower-ranked by the order above) until every member holds. Then it grows: the
   outsider with the largest total weight to it (same ties) joins while its own mean with the set is
-  >= the threshold, and members that fell below it are pruned, the weakest first; a triple pruned
+  >= the threshold, and members that fell below it are pruned, the weakest first; an input pruned
   after joining may not rejoin. It stops when no outsider qualifies, so the set is stable: every
-  member holds, no outsider would. Peeling first (rather than growing from one triple) keeps the
-  order in which a noisy core is met from stopping the growth early. Each triple leaves and joins at
-  most once and each step updates one vector of totals: O(N^2) per set for N unassigned triples
+  member holds, no outsider would. Peeling first (rather than growing from one input) keeps the
+  order in which a noisy core is met from stopping the growth early. Each input leaves and joins at
+  most once and each step updates one vector of totals: O(N^2) per set for N unassigned inputs
   (milliseconds at N = 1000).
 
-A set needs two triples to have a pair; a model whose best pair is below the threshold gets no
-triples. Edges between triples with the same intermediate value ("trivial": an intervention that
+A set needs two inputs to have a pair; a model whose best pair is below the threshold gets no
+inputs. Edges between inputs with the same intermediate value ("trivial": an intervention that
 does nothing also gets them right) count like any other and are reported per set.
 """
 
@@ -31,7 +32,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from causal_das.tasks import arithmetic
+from causal_das.analysis.inputs import InputTable
 
 UNEXPLAINED = "unexplained"
 
@@ -46,7 +47,7 @@ RULES = ("member", "mean")
 
 
 def grow_set(weight: np.ndarray, available: np.ndarray, faithfulness: float, rule: str = "mean") -> list[int]:
-    """The greedily grown set (indices) among `available` triples under `rule`; see the module docstring."""
+    """The greedily grown set (indices) among `available` inputs under `rule`; see the module docstring."""
     if rule not in RULES:
         raise ValueError(f"unknown division rule {rule!r}; choose one of {RULES}")
     pool = np.flatnonzero(available)
@@ -95,7 +96,7 @@ def _grow_mean(sub: np.ndarray, rank: np.ndarray, first: int, faithfulness: floa
 
 def _grow_member(sub: np.ndarray, rank: np.ndarray, faithfulness: float) -> list[int]:
     in_set = np.ones(len(sub), dtype=bool)
-    to_set = sub.sum(axis=1)  # total weight from every triple to the set (members: to the rest of it)
+    to_set = sub.sum(axis=1)  # total weight from every input to the set (members: to the rest of it)
     size = len(sub)
 
     def prune() -> list[int]:
@@ -113,7 +114,7 @@ def _grow_member(sub: np.ndarray, rank: np.ndarray, faithfulness: float) -> list
         return removed
 
     banned = np.zeros(len(sub), dtype=bool)  # pruned after joining: may not rejoin (so it terminates)
-    prune()  # peel from every available triple down to a set where every member holds
+    prune()  # peel from every available input down to a set where every member holds
     while True:  # then take in the outsiders that hold with it, pruning whoever no longer does
         choice, best = _best(np.where(in_set | banned, -np.inf, to_set), rank)
         if not np.isfinite(best) or best / size < faithfulness:
@@ -132,21 +133,23 @@ def mean_pairwise(weight: np.ndarray, members: list[int]) -> float | None:
     return float((sub.sum() - np.trace(sub)) / (len(members) * (len(members) - 1)))
 
 
-def divide(weights: dict[str, np.ndarray], order: list[str], faithfulness: float, rule: str = "member",
-           triples: np.ndarray | None = None) -> dict:
-    """{"sets": {model: [triple indices]}, "unexplained": [...], "assignment": [label per triple], ...};
-    `triples` (a boolean mask) divides only those triples, the others stay out of every set and
+def divide(weights: dict[str, np.ndarray], inputs: InputTable, order: list[str], faithfulness: float, rule: str = "member",
+           subset: np.ndarray | None = None) -> dict:
+    """{"sets": {model: [input indices]}, "unexplained": [...], "assignment": [label per input], ...}
+    of the inputs of `inputs` (each model's intermediate values tell which edges are trivial);
+    `subset` (a boolean mask) divides only those inputs, the others stay out of every set and
     "unexplained" (the resampling of `analysis.stability` uses it)."""
     check_faithfulness(faithfulness)
-    available = np.ones(arithmetic.N_TRIPLES, dtype=bool) if triples is None else np.asarray(triples, dtype=bool).copy()
+    available = np.ones(inputs.n, dtype=bool) if subset is None else np.asarray(subset, dtype=bool).copy()
     sets = {}
     for name in order:
         members = grow_set(weights[name], available, faithfulness, rule)
         sets[name] = members
         available[members] = False
-    assignment = np.full(arithmetic.N_TRIPLES, UNEXPLAINED, dtype=object)
+    assignment = np.full(inputs.n, UNEXPLAINED, dtype=object)
     for name, members in sets.items():
         assignment[members] = name
+    values = {name: inputs.values_of(name) for name in sets}
     return {
         "rule": rule,
         "order": list(order),
@@ -154,12 +157,12 @@ def divide(weights: dict[str, np.ndarray], order: list[str], faithfulness: float
         "sizes": {**{name: len(m) for name, m in sets.items()}, UNEXPLAINED: int(available.sum())},
         "mean_pairwise_iia": {name: mean_pairwise(weights[name], m) for name, m in sets.items()},
         # The weakest member's mean IIA with the rest of its set: >= faithfulness under the member
-        # rule; under the mean rule it shows how weakly the last triples hang on.
+        # rule; under the mean rule it shows how weakly the last inputs hang on.
         "weakest_member_iia": {name: weakest_member(weights[name], m) for name, m in sets.items()},
-        # A set whose triples share few intermediate values is mostly pairs an intervention that
+        # A set whose inputs share few intermediate values is mostly pairs an intervention that
         # does nothing also gets right (the counterfactual label is then the base's own label).
-        "distinct_intermediate_values": {name: _distinct_values(name, m) for name, m in sets.items()},
-        "trivial_weight_fraction": {name: trivial_weight_fraction(name, weights[name], m) for name, m in sets.items()},
+        "distinct_intermediate_values": {name: len(set(values[name][m].tolist())) for name, m in sets.items()},
+        "trivial_weight_fraction": {name: trivial_weight_fraction(weights[name], values[name], m) for name, m in sets.items()},
         "sets": sets,
         "unexplained": np.flatnonzero(available).tolist(),
         "assignment": assignment.tolist(),
@@ -174,11 +177,12 @@ def weakest_member(weight: np.ndarray, members: list[int]) -> float | None:
     return float(sub.sum(axis=1).min() / (len(members) - 1))
 
 
-def trivial_weight_fraction(name: str, weight: np.ndarray, members: list[int]) -> float | None:
-    """The share of the set's total edge weight on pairs with the same intermediate value."""
+def trivial_weight_fraction(weight: np.ndarray, values: np.ndarray, members: list[int]) -> float | None:
+    """The share of the set's total edge weight on pairs with the same intermediate value (`values`:
+    the causal model's intermediate value on every input)."""
     if len(members) < 2:
         return None
-    values = arithmetic.intermediate_values(arithmetic.get_model(name))[members]
+    values = np.asarray(values)[members]
     sub = weight[np.ix_(members, members)].astype(np.float64)
     np.fill_diagonal(sub, 0.0)
     total = sub.sum()
@@ -186,25 +190,22 @@ def trivial_weight_fraction(name: str, weight: np.ndarray, members: list[int]) -
 
 
 def agreement(assignment: list[str], expected: list[str]) -> float:
-    """The fraction of triples whose label in `assignment` equals the one in `expected`."""
+    """The fraction of inputs whose label in `assignment` equals the one in `expected`."""
     return float(np.mean(np.asarray(assignment, dtype=object) == np.asarray(expected, dtype=object)))
 
 
-def _distinct_values(name: str, members: list[int]) -> int:
-    return len(set(arithmetic.intermediate_values(arithmetic.get_model(name))[members].tolist()))
-
-
-def divide_both(weights: dict[str, np.ndarray], order: list[str], faithfulness: float, rule: str) -> dict:
+def divide_both(weights: dict[str, np.ndarray], inputs: InputTable, order: list[str], faithfulness: float, rule: str) -> dict:
     """`divide` under `rule`, with the other rule's division beside it (`other_rule`) and the
-    fraction of triples the two give the same label (`rules_agree`)."""
-    chosen = divide(weights, order, faithfulness, rule)
-    other = divide(weights, order, faithfulness, next(r for r in RULES if r != rule))
+    fraction of inputs the two give the same label (`rules_agree`)."""
+    chosen = divide(weights, inputs, order, faithfulness, rule)
+    other = divide(weights, inputs, order, faithfulness, next(r for r in RULES if r != rule))
     other.pop("order"), other.pop("faithfulness")
     return {**chosen, "other_rule": other, "rules_agree": agreement(chosen["assignment"], other["assignment"])}
 
 
 def division_table(result: dict) -> str:
-    lines = [f"division of the 1000 triples (faithfulness >= {result['faithfulness']}, order: {' > '.join(result['order'])}; "
+    n_inputs = len(result["layers"][0]["assignment"]) if result["layers"] else 0
+    lines = [f"division of the {n_inputs} inputs (faithfulness >= {result['faithfulness']}, order: {' > '.join(result['order'])}; "
              f"rule {result['rule']!r} used downstream, the other beside it)"]
     lines.append(f"{'group':>10} {'rule':>7} " + "".join(f"{name:>26}" for name in [*result["order"], UNEXPLAINED]) + f"{'rules agree':>13}")
     for layer in result["layers"]:

@@ -2,13 +2,13 @@
 training pairs, the initial W and the batch order of every DAS cell, hence the sites, the graphs,
 the cliques, the division and the classifier.
 
-Subsampling the triples (`stability.py`) asks whether a set depends on which other triples are
+Subsampling the inputs (`stability.py`) asks whether a set depends on which other inputs are
 there, on one set of graphs; this asks whether it depends on the training run that made the graphs.
 Each run is a results directory of the same analysis made from a sweep with its own --seed. Per
 division group (a layer, or "best sites") and causal model: the site each run chose, the set's size
 per run and the Jaccard index of every pair of runs' sets (stable when their mean is at least
-`stability.STABLE_JACCARD`); per group, the share of triples given the same label by every run; the
-triples covered by each graph's cliques, compared the same way; and the classifier's held-out
+`stability.STABLE_JACCARD`); per group, the share of inputs given the same label by every run; the
+inputs covered by each graph's cliques, compared the same way; and the classifier's held-out
 accuracy and first rule per run.
 """
 
@@ -58,17 +58,20 @@ def compare_runs(divisions: list[dict], cliques: list[dict | None], classificati
             "triples_with_one_label_in_every_run": float(np.mean((assignments == assignments[0]).all(axis=0))),
         })
     return {"runs": labels, "stable_jaccard": STABLE_JACCARD, "groups": groups,
-            "cliques": _compare_cliques(cliques), "classification": _compare_classifiers(classifications, labels)}
+            "cliques": _compare_cliques(cliques, next((len(r["layers"][0]["assignment"]) for r in divisions if r["layers"]), None)),
+            "classification": _compare_classifiers(classifications, labels)}
 
 
-def _compare_cliques(records: list[dict | None]) -> list[dict]:
+def _compare_cliques(records: list[dict | None], n: int | None) -> list[dict]:
+    """The inputs covered by each graph's cliques, run against run (`n`: how many inputs there are,
+    from the divisions; None: no coverage)."""
     if any(record is None for record in records):
         return []
     covered = [{(g["causal_model"], str(g["layer"])): {v for c in g["cliques"] for v in c["nodes"]} for g in record["graphs"]} for record in records]
     out = []
     for key in (k for k in covered[0] if all(k in run for run in covered[1:])):
         indices = _pairwise([run[key] for run in covered])
-        out.append({"causal_model": key[0], "group": key[1], "coverage": [len(run[key]) / 1000 for run in covered],
+        out.append({"causal_model": key[0], "group": key[1], "coverage": [len(run[key]) / n if n else None for run in covered],
                     "covered_jaccard_mean": float(np.mean(indices)), "covered_jaccard_min": float(np.min(indices)),
                     "stable": bool(np.mean(indices) >= STABLE_JACCARD)})
     return out
@@ -91,14 +94,14 @@ def comparison_table(result: dict) -> str:
              "average: the set changes with the seed)"]
     for g in result["groups"]:
         lines.append(f"{g['group']} ({g['rule']} rule, faithfulness {g['faithfulness']}): "
-                     f"{g['triples_with_one_label_in_every_run']:.3f} of the triples get one label in every run; unexplained {g['unexplained']}")
+                     f"{g['triples_with_one_label_in_every_run']:.3f} of the inputs get one label in every run; unexplained {g['unexplained']}")
         for name, m in g["models"].items():
             sites = ", ".join(str(s) for s in m["sites"]) if any(m["sites"]) else "-"
             lines.append(f"  {name:>10}  sizes {m['sizes']}  Jaccard {m['jaccard_mean']:.2f} (least {m['jaccard_min']:.2f})  "
                          f"{'stable' if m['stable'] else 'CHANGES WITH THE SEED'}  sites {sites}")
     for c in result["cliques"]:
-        lines.append(f"cliques {c['causal_model']:>10} {c['group']:>10}: coverage {', '.join(f'{v:.3f}' for v in c['coverage'])}, "
-                     f"covered triples Jaccard {c['covered_jaccard_mean']:.2f} (least {c['covered_jaccard_min']:.2f})")
+        lines.append(f"cliques {c['causal_model']:>10} {c['group']:>10}: coverage {', '.join('-' if v is None else f'{v:.3f}' for v in c['coverage'])}, "
+                     f"covered inputs Jaccard {c['covered_jaccard_mean']:.2f} (least {c['covered_jaccard_min']:.2f})")
     if result["classification"]:
         c = result["classification"]
         pairs = ", ".join(f"{a:.3f} (majority {b:.3f})" for a, b in zip(c["heldout_accuracy"], c["heldout_majority_rate"], strict=True))

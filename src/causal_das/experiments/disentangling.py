@@ -16,6 +16,7 @@ from causal_das.plots import disentangling as figures
 from causal_das.runtime.io import atomic_write_json, read_json, run_metadata
 from causal_das.runtime.provenance import Tally, digest, load_current
 from causal_das.studies import arithmetic_iit
+from causal_das.studies.arithmetic_analysis import INPUTS
 from causal_das.studies.graph_files import load_graphs
 from causal_das.tasks import arithmetic
 
@@ -66,7 +67,7 @@ def run_cliques(results_path: str | Path, min_size: int, exact_seconds: float, r
         return record
     index, graphs = load_graphs(results_path)
     started = time.perf_counter()
-    result = cliques.analyse(graphs, min_size, exact_seconds, progress=lambda items: tqdm(list(items), desc="cliques", unit="graph"))
+    result = cliques.analyse(graphs, INPUTS, min_size, exact_seconds, progress=lambda items: tqdm(list(items), desc="cliques", unit="graph"))
     if resamples:  # how much each graph's cliques move when a fifth of the triples is left out
         for row in tqdm(result["graphs"], desc="cliques of subsets", unit="graph"):
             row["stability"] = stability.resampled_cliques(graphs[(row["causal_model"], row["layer"])].agreement, row["cliques"],
@@ -110,9 +111,9 @@ def run_division(results_path: str | Path, faithfulness: float, order: list[str]
     for layer in _layers_with_all(graphs, order, layers):
         weights = {m: graphs[(m, layer)].weight for m in order}
         # "layer": the graphs' group (the layer, or a site label: see studies.graph_sites); "sites": each model's site.
-        rows.append({"layer": layer, "sites": {m: sites[(m, layer)] for m in order}, **division.divide_both(weights, order, faithfulness, rule)})
+        rows.append({"layer": layer, "sites": {m: sites[(m, layer)] for m in order}, **division.divide_both(weights, INPUTS, order, faithfulness, rule)})
         if resamples:  # how much the chosen rule's sets move when a fifth of the triples is left out
-            rows[-1]["stability"] = stability.resampled(weights, order, faithfulness, rule, rows[-1], resamples)
+            rows[-1]["stability"] = stability.resampled(weights, INPUTS, order, faithfulness, rule, rows[-1], resamples)
     induced = induced_answer(index)
     if induced is not None:  # a network trained with known mechanisms (IIT): how well each rule finds them
         expected = arithmetic_iit.induced_labels(induced)
@@ -173,7 +174,7 @@ def run_classification(results_path: str | Path, layer: int | None, test_fractio
     _, graphs = load_graphs(results_path)
     correct = {m: graphs[(m, row["layer"])].correct for m in division_record["order"]}
     started = time.perf_counter()
-    result = classification.classify(row["assignment"], correct, test_fraction, range(1, max_depth + 1), folds, seed, splits)
+    result = classification.classify(row["assignment"], correct, INPUTS, test_fraction, range(1, max_depth + 1), folds, seed, splits)
     record = {
         "experiment": "classification",
         "layer": row["layer"],
@@ -229,7 +230,7 @@ def predict(results_path: str | Path, triples: list[tuple[int, int, int]]) -> li
     division_record, row = _division_at(results_path, record["layer"])
     _, graphs = load_graphs(results_path)
     indices = [int(arithmetic.triple_index(*t)) for t in triples]
-    predicted = classification.predict_with(record["tree"], arithmetic.TRIPLES[indices])
+    predicted = classification.predict_with(record["tree"], INPUTS.features[indices], INPUTS.feature_names)
     heldout = set(record["heldout_triples"])
     out = []
     for t, i, p in zip(triples, indices, predicted, strict=True):

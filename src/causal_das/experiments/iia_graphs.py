@@ -1,5 +1,6 @@
-"""The graphs step of `disentangle_causal_models.py`: one IIA graph (see `analysis.graphs`) per
-trained sweep cell, resumable and reused while its inputs (the sweep cell's settings, the network,
+"""The graphs step of `disentangle_causal_models.py`: one IIA graph (see `analysis.graphs`) over the
+1000 triples (`studies.arithmetic_analysis.INPUTS` gives their counterfactual labels) per trained
+sweep cell, resumable and reused while its inputs (the sweep cell's settings, the network,
 W) are unchanged, locally or as Ray tasks.
 
 Each graph is a compressed array (`.npz`, the bit-packed `correct` matrix) beside a JSON record with
@@ -29,6 +30,7 @@ from causal_das.runtime.io import (
 from causal_das.runtime.provenance import Tally, file_sha256, load_current, model_fingerprint
 from causal_das.runtime.sweep import grouped, run_groups, split_finished
 from causal_das.studies import arithmetic_decoder, graph_sites
+from causal_das.studies.arithmetic_analysis import INPUTS
 from causal_das.studies.arithmetic_network import Network
 from causal_das.studies.graph_files import load_graph, save_graph
 from causal_das.studies.graph_sites import GraphKey
@@ -61,10 +63,10 @@ def compute_graphs(network, summary: dict, sweep: Path, out: Path, k: int, keys:
     site = network.site(layer, graph_sites.positions(summary, keys[0]))
     causal_models = [arithmetic.get_model(key.causal_model) for key in keys]
     label = f"{keys[0].site_label}: " + ", ".join(key.causal_model for key in keys)
-    matrices = correct_matrices(network, site, trained, causal_models, progress=label)
+    matrices = correct_matrices(network, site, trained, causal_models, labels=INPUTS.labels, progress=label)
     seconds = (time.perf_counter() - started) / len(keys)  # each graph's share of its site's time
     records = {}
-    for key, causal_model, correct in zip(keys, causal_models, matrices, strict=True):
+    for key, correct in zip(keys, matrices, strict=True):
         record = {
             "experiment": "iia_graph",
             "causal_model": key.causal_model,
@@ -74,7 +76,7 @@ def compute_graphs(network, summary: dict, sweep: Path, out: Path, k: int, keys:
             "site": str(site.name),
             "sweep": str(sweep),
             **({"selection": why[key]} if key in why else {}),
-            **statistics(correct, causal_model),
+            **statistics(correct, INPUTS.values_of(key.causal_model)),
             "settings": spec_for[key][0],
             "inputs": spec_for[key][1],
             "status": "done",
