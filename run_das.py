@@ -34,7 +34,7 @@ from causal_das.tasks.arithmetic import FAMILIES
 def main():
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     d = arithmetic_cells.SweepConfig()
-    parser.add_argument("--model_path", default=d.model_path, help="a sequence classifier saved by train_gpt2.py (GPT-2, or any supported decoder type with 28 classes)")
+    parser.add_argument("--model_path", default=d.model_path, help="a network saved by train_gpt2.py: a 28-class sequence classifier or a causal LM answering with the next token, of any Hugging Face decoder family")
     parser.add_argument("--causal_model_type", choices=sorted(FAMILIES), default=d.causal_model_type,
                         help="family of causal models: arithmetic ((X+Y)+Z, (X+Z)+Y, X+(Y+Z)) or simple ((X)+Y+Z, X+(Y)+Z, X+Y+(Z), (X+Y+Z))")
     parser.add_argument("--layers", type=int, nargs="+", default=None, help="blocks to intervene at (default: every block)")

@@ -263,8 +263,8 @@ def main():
     parser.add_argument("--seed", type=int, default=None, help="seed passed to every experiment (default: each script's own default)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes for a smoke test")
     parser.add_argument("--base_model", default=None, metavar="PATH",
-                        help="fine-tune this Hugging Face decoder (a directory saved with save_pretrained; types: "
-                             "gpt2, llama, qwen2, gemma2, gpt_neox) instead of training the default GPT-2 from scratch; every GPT-2 step "
+                        help="fine-tune this Hugging Face decoder (a directory saved with save_pretrained; any family "
+                             "whose layers, final norm and head are found) instead of training the default GPT-2 from scratch; every GPT-2 step "
                              "then runs on it (the comparison with the reference, which is the default network's, is skipped)")
     parser.add_argument("--only", nargs="+", choices=[*names, "known_answer", "seeds"], metavar="STEP",
                         help="run only these steps (listed below); known_answer: the steps of the network with a known answer; "
