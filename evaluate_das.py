@@ -11,7 +11,7 @@ pairs. Writes the JSON the figures read.
 
 from pathlib import Path
 
-from causal_das.experiments import gpt2_evaluation, thesis_commands
+from causal_das.experiments import arithmetic_evaluation, thesis_commands
 from causal_das.runtime.cli import ArgumentParser, positive_int, run_main, setup_logging
 from causal_das.runtime.devices import add_device_flags
 from causal_das.runtime.executors import add_executor_flags
@@ -63,12 +63,12 @@ def main():
         if out.parent != Path(results_path):  # an --output_name with directories: they must be creatable
             check_results_path(out.parent, "--output_name")
     for results_path in sweeps:
-        record = gpt2_evaluation.evaluate_saved(results_path, families, args.n_testing, args.all_pairs, args.seed, args.engine,
+        record = arithmetic_evaluation.evaluate_saved(results_path, families, args.n_testing, args.all_pairs, args.seed, args.engine,
                                    args.model_path, selected, args.batch_size, args.executor, args.ray_address, args.ray_cpus,
                                    args.device, args.precision, workers=args.workers)
         out = Path(results_path) / args.output_name
         atomic_write_json(out, record)
-        print(gpt2_evaluation.evaluation_table(record))
+        print(arithmetic_evaluation.evaluation_table(record))
         print(f"wrote {out}")
 
 

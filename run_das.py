@@ -21,8 +21,8 @@ and the illusion check (docs/experiments.md#where-each-variable-lives).
 
 from dataclasses import replace
 
-from causal_das.experiments import gpt2_positions, gpt2_sweep
-from causal_das.plots.gpt2 import plot_sweep
+from causal_das.experiments import arithmetic_positions, arithmetic_sweep
+from causal_das.plots.arithmetic import plot_sweep
 from causal_das.plots.positions import plot_positions
 from causal_das.runtime.cli import ArgumentParser, positive_float, positive_int, run_main, setup_logging
 from causal_das.runtime.devices import add_device_flags
@@ -41,7 +41,7 @@ def main():
     parser.add_argument("--low_rank_dims", type=positive_int, nargs="+", default=None,
                         help="k values: dimensions of the aligned subspace; k = n is a full swap (default: the thesis's 256 and 4608 "
                              "scaled to the site, 16 and 288 for the default model)")
-    p = gpt2_positions.PositionSweepConfig()
+    p = arithmetic_positions.PositionSweepConfig()
     parser.add_argument("--n_training", type=positive_int, default=None,
                         help=f"training (base, source) pairs per cell (default {d.n_training}; {p.n_training} with --position_sets)")
     parser.add_argument("--n_testing", type=positive_int, default=None, help=f"fresh test pairs per cell, disjoint from the training pairs (default {d.n_testing})")
@@ -77,7 +77,7 @@ def main():
     sizes = {name: getattr(args, name) for name in ("n_training", "n_testing", "batch_size", "epochs", "lr") if getattr(args, name) is not None}
     if args.position_sets:
         return position_sweep(args, sizes)
-    if args.causal_models or args.random_draws != gpt2_positions.PositionSweepConfig.random_draws:
+    if args.causal_models or args.random_draws != arithmetic_positions.PositionSweepConfig.random_draws:
         raise ValueError("--causal_models and --random_draws belong to the position sweep: add --position_sets (e.g. all 0 1 2 3 4 5)")
     results_path = args.results_path or f"results/gpt2/das_{args.causal_model_type}"
     config = arithmetic_cells.SweepConfig(
@@ -89,9 +89,9 @@ def main():
     )
     if args.preset == "thesis":  # the preset's sizes, except those the user gave
         config = replace(config, **{**arithmetic_cells.THESIS_PRESET, **sizes}, preset="thesis")
-    summary = gpt2_sweep.run_sweep(config, args.executor, args.ray_address, args.ray_cpus, args.workers)
+    summary = arithmetic_sweep.run_sweep(config, args.executor, args.ray_address, args.ray_cpus, args.workers)
     figure = plot_sweep(f"{results_path}/summary.json", f"{results_path}/iia_per_layer.png")
-    print(gpt2_sweep.summary_table(summary))
+    print(arithmetic_sweep.summary_table(summary))
     print(f"\nwrote {len(summary['cells'])} cells, {results_path}/summary.json and {figure}")
 
 
@@ -102,16 +102,16 @@ def position_sweep(args, sizes: dict) -> None:
     if args.low_rank_dims and len(args.low_rank_dims) != 1:
         raise ValueError("--position_sets compares alignments at one k: give one --low_rank_dims value")
     results_path = args.results_path or f"results/gpt2/positions_{args.causal_model_type}"
-    config = gpt2_positions.PositionSweepConfig(
+    config = arithmetic_positions.PositionSweepConfig(
         model_path=args.model_path, causal_model_type=args.causal_model_type, layers=tuple(args.layers) if args.layers else None,
         causal_models=tuple(args.causal_models) if args.causal_models else None,
         position_sets=tuple(dict.fromkeys(args.position_sets)), k=args.low_rank_dims[0] if args.low_rank_dims else None,
         random_draws=args.random_draws, control=args.control, seed=args.seed, results_path=results_path,
         device=args.device, precision=args.precision, max_cells_per_pass=args.max_cells_per_pass, **sizes,
     )
-    summary = gpt2_positions.run_position_sweep(config, args.executor, args.ray_address, args.ray_cpus, args.workers)
+    summary = arithmetic_positions.run_position_sweep(config, args.executor, args.ray_address, args.ray_cpus, args.workers)
     figures = plot_positions(f"{results_path}/summary.json", results_path)
-    print(gpt2_positions.summary_table(summary))
+    print(arithmetic_positions.summary_table(summary))
     print(f"\nwrote {len(summary['cells'])} cells, {results_path}/summary.json, " + ", ".join(map(str, figures)))
 
 

@@ -22,12 +22,12 @@ classifier at the answer tokens; training.json gives the accuracy over those and
         --output_dir results/gpt2_known_answer/model        # a network whose answer is known (IIT)
 """
 
-from causal_das.experiments.gpt2_training import (
+from causal_das.experiments.arithmetic_training import (
     HEAD_KINDS,
     REQUIRED_HELDOUT_ACCURACY,
     SCRATCH,
     THESIS_FINETUNE,
-    GPT2RunConfig,
+    TrainingRunConfig,
     train_and_save,
 )
 from causal_das.runtime.cli import (
@@ -47,7 +47,7 @@ NAMES = {"gpt2": "GPT-2", "llama": "Llama", "qwen2": "Qwen2", "gemma2": "Gemma-2
 
 def main():
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
-    d = GPT2RunConfig()
+    d = TrainingRunConfig()
     parser.add_argument("--output_dir", default=d.output_dir, help="where the model, tokenizer, training.json and training_curves.png go")
     parser.add_argument("--base_model", default=None,
                         help="fine-tune this pretrained decoder (hub name or local directory saved with save_pretrained) "
@@ -93,7 +93,7 @@ def main():
     if given and (len(given) < 3 or len({len(getattr(args, flag)) for flag in given}) > 1):
         parser.error("--induce, --induce_site and --induce_where go together, one site and one region per causal model")
     args.inductions = tuple(zip(args.induce, args.induce_site, args.induce_where, strict=True)) if given else ()
-    config = GPT2RunConfig(**{k: v for k, v in vars(args).items() if k in GPT2RunConfig.__dataclass_fields__})
+    config = TrainingRunConfig(**{k: v for k, v in vars(args).items() if k in TrainingRunConfig.__dataclass_fields__})
     record = train_and_save(config)
     print(
         f"{NAMES.get(record['model']['type'], record['model']['type'])} ({record['mode']}, {record['model']['parameters']:,} parameters): "

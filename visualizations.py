@@ -24,7 +24,7 @@ thesis's form (with --causal_model_type) reads results/gpt2, where its sweep com
 from pathlib import Path
 
 from causal_das.experiments.thesis_commands import figure_paths
-from causal_das.plots import gpt2 as figures
+from causal_das.plots import arithmetic as figures
 from causal_das.plots.positions import plot_positions
 from causal_das.runtime.cli import ArgumentParser, compatibility_note, run_main
 from causal_das.tasks.arithmetic import FAMILIES

@@ -4,7 +4,7 @@ one run on this machine; and a sweep at token positions 4-5 with the suffix on e
 on the changing ones only (the untouched tokens' keys and values cached).
 
 The sweep is `run_das.py`'s default (every causal model of the chosen families, every layer, the
-default k and the random-init control), run through `gpt2_sweep.run_sweep` into a temporary
+default k and the random-init control), run through `arithmetic_sweep.run_sweep` into a temporary
 directory per mode; the graphs are the main job's (k = 16, three layers), built from the batched
 sweep's W. Every mode must give the same W and IIA (the script checks and prints the largest
 difference). It prints seconds, trained cell-steps per second and the ratio to one at a time, and
@@ -29,7 +29,7 @@ import torch
 
 from causal_das.analysis import graphs as G
 from causal_das.das import engine
-from causal_das.experiments import gpt2_sweep
+from causal_das.experiments import arithmetic_sweep
 from causal_das.models import gpt2
 from causal_das.runtime import progress
 from causal_das.runtime.executors import process_map
@@ -55,7 +55,7 @@ def run_mode(config: arithmetic_cells.SweepConfig, mode: dict, workers: int) -> 
         gpt2.PLAIN_ATTENTION_MAX_TOKENS = 0
     try:
         started = time.perf_counter()
-        gpt2_sweep.run_sweep(config, executor, workers=workers if executor == "processes" else None)
+        arithmetic_sweep.run_sweep(config, executor, workers=workers if executor == "processes" else None)
         return time.perf_counter() - started
     finally:
         gpt2.PLAIN_ATTENTION_MAX_TOKENS = plain_attention
@@ -96,7 +96,7 @@ def untouched_keys_lever(model_path: str, family: str, layers, positions: tuple,
         gpt2_untouched.REUSE_UNTOUCHED_KEYS = reuse
         try:
             started = time.perf_counter()
-            gpt2_sweep.run_sweep(config, "local")
+            arithmetic_sweep.run_sweep(config, "local")
             seconds[name] = time.perf_counter() - started
         finally:
             gpt2_untouched.REUSE_UNTOUCHED_KEYS = True
@@ -124,10 +124,10 @@ def profile_group(model_path: str, family: str, layer: int) -> None:
     site = arithmetic_decoder.site(model, layer)
     with engine.frozen(model):
         started = time.perf_counter()
-        trained = gpt2_sweep.train_group(network, keys, train_ids, config)
+        trained = arithmetic_sweep.train_group(network, keys, train_ids, config)
         times["training, network"] = time.perf_counter() - started
         started = time.perf_counter()
-        gpt2_sweep.train_group(control, keys, train_ids, config)
+        arithmetic_sweep.train_group(control, keys, train_ids, config)
         times["training, control"] = time.perf_counter() - started
         started = time.perf_counter()
         arithmetic_network.evaluate_cells(network, site, trained, test_ids, A.get_family(family), "fast")
@@ -171,7 +171,7 @@ def main():
     for family in args.families:
         base = arithmetic_cells.SweepConfig(model_path=args.model_path, causal_model_type=family, layers=tuple(args.layers) if args.layers else None)
         model, _ = arithmetic_decoder.load_classifier(args.model_path)
-        layers, ks, n = gpt2_sweep.validate(base, model)
+        layers, ks, n = arithmetic_sweep.validate(base, model)
         trained_cells += 2 * len(A.get_family(family)) * len(layers) * sum(k < n for k in ks)  # x2: the control
         steps_per_cell = base.epochs * math.ceil(base.n_training / base.batch_size)
         results = {}

@@ -71,7 +71,7 @@ GPT2_NETWORK = dict(width=16, n_layers=3, n_heads=2)  # run_pipeline.py --quick'
 # Forty epochs at a high learning rate: not accurate, but confident. bf16 rounding flips a prediction
 # whose top two logits are nearly tied: after a 20-epoch, lr 1e-3 training the 5% smallest gaps were
 # below 0.005 and the CPU's own bf16 run flipped 3% of the predictions; here at most 2.4%.
-GPT2_TRAIN = arithmetic_decoder.GPT2TrainConfig(epochs=40, batch_size=128, lr=2e-2, seed=SEED)
+GPT2_TRAIN = arithmetic_decoder.TrainingSchedule(epochs=40, batch_size=128, lr=2e-2, seed=SEED)
 # Layer 0: the suffix runs every later block (the two-layer decoders have one).
 ARITHMETIC_DAS = dict(pairs=1024, k=8, batch_size=64, epochs=1, lr=engine.DASConfig.lr, layer=0, causal_model="(X+Y+Z)")
 POSITIONS = (3, 4, 5)  # a position-sweep site: coordinates and the untouched tokens' cached keys

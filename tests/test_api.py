@@ -37,3 +37,14 @@ def test_the_language_model_example_is_the_scripts_das_block():
     assert len(block.splitlines()) <= 40
     blocks = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "api.md").read_text(), re.S)
     assert block + "\n" in blocks
+
+
+def test_the_analyses_example_prints_what_its_comments_say(capsys):
+    # docs/api.md's analyses block on a task of its own: it runs as written, and every line it
+    # prints is the value its comment states (so the comments cannot go stale).
+    [code] = [block for block in re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "api.md").read_text(), re.S)
+              if "from causal_das.analysis.inputs import InputTable" in block]
+    exec(compile(code, "docs/api.md", "exec"), {})
+    printed = capsys.readouterr().out.splitlines()
+    stated = [line.split("#")[-1].strip() for line in code.splitlines() if line.startswith("print(")]
+    assert printed == stated

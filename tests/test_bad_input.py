@@ -180,7 +180,7 @@ CASES = [
     ("train_gpt2.py", ["--width", "0", "--output_dir", "{out}"], "must be a positive integer"),
     ("train_gpt2.py", ["--base_model", "{broken:empty_dir}", "--output_dir", "{out}"], "base_model"),
     ("train_gpt2.py", ["--output_dir", "{file}"], "is a file"),
-    # Needs the other change's fix in gpt2_training.train_and_save (it failed with FileNotFoundError before it).
+    # Needs the other change's fix in arithmetic_training.train_and_save (it failed with FileNotFoundError before it).
     ("train_gpt2.py", ["--output_dir", "/proc/nope"], "cannot be created"),
     ("train_gpt2.py", ["--base_model", "{gpt2}/config.json", "--output_dir", "{out}"], "is a file, not a model directory"),
     ("train_gpt2.py", ["--base_model", "{file}", "--output_dir", "{out}"], "is a file, not a model directory"),

@@ -21,7 +21,7 @@ import torch
 from test_decoders import CONFIGS, TYPES
 
 from causal_das.das import engine
-from causal_das.experiments.gpt2_training import GPT2RunConfig, train_and_save
+from causal_das.experiments.arithmetic_training import TrainingRunConfig, train_and_save
 from causal_das.models import decoder
 from causal_das.runtime import devices
 from causal_das.runtime.io import run_metadata
@@ -218,7 +218,7 @@ def test_induce_and_a_bf16_sweep_run_on_a_bf16_llama(tmp_path):
     assert record["model"]["type"] == "llama" and 0 <= induction["heldout_interchange_accuracy"] <= 1
     assert record["model"]["checkpoint_dtype"]["loaded_dtype"] == "float32"
     # A site the Llama does not have is one line (the script prints it and exits 2), not a traceback.
-    bad = GPT2RunConfig(output_dir=str(tmp_path / "bad"), base_model=str(base), epochs=1, inductions=(("(X+Y)+Z", "L1:3", "X<=5"),))
+    bad = TrainingRunConfig(output_dir=str(tmp_path / "bad"), base_model=str(base), epochs=1, inductions=(("(X+Y)+Z", "L1:3", "X<=5"),))
     with pytest.raises(ValueError, match=re.escape("layer 1 must be in 0..0 (a block must follow the site)")):
         train_and_save(bad)
     classifier = save_tiny("llama", tmp_path / "llama-classifier")

@@ -12,7 +12,7 @@ import torch
 
 from causal_das.analysis import classification, cliques, division
 from causal_das.das import engine
-from causal_das.experiments import gpt2_evaluation
+from causal_das.experiments import arithmetic_evaluation
 from causal_das.studies import arithmetic_cells, arithmetic_decoder, graph_files
 from causal_das.studies.arithmetic_analysis import FEATURES, INPUTS, features
 from causal_das.tasks import arithmetic as A
@@ -80,7 +80,7 @@ def test_graph_cells_equal_single_pair_evaluations_in_both_orientations(sweep, a
 
 def test_graph_mean_iia_equals_the_all_pairs_evaluation(sweep, analysis):
     record = json.loads((analysis / "graphs" / f"{arithmetic_cells.cell_name('(X+Z)+Y', 2, 4)}.json").read_text())
-    evaluation = gpt2_evaluation.evaluate_saved(sweep / "das", ("arithmetic",), 0, True, 0, cell_filter=lambda c: c["layer"] == 2 and c["k"] == 4
+    evaluation = arithmetic_evaluation.evaluate_saved(sweep / "das", ("arithmetic",), 0, True, 0, cell_filter=lambda c: c["layer"] == 2 and c["k"] == 4
                                    and c["causal_model"] == "(X+Z)+Y")
     assert record["mean_iia"] == pytest.approx(evaluation["cells"][0]["iia"]["(X+Z)+Y"], abs=1e-12)
     fractions = record["weight_fractions"]

@@ -12,7 +12,7 @@ import torch
 
 from causal_das.das import engine
 from causal_das.das import pyvene_engine as pe
-from causal_das.experiments import gpt2_sweep
+from causal_das.experiments import arithmetic_sweep
 from causal_das.models import gpt2
 from causal_das.studies import arithmetic_cells, arithmetic_decoder, arithmetic_network
 from causal_das.tasks import arithmetic as A
@@ -101,7 +101,7 @@ def small_sweep(model_dir, results_path, **overrides):
 def test_full_swap_iia_is_the_networks_accuracy_on_sources(trained_model_dir, tmp_path):
     """k = n at all positions replaces the whole state by the source's: IIA must equal, exactly, the rate
     at which the network's own prediction on the source matches the counterfactual label."""
-    summary = gpt2_sweep.run_sweep(small_sweep(trained_model_dir, tmp_path, causal_model_type="simple"))
+    summary = arithmetic_sweep.run_sweep(small_sweep(trained_model_dir, tmp_path, causal_model_type="simple"))
     full = [c for c in summary["cells"] if c["full_swap"]]
     assert len(full) == 4 * 2
     for cell in full:
@@ -113,7 +113,7 @@ def test_full_swap_iia_is_the_networks_accuracy_on_sources(trained_model_dir, tm
 
 def test_sweep_files_resume_and_corruption(trained_model_dir, tmp_path, capsys):
     config = small_sweep(trained_model_dir, tmp_path, layers=(1,), low_rank_dims=(4,))
-    first = gpt2_sweep.run_sweep(config)
+    first = arithmetic_sweep.run_sweep(config)
     cell_file = tmp_path / "cells" / "PXY_Z" / "L01_k4.json"
     cell = json.loads(cell_file.read_text())
     assert set(cell["iia"]) == {"(X+Y)+Z", "(X+Z)+Y", "X+(Y+Z)"} and "control_random_init" in cell
@@ -122,24 +122,24 @@ def test_sweep_files_resume_and_corruption(trained_model_dir, tmp_path, capsys):
     # A rerun skips every finished cell.
     mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "cells").rglob("*.json")}
     capsys.readouterr()
-    gpt2_sweep.run_sweep(config)
+    arithmetic_sweep.run_sweep(config)
     assert "reusing 3 of 3 cells" in capsys.readouterr().out
     assert mtimes == {p: p.stat().st_mtime_ns for p in (tmp_path / "cells").rglob("*.json")}
     # A truncated cell is recomputed, with a message, and comes back identical apart from timing.
     cell_file.write_text(cell_file.read_text()[:100])
-    again = gpt2_sweep.run_sweep(config)
+    again = arithmetic_sweep.run_sweep(config)
     assert "corrupt" in capsys.readouterr().out
     recomputed = json.loads(cell_file.read_text())
     assert recomputed["iia"] == cell["iia"] and recomputed["train_history"]["epochs"] == cell["train_history"]["epochs"]
     assert [c["iia"] for c in again["cells"]] == [c["iia"] for c in first["cells"]]
     # A cell whose saved W is gone (a fresh clone of results/ has JSON but no weights) is recomputed.
     (tmp_path / "interventions" / "PXY_Z" / "L01_k4" / "weights.safetensors").unlink()
-    gpt2_sweep.run_sweep(config)
+    arithmetic_sweep.run_sweep(config)
     assert "recomputing 1 of 3 cells: their saved files are missing" in capsys.readouterr().out
     assert json.loads(cell_file.read_text())["iia"] == cell["iia"]
     # Other settings on the same results path: refused, nothing overwritten.
     with pytest.raises(ValueError, match="other settings"):
-        gpt2_sweep.run_sweep(small_sweep(trained_model_dir, tmp_path, layers=(1,), low_rank_dims=(4,), lr=0.5))
+        arithmetic_sweep.run_sweep(small_sweep(trained_model_dir, tmp_path, layers=(1,), low_rank_dims=(4,), lr=0.5))
 
 
 def test_scripts_end_to_end(trained_model_dir, tmp_path):
@@ -228,7 +228,7 @@ def test_evaluate_das_bad_input(trained_model_dir, tmp_path):
     assert proc.returncode == 2 and "does not exist" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     # A sweep directory whose saved W is damaged: one line naming the file.
     sweep = tmp_path / "sweep"
-    gpt2_sweep.run_sweep(small_sweep(trained_model_dir, sweep, layers=(0,), low_rank_dims=(4,), control="none", causal_model_type="arithmetic"))
+    arithmetic_sweep.run_sweep(small_sweep(trained_model_dir, sweep, layers=(0,), low_rank_dims=(4,), control="none", causal_model_type="arithmetic"))
     weights = next((sweep / "interventions").rglob("weights.safetensors"))
     weights.write_bytes(b"garbage")
     proc = run("evaluate_das.py", "--results_path", sweep, check=False)

@@ -20,7 +20,7 @@ import torch
 
 from causal_das.das import engine
 from causal_das.das import pyvene_engine as pe
-from causal_das.experiments.gpt2_training import GPT2RunConfig, train_and_save
+from causal_das.experiments.arithmetic_training import TrainingRunConfig, train_and_save
 from causal_das.models import decoder
 from causal_das.models.answer_head import AnswerClassifier, answer_token_ids
 from causal_das.models.gpt2 import GPT2Site
@@ -135,7 +135,7 @@ def test_train_from_scratch_then_sweep_evaluate_positions_and_graphs(tmp_path):
     model, tokenizer = arithmetic_decoder.load_classifier(out)
     assert isinstance(model, AnswerClassifier) and len(tokenizer) == 33
     # The same flags again: the saved network is the trained one (its fingerprint covers the answers).
-    config = GPT2RunConfig(output_dir=str(out), head="next_token", width=16, n_layers=2, n_heads=2, epochs=2)
+    config = TrainingRunConfig(output_dir=str(out), head="next_token", width=16, n_layers=2, n_heads=2, epochs=2)
     assert train_and_save(config)["model_fingerprint"] == record["model_fingerprint"]
 
     sweep = tmp_path / "sweep"
@@ -167,7 +167,7 @@ def test_finetune_a_saved_llama_language_model_on_its_next_token(tmp_path):
                                  max_position_embeddings=16, pad_token_id=0, bos_token_id=None, eos_token_id=None)).save_pretrained(base)
     tokenizer.save_pretrained(base)
     out = tmp_path / "finetuned"
-    record = train_and_save(GPT2RunConfig(output_dir=str(out), base_model=str(base), head="next_token", epochs=1, lr=1e-3))
+    record = train_and_save(TrainingRunConfig(output_dir=str(out), base_model=str(base), head="next_token", epochs=1, lr=1e-3))
     assert record["mode"] == "finetune" and record["head"] == "next_token" and record["model"]["type"] == "llama"
     assert 0 <= record["heldout_accuracy_vocabulary"] <= 1
     model, _ = arithmetic_decoder.load_classifier(out)
@@ -194,5 +194,5 @@ def test_an_answer_that_is_two_tokens_stops_with_one_line(tmp_path):
     assert "does not encode every answer as one token (20 of 28 are not: '11', '12'," in lines[0]
     assert "'30'; e.g. '11' -> ['1', '1']" in lines[0] and not list((tmp_path / "out").rglob("*"))
     with pytest.raises(ValueError, match="--induce trains a sequence classifier"):
-        train_and_save(GPT2RunConfig(output_dir=str(tmp_path / "iit"), head="next_token", inductions=(("(X+Y)+Z", "L0:3", "X<=5"),)))
+        train_and_save(TrainingRunConfig(output_dir=str(tmp_path / "iit"), head="next_token", inductions=(("(X+Y)+Z", "L0:3", "X<=5"),)))
     assert len(arithmetic_decoder.ANSWERS) == arithmetic.N_CLASSES

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from causal_das.experiments import gpt2_positions as gp
+from causal_das.experiments import arithmetic_positions as gp
 from causal_das.studies import arithmetic_decoder, arithmetic_network, graph_files
 from causal_das.tasks import arithmetic as A
 

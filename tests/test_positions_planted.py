@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from causal_das.das.site import SiteName
-from causal_das.experiments import gpt2_positions as gp
+from causal_das.experiments import arithmetic_positions as gp
 from causal_das.tasks import arithmetic as A
 
 WIDTH, TOKENS = 8, 6
@@ -70,7 +70,7 @@ class SlotSite:
 
 
 class Planted:
-    """What `gpt2_positions.run_group` needs of a network."""
+    """What `arithmetic_positions.run_group` needs of a network."""
 
     def __init__(self):
         self.model = SlotNetwork()

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from causal_das.analysis.graphs import same_intermediate
-from causal_das.experiments import gpt2_evaluation, gpt2_sweep, iia_graphs
+from causal_das.experiments import arithmetic_evaluation, arithmetic_sweep, iia_graphs
 from causal_das.studies import arithmetic_cells
 from causal_das.tasks.arithmetic import FAMILIES, N_TRIPLES, intermediate_values
 
@@ -141,7 +141,7 @@ def test_src_run_das_is_run_das_with_the_thesis_sizes(root, tmp_path, monkeypatc
         started[config.results_path] = (config, len(train_ids), len(test_ids), sorted({key[0] for key in group}))
         raise Started
 
-    monkeypatch.setattr(gpt2_sweep, "run_group", first_layer)
+    monkeypatch.setattr(arithmetic_sweep, "run_group", first_layer)
     script, args = argv(f"run_das_{family}")
     runs = {}
     for path in (script, "run_das.py"):
@@ -184,7 +184,7 @@ def test_evaluate_das_results_root_means_the_sweep_of_that_type(root, monkeypatc
 
     script, args = argv(f"evaluate_{family}")
     with monkeypatch.context() as patch:
-        patch.setattr(gpt2_evaluation, "_evaluate_group", first_layer)
+        patch.setattr(arithmetic_evaluation, "_evaluate_group", first_layer)
         with pytest.raises(Started):
             run_cli(script, args)
     assert seen == {"path": f"results/gpt2/das_{family}", "pairs": 25_600, "models": [m.name for m in FAMILIES[family]], "batch_size": 256}

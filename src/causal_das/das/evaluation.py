@@ -13,7 +13,7 @@ intervened network predicts the causal model's counterfactual label. Alone it me
   base itself and from that source (no extra forward code: the same suffix passes);
 - label rates that need no network: the majority label and how often the counterfactual label
   equals the base's (copy base) and the source's (copy source);
-- a verdict by the project's rule (`gpt2_positions`' `das_beats_baselines` / `null_judgement`):
+- a verdict by the project's rule (`arithmetic_positions`' `das_beats_baselines` / `null_judgement`):
   DAS beats its best chance baseline (no intervention, on the source, random subspace, and any
   `extra_baselines` such as a random-init control) by more than two standard errors of the
   difference of two rates, `margin_standard_error`.

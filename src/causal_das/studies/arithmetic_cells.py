@@ -2,7 +2,7 @@
 every cell of a sweep shares, and the names of the cells of both sweeps (the thesis sweep's
 (causal model, layer, k) and the position sweep's (causal model, layer, position set)).
 
-The experiment modules of the study (`experiments.gpt2_sweep`, `gpt2_positions`, `gpt2_evaluation`,
+The experiment modules of the study (`experiments.arithmetic_sweep`, `arithmetic_positions`, `arithmetic_evaluation`,
 `iia_graphs`) build on these; none of them imports another.
 """
 

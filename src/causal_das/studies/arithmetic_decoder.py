@@ -237,9 +237,9 @@ def parse_positions(text: str, flag: str) -> tuple[int, ...]:
                          "write all, one position (3), a range (2-3) or a list (0,2)")
     return positions
 
-@dataclass(frozen=True)
 
-class GPT2TrainConfig:
+@dataclass(frozen=True)
+class TrainingSchedule:
     epochs: int = 200
     batch_size: int = 32
     lr: float = 1e-3
@@ -249,7 +249,6 @@ class GPT2TrainConfig:
     seed: int = 123
 
 @torch.no_grad()
-
 def predictions(model, input_ids: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """(N,) the predicted class of each prompt (a next-token head: the argmax over the answer tokens)."""
     model.eval()
@@ -266,7 +265,7 @@ def vocabulary_correct(model: AnswerClassifier, input_ids: torch.Tensor, batch_s
     return (best == model.answer_ids.cpu()[torch.as_tensor(arithmetic.LABELS)]).numpy()
 
 
-def train_classifier(model, input_ids: torch.Tensor, train_idx: np.ndarray, heldout_idx: np.ndarray, config: GPT2TrainConfig,
+def train_classifier(model, input_ids: torch.Tensor, train_idx: np.ndarray, heldout_idx: np.ndarray, config: TrainingSchedule,
                      extra_loss=None) -> list[dict]:
     """AdamW with a linear schedule (after `warmup_fraction` of linear warm-up) and gradient clipping,
     on the training triples only; returns one record per epoch with loss and both accuracies

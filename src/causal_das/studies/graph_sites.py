@@ -10,7 +10,7 @@ causal models of one group:
 - `--site LAYER:POSITIONS` on a position sweep: that site, the same for every model ("L2:3");
 - `--site best` on a position sweep: each causal model at its own best site ("best sites"): among
   the cells where its intermediate variable can exist and its alignment is real (DAS above every
-  chance baseline by two standard errors, no illusion flag: `gpt2_positions.null_judgement`), the
+  chance baseline by two standard errors, no illusion flag: `arithmetic_positions.null_judgement`), the
   one with the widest margin over the chance baselines (ties: the lower layer, then the sweep's
   order of position sets). A model with no real alignment anywhere is left out, so that an
   illusion cannot take triples in the division; if no model has one, every model gets its widest

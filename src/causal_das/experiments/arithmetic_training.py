@@ -1,6 +1,6 @@
-"""Training the GPT-2 classifier of X+Y+Z: the offline default from scratch, or a pretrained GPT-2
-fine-tuned the thesis way. Triples are split into training and held-out sets, and held-out
-accuracy is what is reported (the thesis measured accuracy on the triples it trained on).
+"""Training the decoder classifier of X+Y+Z (`train_gpt2.py`): the offline default GPT-2 from
+scratch, or a pretrained decoder of any family fine-tuned the thesis way. Triples are split into
+training and held-out sets, and held-out accuracy is what is reported (the thesis measured accuracy on the triples it trained on).
 
 `head="next_token"` trains a causal LM instead, whose answer is the next token (the sum's decimal
 string), on the LM's own objective; its record gives the held-out accuracy over the answer tokens
@@ -24,6 +24,7 @@ from causal_das.models.lm_structure import HEAD_KINDS, find_structure
 from causal_das.runtime import devices
 from causal_das.runtime.io import atomic_write_json, check_results_path, run_metadata
 from causal_das.runtime.provenance import model_fingerprint, trained_earlier
+from causal_das.runtime.settings import settings_of
 from causal_das.studies import arithmetic_decoder, arithmetic_iit
 from causal_das.tasks import arithmetic
 
@@ -37,7 +38,7 @@ THESIS_FINETUNE = {"epochs": 50, "lr": 2e-5, "warmup_fraction": 0.0}  # AdamW, l
 
 
 @dataclass(frozen=True)
-class GPT2RunConfig:
+class TrainingRunConfig:
     output_dir: str = "results/gpt2/model"
     base_model: str | None = None
     width: int = arithmetic_decoder.DEFAULT_WIDTH
@@ -59,17 +60,17 @@ class GPT2RunConfig:
 
     def settings(self) -> dict:
         """The flags that determine the trained network (not where it is written or run)."""
-        settings = {k: v for k, v in asdict(self).items() if k not in ("output_dir", "device", "precision", "retrain")}
-        if not self.inductions:
+        settings = settings_of(self)
+        if self.inductions:
+            settings["inductions"] = [list(induction) for induction in self.inductions]
+        else:
             settings.pop("inductions")  # a network trained before inductions existed keeps its settings
         if self.head == "sequence_classification":
             settings.pop("head")  # and one trained before the next-token head existed
-        else:
-            settings["inductions"] = [list(induction) for induction in self.inductions]
         return settings
 
-    def train_config(self) -> arithmetic_decoder.GPT2TrainConfig:
-        return arithmetic_decoder.GPT2TrainConfig(self.epochs, self.batch_size, self.lr, self.weight_decay, self.warmup_fraction, 1.0, self.seed)
+    def train_config(self) -> arithmetic_decoder.TrainingSchedule:
+        return arithmetic_decoder.TrainingSchedule(self.epochs, self.batch_size, self.lr, self.weight_decay, self.warmup_fraction, 1.0, self.seed)
 
 
 def _load_base(name: str, head: str = "sequence_classification"):
@@ -158,7 +159,7 @@ def _vocabulary_accuracies(model, input_ids, train_idx, heldout_idx) -> dict:
             "train_accuracy_vocabulary": float(correct[train_idx].mean()), "heldout_accuracy_vocabulary": float(correct[heldout_idx].mean())}
 
 
-def train_and_save(config: GPT2RunConfig) -> dict:
+def train_and_save(config: TrainingRunConfig) -> dict:
     """Trains, writes the model, tokenizer, `training.json` and `training_curves.png` to
     `config.output_dir`, and returns the training record. A network already trained there with the
     same flags (and whose weights are the ones its record names) is reused, not retrained."""
@@ -231,7 +232,7 @@ def train_and_save(config: GPT2RunConfig) -> dict:
         "status": "done",
     }
     _save_atomically(model, tokenizer, output_dir, {"training.json": record})
-    from causal_das.plots.gpt2 import plot_training_curves
+    from causal_das.plots.arithmetic import plot_training_curves
 
     plot_training_curves(output_dir / "training.json", output_dir / "training_curves.png")
     return record

@@ -1,4 +1,5 @@
-"""DAS on the X+Y+Z GPT-2 (`run_das.py`): the sweep over (causal model, layer, k) cells.
+"""DAS on the X+Y+Z decoder classifier (`run_das.py`; GPT-2 by default, any decoder family): the
+sweep over (causal model, layer, k) cells.
 
 A cell trains W at `block_output` of one layer, over the chosen token positions concatenated
 (n = positions x width), on the counterfactuals of one causal model; saves W; and measures IIA on

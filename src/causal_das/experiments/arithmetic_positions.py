@@ -1,5 +1,5 @@
 """Where each variable lives (`run_das.py --position_sets`): DAS over layers x token positions of the
-X+Y+Z GPT-2, every cell beside its baselines at the same site and k, and the illusion check.
+X+Y+Z decoder classifier, every cell beside its baselines at the same site and k, and the illusion check.
 
 A cell is (causal model, layer, position set): W (k columns) at `block_output` of the layer over the
 set's tokens (0..5 = X + Y + Z =). All cells of a (layer, position set) train together in one suffix

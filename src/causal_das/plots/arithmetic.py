@@ -1,4 +1,4 @@
-"""Figures of the GPT-2 experiments (training curves, the DAS sweeps, the sanity check, the overview),
+"""Figures of the X+Y+Z decoder experiments (GPT-2 by default) (training curves, the DAS sweeps, the sanity check, the overview),
 drawn from their JSON alone."""
 
 from __future__ import annotations
