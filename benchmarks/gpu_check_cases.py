@@ -27,9 +27,10 @@ import numpy as np
 import torch
 
 from causal_das.causal_model import sample_counterfactuals
-from causal_das.das import engine
+from causal_das.das import engine, pyvene_engine
 from causal_das.experiments import cnn_das
-from causal_das.models import cnn, decoder
+from causal_das.models import cnn
+from causal_das.models.answer_head import pyvene_view
 from causal_das.models.mlp import MLPSite
 from causal_das.runtime import devices
 from causal_das.studies import arithmetic_decoder, arithmetic_network
@@ -179,8 +180,9 @@ def build_cases(names: list[str], progress: Callable[[str], None]) -> list[Case]
             gpt2_network = gpt2_network or _trained_decoder(arithmetic_decoder.build_default_model(arithmetic_decoder.build_tokenizer(), seed=SEED, **GPT2_NETWORK))
             cases.append(_arithmetic_case(name, *gpt2_network, POSITIONS if name == "gpt2_positions" else None, None))
         else:
-            why = None if name in decoder.PYVENE_TYPES else f"pyvene 0.1.8 has no mapping for {name}"
-            cases.append(_arithmetic_case(name, *_trained_decoder(_decoder_model(name)), None, why))
+            model = _decoder_model(name)
+            why = None if pyvene_engine.maps_model(pyvene_view(model)[0]) else f"pyvene 0.1.8 has no mapping for {type(model).__name__}"
+            cases.append(_arithmetic_case(name, *_trained_decoder(model), None, why))
         progress(f"built {name}: {cases[-1].train.base.numel()} training pairs, k = {sum(cases[-1].config.subspace_sizes)}, "
                  f"{time.perf_counter() - started:.1f} s")
     return cases

@@ -325,15 +325,3 @@ def test_ellipse_das_refuses_a_model_of_another_kind(tmp_path):
     proc = run(DAS, "--quick", "--model_path", tmp_path / "bad", "--results_path", tmp_path / "das", check=False)
     assert proc.returncode == 2 and "missing or corrupt" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "das").exists()
-
-
-def test_main_job_runs_the_cnn_steps(tmp_path):
-    steps = ["cnn_model", "cnn_single", "cnn_flat", "cnn_multi", "cnn_layers", "cnn_layers_fc1"]
-    proc = run(ROOT / "run_pipeline.py", "--quick", "--results_path", tmp_path, "--only", *steps)
-    assert "main job finished" in proc.stdout
-    summary = json.loads((tmp_path / "cnn" / "das" / "summary.json").read_text())
-    names = {c["cell"] for c in summary["cells"]}
-    assert {"single_circularity+colour_conv1_rows_k64", "single_circularity+colour_conv1_flat_k64",
-            "multi_circularity+colour_conv1_rows_k64", "single_area_fc1_rows_k1"} <= names
-    assert set(summary["layer_table"]) == {"circularity", "colour", "area"}
-    assert set(summary["layer_table"]["colour"]) == {"conv1", "conv3", "fc1"}

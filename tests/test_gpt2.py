@@ -235,23 +235,3 @@ def test_evaluate_das_bad_input(trained_model_dir, tmp_path):
     assert proc.returncode == 2 and "corrupt" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not (sweep / "evaluation.json").exists()
     shutil.rmtree(sweep)
-
-
-def test_main_job_gpt2_steps_quick(tmp_path):
-    """The README's main job, GPT-2 and disentangling parts, at smoke-test sizes: every step runs and
-    writes its files."""
-    proc = run("run_pipeline.py", "--quick", "--results_path", tmp_path,
-               "--only", "gpt2_model", "gpt2_das_arithmetic", "gpt2_das_simple", "gpt2_evaluate", "gpt2_figures",
-               "graphs", "cliques", "divide", "classify", "predict")
-    assert "main job finished" in proc.stdout
-    gpt2_dir = tmp_path / "gpt2"
-    assert (gpt2_dir / "model" / "training.json").is_file() and (gpt2_dir / "model" / "training_curves.png").is_file()
-    for family, n_models in (("arithmetic", 3), ("simple", 4)):
-        summary = json.loads((gpt2_dir / f"das_{family}" / "summary.json").read_text())
-        assert len(summary["cells"]) == n_models * 2 * 2  # layers 0 and 2, k = 5 (256 scaled to n = 96) and the full swap
-        assert (gpt2_dir / f"das_{family}" / "evaluation.json").is_file()
-        assert (gpt2_dir / f"das_{family}" / "iia_per_layer.png").stat().st_size > 1000
-    for figure in ("sanity_check.png", "empirical.png", "overview.png", "disentangling/graphs.png", "disentangling/cliques.png",
-                   "disentangling/division.png", "disentangling/classification_tree.png"):
-        assert (gpt2_dir / figure).stat().st_size > 5000, figure
-    assert "HELD-OUT accuracy" in proc.stdout and "predicted" in proc.stdout

@@ -1,4 +1,5 @@
-"""The main job follows its inputs like a build system (at smoke sizes, every step of it).
+"""The main job follows its inputs like a build system (at smoke sizes, every step of it), and its
+first run writes every step's files.
 
 A second run reuses everything. A run after the GPT-2 changed, as it does when another machine
 (another floating-point order) trained it, recomputes exactly what depends on that network: the two
@@ -28,7 +29,7 @@ UNTOUCHED = ("hierarchical_equality", "pattern_matching", "wrong_causal_graph_ab
 
 
 def pipeline(results: Path) -> dict[str, str]:
-    """Runs the quick main job; returns {step: its console output}."""
+    """Runs the quick main job; returns {step: its console output} ("" for the whole output)."""
     proc = subprocess.run([sys.executable, str(ROOT / "run_pipeline.py"), "--quick", "--results_path", str(results)],
                           capture_output=True, text=True, cwd=ROOT, timeout=900, env={**os.environ, "TQDM_DISABLE": "1"})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -39,7 +40,7 @@ def pipeline(results: Path) -> dict[str, str]:
             steps[name] = ""
         elif name is not None and not line.startswith("== "):
             steps[name] += line + "\n"
-    return steps
+    return {**steps, "": proc.stdout}
 
 
 def freshness_lines(output: str) -> list[str]:
@@ -64,9 +65,47 @@ def as_if_trained_elsewhere(model_dir: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def first_run(tmp_path_factory):
+    """The quick main job from an empty results path. The tests of what it wrote come first in this
+    module: `runs` reruns the job on the same path after changing the network."""
     results = tmp_path_factory.mktemp("main_job")
-    first = pipeline(results)
+    return results, pipeline(results)
+
+
+def test_a_fresh_run_says_nothing_about_reuse(first_run):
+    _, first = first_run
+    for step, output in first.items():
+        assert freshness_lines(output) == [], (step, freshness_lines(output))
+
+
+def test_the_gpt2_and_disentangling_steps_write_their_files(first_run):
+    results, first = first_run
+    gpt2_dir = results / "gpt2"
+    assert "main job finished" in first[""] and "HELD-OUT accuracy" in first[""] and "predicted" in first[""]
+    assert (gpt2_dir / "model" / "training.json").is_file() and (gpt2_dir / "model" / "training_curves.png").is_file()
+    for family, n_models in (("arithmetic", 3), ("simple", 4)):
+        summary = json.loads((gpt2_dir / f"das_{family}" / "summary.json").read_text())
+        assert len(summary["cells"]) == n_models * 2 * 2  # layers 0 and 2, k = 5 (256 scaled to n = 96) and the full swap
+        assert (gpt2_dir / f"das_{family}" / "evaluation.json").is_file()
+        assert (gpt2_dir / f"das_{family}" / "iia_per_layer.png").stat().st_size > 1000
+    for figure in ("sanity_check.png", "empirical.png", "overview.png", "disentangling/graphs.png", "disentangling/cliques.png",
+                   "disentangling/division.png", "disentangling/classification_tree.png"):
+        assert (gpt2_dir / figure).stat().st_size > 5000, figure
+
+
+def test_the_cnn_steps_write_their_cells(first_run):
+    results, _ = first_run
+    summary = json.loads((results / "cnn" / "das" / "summary.json").read_text())
+    names = {c["cell"] for c in summary["cells"]}
+    assert {"single_circularity+colour_conv1_rows_k64", "single_circularity+colour_conv1_flat_k64",
+            "multi_circularity+colour_conv1_rows_k64", "single_area_fc1_rows_k1"} <= names
+    assert set(summary["layer_table"]) == {"circularity", "colour", "area"}
+    assert set(summary["layer_table"]["colour"]) == {"conv1", "conv3", "fc1"}
+
+
+@pytest.fixture(scope="module")
+def runs(first_run):
+    results, first = first_run
     second = pipeline(results)
     graphs_before = json.loads((results / "gpt2" / "disentangling" / "graphs.json").read_text())
     as_if_trained_elsewhere(results / "gpt2" / "model")
@@ -74,17 +113,11 @@ def runs(tmp_path_factory):
     return results, first, second, third, graphs_before
 
 
-def test_a_fresh_run_says_nothing_about_reuse(runs):
-    _, first, *_ = runs
-    for step, output in first.items():
-        assert freshness_lines(output) == [], (step, freshness_lines(output))
-
-
 def test_a_second_run_reuses_every_result(runs):
     _, _, second, *_ = runs
     for step, output in second.items():
         lines = freshness_lines(output)
-        if step in ("gpt2_figures", "predict", "predict_best_sites", "compare"):  # figures and a table from JSON: nothing to reuse
+        if step in ("", "gpt2_figures", "predict", "predict_best_sites", "compare"):  # figures and a table from JSON: nothing to reuse
             continue
         assert lines and all(line.startswith("reusing") for line in lines), (step, lines)
         assert len(lines) <= (2 if step == "gpt2_evaluate" else 1), (step, lines)  # the evaluation covers two sweeps

@@ -32,6 +32,15 @@ def _import_pyvene():
     return pyvene
 
 
+def maps_model(model) -> bool:
+    """Whether pyvene's model card maps this model's class (pyvene 0.1.8: GPT-2, Llama, Qwen2 and
+    Gemma's classifiers and causal LMs; GPT-NeoX, Mistral and Gemma-2's causal LMs; a few more)."""
+    _import_pyvene()
+    from pyvene.models.intervenable_modelcard import type_to_module_mapping
+
+    return type(model) in type_to_module_mapping
+
+
 def build_intervenable(site, n: int, subspace_sizes: tuple[int, ...], weight: torch.Tensor | None = None):
     """A `pyvene.IntervenableModel` at `site` with one linked intervention per variable.
 

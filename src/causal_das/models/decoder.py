@@ -30,11 +30,6 @@ from causal_das.das.site import PyveneSpec, SiteName
 from causal_das.models.answer_head import class_head, language_model, pyvene_view
 from causal_das.models.lm_structure import find_structure
 
-# pyvene 0.1.8's model card maps these model types' sequence classifiers and causal LMs (it misses
-# gemma2's and gpt_neox's classifiers, and most families altogether): the reference engine refuses
-# the others.
-PYVENE_TYPES = ("gpt2", "llama", "qwen2")
-
 
 class _Stop(Exception):
     """Raised by the prefix hook once layer L has run: the rest of the forward is not needed."""
@@ -184,7 +179,9 @@ class DecoderSite:
 
     def pyvene_spec(self) -> PyveneSpec:
         network, logits = pyvene_view(self.model)
-        if self.model.config.model_type not in PYVENE_TYPES:
+        from causal_das.das.pyvene_engine import maps_model
+
+        if not maps_model(network):  # pyvene 0.1.8's model card lists classes, not families
             raise ValueError(f"pyvene 0.1.8 does not support {type(network).__name__}; use the fast engine (--engine fast)")
         return PyveneSpec(model=network, layer=self.layer, component="block_output", positions=self.positions,
                           to_pyvene_inputs=lambda ids: {"input_ids": ids}, logits=logits)

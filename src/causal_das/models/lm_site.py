@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import io
 import re
 from collections.abc import Sequence
 
@@ -277,9 +276,9 @@ class LanguageModelSite:
     def pyvene_spec(self) -> PyveneSpec:
         """The reference engine's view: pyvene's `block_output` of layer L at `pyvene_positions`,
         the same in every row (pyvene 0.1.8 takes one list of positions per batch here)."""
-        with contextlib.redirect_stdout(io.StringIO()):  # pyvene prints at import
-            from pyvene.models.intervenable_modelcard import type_to_module_mapping
-        if type(self.model) not in type_to_module_mapping:
+        from causal_das.das.pyvene_engine import maps_model
+
+        if not maps_model(self.model):
             raise ValueError(f"pyvene 0.1.8 does not support {type(self.model).__name__}; use the fast engine (--engine fast)")
         if self.pyvene_positions is None:
             raise ValueError("pyvene intervenes at the same token positions in every row: build the site with "
