@@ -35,7 +35,6 @@ from causal_das.experiments import disentangling, iia_graphs, thesis_commands
 from causal_das.plots import disentangling as figures
 from causal_das.runtime.cli import (
     ArgumentParser,
-    non_negative_float,
     non_negative_int,
     positive_int,
     run_main,
@@ -120,8 +119,10 @@ def build_parser() -> ArgumentParser:
                        help="the thesis's flag: the family the graphs in --results_path must be of (checked; the cliques are "
                             "those of every graph there)")
     found.add_argument("--min_size", type=positive_int, default=5, help="stop when the largest clique left is smaller (default 5)")
-    found.add_argument("--exact_seconds", type=non_negative_float, default=10.0,
-                       help="time allowed for each exact maximum clique before the greedy approximation is used (0: always greedy)")
+    found.add_argument("--exact_nodes", type=non_negative_int, default=disentangling.EXACT_NODES,
+                       help="nodes of search tree allowed for each exact maximum clique before the greedy approximation is used "
+                            f"(default {disentangling.EXACT_NODES:,}; 0: always greedy). A bound on work, not time: the same graphs give the "
+                            "same cliques on a busy machine"),
     found.add_argument("--resamples", type=non_negative_int, default=0,
                        help="also peel the cliques of this many random 80%% subsets of the triples and report how much the largest "
                             "clique and the covered triples move (Jaccard index; below 0.8 on average: unstable). Default 0: not measured")
@@ -186,7 +187,7 @@ def main():
 
         if args.causal_model_type:
             thesis_commands.check_graphs_family(args.results_path, args.causal_model_type)
-        record = disentangling.run_cliques(args.results_path, args.min_size, args.exact_seconds, args.resamples)
+        record = disentangling.run_cliques(args.results_path, args.min_size, args.exact_nodes, args.resamples)
         print(cliques_table(record))
         if args.resamples:
             print(clique_stability_table(record))

@@ -193,9 +193,9 @@ def test_peel_cliques_finds_planted_cliques_exactly_and_greedily():
     for nodes in planted:
         adjacency[np.ix_(nodes, nodes)] = True
     np.fill_diagonal(adjacency, False)
-    exact = cliques.peel_cliques(adjacency, min_size=5, exact_seconds=10)
+    exact = cliques.peel_cliques(adjacency, min_size=5)
     assert [c["nodes"] for c in exact[:2]] == planted and {c["method"] for c in exact} == {"exact"}
-    greedy = cliques.peel_cliques(adjacency, min_size=5, exact_seconds=0)
+    greedy = cliques.peel_cliques(adjacency, min_size=5, exact_nodes=0)
     assert {c["method"] for c in greedy} == {"greedy"}
     assert greedy[0]["nodes"] == planted[0]
 

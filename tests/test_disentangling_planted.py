@@ -192,15 +192,15 @@ def test_a_planted_clique_is_stable_under_resampling_and_cliques_of_noise_are_no
 
     graphs, planted = planted_graphs("threshold X <= 5")
     adjacency = graphs[FIRST].agreement
-    full = cliques.peel_cliques(adjacency, 5, 0.0)  # greedy cliques, for speed: the planted one is found all the same
+    full = cliques.peel_cliques(adjacency, 5, 0)  # greedy cliques, for speed: the planted one is found all the same
     assert set(full[0]["nodes"]) == set(np.flatnonzero(np.asarray(planted) == FIRST).tolist())
-    result = stability.resampled_cliques(adjacency, full, 5, 0.0, resamples=3)
+    result = stability.resampled_cliques(adjacency, full, 5, 0, resamples=3)
     assert result["stable"] and result["largest_jaccard_min"] >= 0.95, result
     rng = np.random.default_rng(0)
     noise = np.triu(rng.random((A.N_TRIPLES, A.N_TRIPLES)) < 0.5, 1)
     noise = noise | noise.T
-    full = cliques.peel_cliques(noise, 12, 0.0)
-    result = stability.resampled_cliques(noise, full, 12, 0.0, resamples=3)
+    full = cliques.peel_cliques(noise, 12, 0)
+    result = stability.resampled_cliques(noise, full, 12, 0, resamples=3)
     assert not result["stable"] and result["largest_jaccard_mean"] < 0.5, result
 
 

@@ -64,7 +64,7 @@ def _subsets(n: int, resamples: int, fraction: float, seed: int):
         yield mask
 
 
-def resampled_cliques(adjacency: np.ndarray, full: list[dict], min_size: int, exact_seconds: float, resamples: int,
+def resampled_cliques(adjacency: np.ndarray, full: list[dict], min_size: int, exact_nodes: int, resamples: int,
                       fraction: float = 0.8, seed: int = 0) -> dict:
     """The cliques of one graph (`full`, as `cliques.peel_cliques` returns them) against the cliques
     peeled from random `fraction` subsets of its inputs: per resample, the Jaccard index of the
@@ -77,7 +77,7 @@ def resampled_cliques(adjacency: np.ndarray, full: list[dict], min_size: int, ex
         keep = np.flatnonzero(mask)
         # A clique of min_size inputs keeps about `fraction` of them in the subset: the subset's
         # cliques are peeled down to that size, so that the covered inputs compare like with like.
-        sub = cliques.peel_cliques(adjacency[np.ix_(keep, keep)], max(2, int(np.ceil(min_size * fraction))), exact_seconds)
+        sub = cliques.peel_cliques(adjacency[np.ix_(keep, keep)], max(2, int(np.ceil(min_size * fraction))), exact_nodes)
         members = [set(keep[c["nodes"]].tolist()) for c in sub]
         sizes.append(len(members[0]) if members else 0)
         largest.append(jaccard(members[0] if members else set(), {v for v in largest_full if mask[v]}))

@@ -12,6 +12,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from causal_das.analysis import classification, cliques, division, stability
+from causal_das.analysis.cliques import EXACT_NODES  # noqa: F401  (the script's default)
 from causal_das.plots import disentangling as figures
 from causal_das.runtime.io import atomic_write_json, read_json, run_metadata
 from causal_das.runtime.provenance import Tally, digest, load_current
@@ -57,9 +58,9 @@ def _write(path: Path, record: dict, settings: dict, inputs: dict, figure: Path,
     return record
 
 
-def run_cliques(results_path: str | Path, min_size: int, exact_seconds: float, resamples: int = 0) -> dict:
+def run_cliques(results_path: str | Path, min_size: int, exact_nodes: int, resamples: int = 0) -> dict:
     results_path = Path(results_path)
-    settings = {"min_size": min_size, "exact_seconds": exact_seconds, **({"resamples": resamples} if resamples else {})}
+    settings = {"min_size": min_size, "exact_nodes": exact_nodes, **({"resamples": resamples} if resamples else {})}
     inputs = {"graphs": graph_hashes(results_path)}
     path, figure = results_path / "cliques.json", results_path / "cliques.png"
     record = _reusable(path, settings, inputs, figure, figures.plot_cliques)
@@ -67,11 +68,11 @@ def run_cliques(results_path: str | Path, min_size: int, exact_seconds: float, r
         return record
     index, graphs = load_graphs(results_path)
     started = time.perf_counter()
-    result = cliques.analyse(graphs, INPUTS, min_size, exact_seconds, progress=lambda items: tqdm(list(items), desc="cliques", unit="graph"))
+    result = cliques.analyse(graphs, INPUTS, min_size, exact_nodes, progress=lambda items: tqdm(list(items), desc="cliques", unit="graph"))
     if resamples:  # how much each graph's cliques move when a fifth of the triples is left out
         for row in tqdm(result["graphs"], desc="cliques of subsets", unit="graph"):
             row["stability"] = stability.resampled_cliques(graphs[(row["causal_model"], row["layer"])].agreement, row["cliques"],
-                                                           min_size, exact_seconds, resamples)
+                                                           min_size, exact_nodes, resamples)
     record = {"experiment": "cliques", "k": index["k"], **result, "seconds": time.perf_counter() - started, **run_metadata()}
     return _write(path, record, settings, inputs, figure, figures.plot_cliques)
 
