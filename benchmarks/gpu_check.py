@@ -1,6 +1,6 @@
 """One command that checks a GPU machine: does this code run there, compute what the CPU computes,
-and how fast. Run from the repository root; on one GPU it is sized to take under 10 minutes (not yet
-measured on one: docs/engines.md#on-a-gpu).
+and how fast. Run from the repository root; on one GPU it is sized to take under 10 minutes (about 8 on
+an H200, measured in parts: docs/engines.md#on-a-gpu).
 
     python benchmarks/gpu_check.py                    # writes results/gpu_check.json, prints a table
     python benchmarks/gpu_check.py --device cpu       # the same checks on the CPU at tiny sizes (the tests run this)

@@ -43,13 +43,16 @@ from causal_das.tasks.four_objects import get_task
 # Each case trains W for at most 16 Adam steps at lr 1e-3, so no entry of W moves by more than about
 # 0.016 (Adam's step is about lr whatever the gradient's size): the bounds below are against that.
 # max |W_device - W_cpu| after training, per precision:
-# - fp32: another device's summation order changes the last bits (~1e-7 relative); Adam amplifies
-#   that only where a gradient entry is as small, so W stays far below 1e-4 apart.
+# - fp32: another device's summation order changes the last bits (~1e-7 relative), and Adam turns
+#   a last-bit change of a near-zero gradient entry into a fraction of a step: on the CPU alone,
+#   weights multiplied by (1 + 1e-7 N(0,1)) move the MLP's trained W by 1.2e-4 and the CNN flat
+#   case's by 1.6e-4 (an H200 in fp32: 1.23e-4, docs/engines.md#on-a-gpu). The interchange check,
+#   not this bound, is what tells fp32 from TF32.
 # - tf32 rounds the network's products to a 10-bit mantissa (~5e-4 relative), bf16 to an 8-bit one
 #   (~4e-3). Adam turns a rounding-sized change of a small gradient entry into a whole step of the
 #   other sign, so their W drift by up to a few steps: the CPU's own bf16 runs of these cases end at
 #   max |dW| 5.5e-4 to 3.9e-3 (docs/engines.md#on-a-gpu). tf32 gets half the bf16 bound.
-W_TOLERANCE = {"fp32": 1e-4, "tf32": 5e-3, "bf16": 1e-2}
+W_TOLERANCE = {"fp32": 5e-4, "tf32": 5e-3, "bf16": 1e-2}
 # The share of test predictions equal to the CPU fp32 run's: the 98%, except for bf16, whose
 # rounding alone (the CPU's own bf16 run with the CPU's W) changes up to 2.4% of the predictions of these
 # small 28-class networks, whose interventions leave many near-ties between the top two logits.
