@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from causal_das.experiments import arithmetic_positions as gp
-from causal_das.studies import arithmetic_decoder, arithmetic_network, graph_files
+from causal_das.studies import arithmetic_decoder, arithmetic_network, graph_files, position_verdicts
 from causal_das.tasks import arithmetic as A
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,7 +60,7 @@ def test_position_sweep_end_to_end(model_dir, tmp_path):
     for name in ("full_patch", "pca", "neuron_mask", "control_random_init", "copy_base_label", "network_no_intervention"):
         assert 0 <= same_site[name] <= 1, name
     assert len(same_site["random_subspace"]["draws"]) == 3 and len(same_site["neuron_mask_neurons"]) == 5
-    assert cell["best_baseline"]["name"] in gp.SAME_K_BASELINES
+    assert cell["best_baseline"]["name"] in position_verdicts.SAME_K_BASELINES
     assert cell["das_minus_best_baseline"] == pytest.approx(cell["iia_own_model"] - cell["best_baseline"]["iia"])
     assert set(cell["illusion"]) >= {"variance_fraction", "projected_iia", "flagged", "span_dims"}
     assert (out / "interventions" / "PXZ_Y" / "L01_p3" / "weights.safetensors").is_file()
@@ -143,7 +143,9 @@ def _summary_cell(model, layer, position_set, das, pca, flagged, chance=0.08):
             "baselines": {"network_no_intervention": chance, "network_on_source": chance, "random_subspace": {"mean": chance},
                           "pca": pca, "full_patch": pca, "neuron_mask": chance}}
     margin = das - max(pca, chance)
-    return {**cell, **gp.null_judgement(cell), "das_minus_best_baseline": margin, "das_beats_baselines": margin > 0.03,
+    real = not flagged and das - chance > 0.1  # what the paired tests would say at these margins on 2000 pairs
+    return {**cell, **position_verdicts.chance_margin(cell), "alignment_real": real, "p_chance": 1e-9 if real else 0.5,
+            "p_chance_adjusted": 1e-8 if real else 1.0, "das_minus_best_baseline": margin, "das_beats_baselines": margin > 0.03,
             "best_baseline": {"name": "pca", "iia": pca}, "illusion_flagged": flagged}
 
 

@@ -13,10 +13,10 @@ intervened network predicts the causal model's counterfactual label. Alone it me
   base itself and from that source (no extra forward code: the same suffix passes);
 - label rates that need no network: the majority label and how often the counterfactual label
   equals the base's (copy base) and the source's (copy source);
-- a verdict by the project's rule (`arithmetic_positions`' `das_beats_baselines` / `null_judgement`):
-  DAS beats its best chance baseline (no intervention, on the source, random subspace, and any
-  `extra_baselines` such as a random-init control) by more than two standard errors of the
-  difference of two rates, `margin_standard_error`.
+- a verdict by margins: DAS beats its best chance baseline (no intervention, on the source, random
+  subspace, and any `extra_baselines` such as a random-init control) by more than two standard
+  errors of the difference of two rates, `margin_standard_error` (the examples' quick rule; the
+  position sweep judges by paired tests adjusted over its cells: `studies.position_verdicts`).
 """
 
 from __future__ import annotations

@@ -52,13 +52,15 @@ def sign_flip_p_value(differences: np.ndarray, seed: int, n_resamples: int = 999
     return float(result.pvalue)
 
 
-def bootstrap_interval(differences: np.ndarray, confidence: float = CONFIDENCE, seed: int = 0, n_resamples: int = 2000) -> tuple[float, float]:
-    """A BCa bootstrap interval for the mean of per-pair differences (pairs resampled whole)."""
+def bootstrap_interval(differences: np.ndarray, confidence: float = CONFIDENCE, seed: int = 0, n_resamples: int = 2000,
+                       method: str = "BCa") -> tuple[float, float]:
+    """A bootstrap interval (BCa, or scipy's other methods) for the mean of per-pair differences
+    (pairs resampled whole)."""
     from scipy.stats import bootstrap
 
     if np.all(differences == differences[0]):  # no spread to resample: the interval is the point
         return float(differences[0]), float(differences[0])
-    result = bootstrap((differences,), np.mean, confidence_level=confidence, n_resamples=n_resamples, method="BCa",
+    result = bootstrap((differences,), np.mean, confidence_level=confidence, n_resamples=n_resamples, method=method,
                        rng=np.random.default_rng(seed))
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
@@ -80,6 +82,30 @@ def paired_comparison(a, b, *, confidence: float = CONFIDENCE, seed: int = 0) ->
     else:
         record.update(test="sign-flip permutation (one-sided)", p_value=sign_flip_p_value(differences, seed))
     return record
+
+
+def beats_all(own, others: dict, *, confidence: float = CONFIDENCE, seed: int = 0) -> dict:
+    """Whether an alignment scored 0/1 per test pair beats every one of `others` ({name: 0/1 per
+    pair}, the same pairs): an exact one-sided McNemar test against each, and the claim's p-value is
+    the largest of theirs (an intersection-union test: "beats all" holds at level a when each
+    comparison does). The decisive comparison (that largest p) gets a paired bootstrap interval
+    (percentile: a mean of thousands of pairs; BCa's jackknife would cost more than the test)."""
+    own = per_pair_scores(own, "own")
+    if not others:
+        raise ValueError("beats_all needs at least one alignment to compare with")
+    comparisons = {}
+    for name, values in others.items():
+        other = per_pair_scores(values, name)
+        if len(other) != len(own) or not (np.isin(own, (0, 1)).all() and np.isin(other, (0, 1)).all()):
+            raise ValueError(f"{name}: beats_all compares 0/1 scores on the same {len(own)} pairs")
+        own_only, other_only = int(((own == 1) & (other == 0)).sum()), int(((own == 0) & (other == 1)).sum())
+        comparisons[name] = {"difference": (own_only - other_only) / len(own), "p_value": mcnemar_exact(own_only, other_only),
+                             "own_only": own_only, "other_only": other_only}
+    decisive = max(comparisons, key=lambda name: (comparisons[name]["p_value"], -comparisons[name]["difference"]))
+    interval = bootstrap_interval(own - per_pair_scores(others[decisive]), confidence, seed, method="percentile")
+    return {"test": "exact McNemar against each (one-sided); the claim's p is the largest", "p_value": comparisons[decisive]["p_value"],
+            "decisive": decisive, "difference": comparisons[decisive]["difference"], "interval": list(interval), "confidence": confidence,
+            "n_pairs": len(own), "comparisons": comparisons}
 
 
 def holm(p_values: Sequence[float]) -> np.ndarray:

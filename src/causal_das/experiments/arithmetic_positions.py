@@ -27,22 +27,26 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from causal_das.das import baselines, engine
-from causal_das.das.evaluation import margin_standard_error as margin_error
 from causal_das.models.answer_head import head_kind
 from causal_das.runtime import devices
 from causal_das.runtime.io import atomic_write_json, check_results_path, run_metadata
 from causal_das.runtime.provenance import Tally, load_current, model_fingerprint
 from causal_das.runtime.settings import settings_of
 from causal_das.runtime.sweep import grouped, run_groups, split_finished
-from causal_das.studies import arithmetic_decoder
+from causal_das.studies import arithmetic_decoder, position_verdicts
 from causal_das.studies.arithmetic_cells import parse_position_set, position_cell_name, sweep_pairs
-from causal_das.studies.arithmetic_network import Network, evaluate_cells, interchange_data
+from causal_das.studies.arithmetic_network import (
+    Network,
+    correct_per_pair,
+    interchange_data,
+    label_correct,
+    rates,
+)
 from causal_das.studies.arithmetic_network import baselines as label_rates_of
 from causal_das.tasks import arithmetic
 
 DEFAULT_POSITION_SETS = ("all", "0", "1", "2", "3", "4", "5")
 INPUT_POSITION = {"X": 0, "Y": 2, "Z": 4}  # the token of each number in "X + Y + Z ="
-SAME_K_BASELINES = ("random_subspace", "pca", "neuron_mask", "control_random_init")
 
 
 @dataclass(frozen=True)
@@ -149,9 +153,9 @@ def train_alignments(site, states, activations, span, datas: list, models: list,
     return Alignments(das, projected, masks, shared)
 
 
-def control_scores(control, layer: int, positions, models: list, k: int, config: PositionSweepConfig, label: str) -> list:
-    """The same DAS on the random-init copy, scored against every model of the family (None per cell
-    without a control)."""
+def control_correct(control, layer: int, positions, models: list, k: int, config: PositionSweepConfig, label: str) -> list:
+    """The same DAS on the random-init copy, right or wrong per test pair against every model of the
+    family (None per cell without a control)."""
     if control is None:
         return [None] * len(models)
     train_ids, test_ids = config.pairs()
@@ -159,7 +163,7 @@ def control_scores(control, layer: int, positions, models: list, k: int, config:
     states = control.site_states(site)
     cells = [engine.Cell(interchange_data(control.input_ids, train_ids, m), config.das_config(k), f"control {m.name} {label}") for m in models]
     trained = engine.train_cells(site, cells, states, config.max_cells_per_pass)
-    return evaluate_cells(control, site, trained, test_ids, config.models(), "fast", states)
+    return correct_per_pair(control, site, trained, test_ids, config.models(), "fast", states)
 
 
 def same_site_rates(name: str, shared: list, shared_scores: list, mask, mask_score: dict, control_score: dict | None) -> dict:
@@ -178,21 +182,6 @@ def same_site_rates(name: str, shared: list, shared_scores: list, mask, mask_sco
     return rates
 
 
-def same_k_judgement(own: float, same_site: dict, n_test: int) -> dict:
-    """DAS against its best same-k alignment (random subspace, PCA, neuron mask, the control): the
-    margin, its standard error (two rates on n_test pairs each), and whether it beats by two of them."""
-    candidates = {"random_subspace": same_site["random_subspace"]["mean"], "pca": same_site["pca"], "neuron_mask": same_site["neuron_mask"],
-                  **({"control_random_init": same_site["control_random_init"]} if "control_random_init" in same_site else {})}
-    best = max(candidates, key=candidates.get)
-    error = margin_error(own, candidates[best], n_test)
-    return {
-        "best_baseline": {"name": best, "iia": candidates[best]},
-        "das_minus_best_baseline": own - candidates[best],
-        "margin_standard_error": error,
-        "das_beats_baselines": own - candidates[best] > 2 * error,
-    }
-
-
 def run_group(network, control, keys: list, k: int, config: PositionSweepConfig, out_dir: Path, settings_for: dict, inputs: dict) -> dict:
     """Trains, evaluates and writes the cells `keys` = [(causal model, layer, position set)] of one
     (layer, position set); returns {key: record}. `network` (and `control`, or None) is a
@@ -209,16 +198,21 @@ def run_group(network, control, keys: list, k: int, config: PositionSweepConfig,
     models = [arithmetic.get_model(name) for name, _, _ in keys]
     datas = [interchange_data(network.input_ids, train_ids, m) for m in models]
     alignments = train_alignments(site, states, activations, span, datas, models, k, config, label)
-    scores = evaluate_cells(network, site, alignments.all(), test_ids, config.models(), "fast", states)
-    das_scores, projected_scores, mask_scores, shared_scores = alignments.split(scores)
-    controls = control_scores(control, layer, positions, models, k, config, label)
+    correct = correct_per_pair(network, site, alignments.all(), test_ids, config.models(), "fast", states)
+    das_scores, projected_scores, mask_scores, shared_scores = alignments.split(rates(correct))
+    das_correct, _, mask_correct, shared_correct = alignments.split(correct)
+    controls = control_correct(control, layer, positions, models, k, config, label)
     seconds = (time.perf_counter() - started) / len(keys)
     records = {}
     for c, (key, model) in enumerate(zip(keys, models, strict=True)):
         name, das = model.name, alignments.das[c]
         own = das_scores[c][name]
         label_rates = label_rates_of(network, model, test_ids)
-        same_site = same_site_rates(name, alignments.shared, shared_scores, alignments.masks[c], mask_scores[c], controls[c])
+        control_rates = None if controls[c] is None else rates([controls[c]])[0]
+        same_site = same_site_rates(name, alignments.shared, shared_scores, alignments.masks[c], mask_scores[c], control_rates)
+        others = {**label_correct(network, model, test_ids), "pca": shared_correct[1][name], "neuron_mask": mask_correct[c][name],
+                  "random_subspace": [draw[name] for draw in shared_correct[2:]],
+                  **({} if controls[c] is None else {"control_random_init": controls[c][name]})}
         illusion = baselines.illusion_check(das, activations, span)
         illusion.update(projected_iia=projected_scores[c][name], projected_columns=alignments.projected[c].history["columns_kept"])
         illusion["flagged"] = baselines.illusion_flag(own, illusion["projected_iia"], label_rates["network_no_intervention"])
@@ -227,9 +221,10 @@ def run_group(network, control, keys: list, k: int, config: PositionSweepConfig,
             "causal_model": name, "layer": layer, "position_set": position_set, "positions": list(positions),
             "site": str(site.name), "n": site.n, "k": k,
             "variable_can_exist": can_exist(model, positions), "earliest_position": earliest_position(model),
-            "iia": das_scores[c], "iia_own_model": own,
+            "iia": das_scores[c], "iia_own_model": own, "iia_interval": position_verdicts.iia_interval(das_correct[c][name]),
             "baselines": {**label_rates, **same_site},
-            **same_k_judgement(own, same_site, len(test_ids)),
+            **position_verdicts.same_k_margin(own, same_site),
+            "paired": position_verdicts.paired_verdicts(das_correct[c][name], others, config.seed),
             "illusion": illusion,
             "n_training_pairs": len(train_ids), "n_test_pairs": len(test_ids),
             "train_history": das.history, "neuron_mask_history": alignments.masks[c].history["training"],
@@ -252,7 +247,8 @@ class _Cells:
 
     def __init__(self, config: PositionSweepConfig, k: int, fingerprint: str):
         self.out_dir, self.k = Path(config.results_path), k
-        self.config, self.inputs = config, {"model_fingerprint": fingerprint}
+        # The judgement rule is an input: cells judged by an older rule are recomputed, saying so.
+        self.config, self.inputs = config, {"model_fingerprint": fingerprint, "judgement_rule": position_verdicts.RULE}
 
     def path(self, key) -> Path:
         return self.out_dir / "cells" / f"{position_cell_name(*key)}.json"
@@ -335,59 +331,47 @@ def run_position_sweep(config: PositionSweepConfig, executor: str = "local", ray
         "head": head_kind(model),
         "k": k, "layers": list(layers), "position_sets": list(config.position_sets),
         "causal_models": [m.name for m in family],
-        "cells": [_summary_row(done[key]) for key in keys],
-        "seconds": time.perf_counter() - started,
+        "seconds": None,
     }
+    verdicts, summary["claims"] = position_verdicts.judge_cells([done[key] for key in keys])
+    summary["cells"] = [_summary_row(done[key], verdict) for key, verdict in zip(keys, verdicts, strict=True)]
+    summary["seconds"] = time.perf_counter() - started
     atomic_write_json(out_dir / "summary.json", summary)
     return summary
 
 
-def _summary_row(cell: dict) -> dict:
+def _summary_row(cell: dict, verdict: dict) -> dict:
     row = {key: cell[key] for key in ("causal_model", "layer", "position_set", "positions", "variable_can_exist", "iia_own_model",
-                                      "best_baseline", "das_minus_best_baseline",
-                                      "das_beats_baselines")}
+                                      "iia_interval", "best_baseline", "das_minus_best_baseline")}
+    row["das_minus_best_baseline_interval"] = cell["paired"]["same_k"]["interval"]
     same_site = cell["baselines"]
     row["baselines"] = {name: (value["mean"] if isinstance(value, dict) else value) for name, value in same_site.items()
                         if not name.endswith(("_neurons", "_explained"))}
     row["illusion_flagged"] = cell["illusion"]["flagged"]
     row["projected_iia"] = cell["illusion"]["projected_iia"]
-    row.update(null_judgement(cell))
+    row.update(verdict)
     return row
-
-
-# What an interchange does by chance: leave the base alone, copy the source, a random subspace of the
-# same k, the same training on the random-init network. PCA and the neuron mask are not among them:
-# they are other alignments of the same site, and where one equals DAS the variable is still there.
-CHANCE_BASELINES = ("network_no_intervention", "network_on_source", "random_subspace", "control_random_init")
-
-
-def null_judgement(cell: dict) -> dict:
-    """The cell's best chance baseline, DAS's margin over it, and whether the alignment is real: that
-    margin above two standard errors and no illusion flag."""
-    rates = {name: cell["baselines"][name] for name in CHANCE_BASELINES if name in cell["baselines"]}
-    rates = {name: (value["mean"] if isinstance(value, dict) else value) for name, value in rates.items()}
-    best = max(rates, key=rates.get)
-    own, margin = cell["iia_own_model"], cell["iia_own_model"] - rates[best]
-    real = not cell["illusion"]["flagged"] and margin > 2 * margin_error(own, rates[best], cell["n_test_pairs"])
-    return {"chance_baseline": {"name": best, "iia": rates[best]}, "das_minus_chance": margin, "alignment_real": real}
 
 
 def summary_table(summary: dict) -> str:
     """Per causal model: DAS IIA per layer x position set, the margin over the best same-k baseline in
-    brackets; '*' marks a margin of more than two standard errors, '-' a set where the variable cannot
-    exist, '!' an illusion flag."""
-    lines = []
+    brackets; '*' marks a real alignment, '+' one that also beats every same-k baseline (both paired
+    and adjusted over the sweep), '-' a set where the variable cannot exist, '!' an illusion flag."""
+    claims = summary["claims"]
+    lines = [f"claims adjusted over the sweep's {claims['n_claims']} cells ({claims['method']}, level {claims['level']}): "
+             f"{claims['alignment_real']} real, {claims['das_beats_baselines']} beating every same-k baseline"]
     cells = {(c["causal_model"], c["layer"], c["position_set"]): c for c in summary["cells"]}
     sets = summary["position_sets"]
     for name in summary["causal_models"]:
         lines.append(f"\n{name}: DAS IIA (k = {summary['k']}) per layer x position set, [margin over the best same-k baseline]; "
-                     "* margin > 2 standard errors, - the variable cannot exist there, ! illusion flag")
+                     "* real (beats every chance baseline), + also every same-k baseline, - the variable cannot exist there, ! illusion flag")
         lines.append("layer " + "".join(f"{s:>16}" for s in sets))
         for layer in summary["layers"]:
             entries = []
             for s in sets:
                 cell = cells[(name, layer, s)]
-                mark = ("*" if cell["das_beats_baselines"] else "") + ("!" if cell["illusion_flagged"] else "") + ("" if cell["variable_can_exist"] else "-")
+                mark = (("*" if cell["alignment_real"] else "") + ("+" if cell["alignment_real"] and cell["das_beats_baselines"] else "")
+                        + ("!" if cell["illusion_flagged"] else "") + ("" if cell["variable_can_exist"] else "-"))
                 entries.append(f"{cell['iia_own_model']:.2f}[{cell['das_minus_best_baseline']:+.2f}]{mark}")
             lines.append(f"{layer:>5} " + "".join(f"{e:>16}" for e in entries))
     return "\n".join(lines)

@@ -28,6 +28,7 @@ INPUT_NAMES = {
     "sweep_cell": "their sweep cells",
     "graphs": "the IIA graphs",
     "division": "the division",
+    "judgement_rule": "the judgement rule",
 }
 
 

@@ -52,10 +52,10 @@ class Network:
             return engine.cache_activations(site, self.input_ids)
 
 
-def evaluate_cells(network: Network, site, trained: list, test_ids: np.ndarray, family, config_engine: str, states=None) -> list[dict]:
-    """IIA of each trained intervention at `site` against each causal model of `family` on the
-    `test_ids` pairs (the fast engine evaluates them together; `states`: the site states, if the
-    caller has them)."""
+def correct_per_pair(network: Network, site, trained: list, test_ids: np.ndarray, family, config_engine: str, states=None) -> list[dict]:
+    """For each trained intervention at `site`, {causal model of `family`: (N,) bool, right on each
+    of the `test_ids` pairs}: what paired comparisons need (the fast engine evaluates them together;
+    `states`: the site states, if the caller has them)."""
     base, source = arithmetic.decode_pairs(test_ids)
     data = engine.InterchangeData(network.input_ids, torch.as_tensor(base), torch.as_tensor(source)[:, None], torch.zeros(len(base), dtype=torch.long))
     if config_engine == "fast":
@@ -63,7 +63,25 @@ def evaluate_cells(network: Network, site, trained: list, test_ids: np.ndarray, 
     else:
         predictions = [engine.predict(site, one, data, config_engine) for one in trained]
     labels = {m.name: arithmetic.counterfactual_labels(m, base, source) for m in family}
-    return [{name: float(np.mean(p.numpy() == target)) for name, target in labels.items()} for p in predictions]
+    return [{name: p.numpy() == target for name, target in labels.items()} for p in predictions]
+
+
+def rates(correct: list[dict]) -> list[dict]:
+    """The IIA of each alignment against each model: the mean of `correct_per_pair`."""
+    return [{name: float(np.mean(right)) for name, right in one.items()} for one in correct]
+
+
+def evaluate_cells(network: Network, site, trained: list, test_ids: np.ndarray, family, config_engine: str, states=None) -> list[dict]:
+    """IIA of each trained intervention at `site` against each causal model of `family` on the `test_ids` pairs."""
+    return rates(correct_per_pair(network, site, trained, test_ids, family, config_engine, states))
+
+
+def label_correct(network: Network, causal_model, test_ids: np.ndarray) -> dict[str, np.ndarray]:
+    """Per pair, whether the unintervened network's answer to the base, and to the source, is the
+    counterfactual label: the chance baselines that need no alignment."""
+    base, source = arithmetic.decode_pairs(test_ids)
+    labels = arithmetic.counterfactual_labels(causal_model, base, source)
+    return {"network_no_intervention": labels == network.plain_predictions[base], "network_on_source": labels == network.plain_predictions[source]}
 
 
 def baselines(network: Network, causal_model, test_ids: np.ndarray) -> dict[str, float]:

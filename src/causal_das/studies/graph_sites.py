@@ -9,8 +9,8 @@ causal models of one group:
 - a thesis sweep's graphs: the layer (the three arithmetic models at layer 1, ...);
 - `--site LAYER:POSITIONS` on a position sweep: that site, the same for every model ("L2:3");
 - `--site best` on a position sweep: each causal model at its own best site ("best sites"): among
-  the cells where its intermediate variable can exist and its alignment is real (DAS above every
-  chance baseline by two standard errors, no illusion flag: `arithmetic_positions.null_judgement`), the
+  the cells where its intermediate variable can exist and its alignment is real (DAS beats every
+  chance baseline in paired tests adjusted over the sweep, no illusion flag: `position_verdicts`), the
   one with the widest margin over the chance baselines (ties: the lower layer, then the sweep's
   order of position sets). A model with no real alignment anywhere is left out, so that an
   illusion cannot take triples in the division; if no model has one, every model gets its widest
@@ -132,7 +132,8 @@ def _select_sites(summary: dict, sweep: Path, causal_models, layers, k, sites) -
                 key, cell = best[m]
                 keys.append(key)
                 why[key] = {"rule": "the widest margin over the chance baselines where the variable can exist and the alignment is real",
-                            **{name: cell[name] for name in ("das_minus_chance", "chance_baseline", "alignment_real", "iia_own_model",
+                            **{name: cell.get(name) for name in ("das_minus_chance", "chance_baseline", "alignment_real", "p_chance",
+                                                                 "p_chance_adjusted", "iia_own_model", "iia_interval",
                                                              "das_minus_best_baseline", "best_baseline", "das_beats_baselines",
                                                              "illusion_flagged")}}
             continue
@@ -150,9 +151,9 @@ def _best_site(model: str, summary: dict, cells: dict) -> tuple[GraphKey, dict]:
     candidates = [c for (m, _, _), c in cells.items() if m == model and c["variable_can_exist"]]
     if not candidates:
         raise ValueError(f"no cell of the position sweep lets {model}'s intermediate variable exist; add later token positions")
-    if "alignment_real" not in candidates[0]:
-        raise ValueError("this position sweep's summary.json predates the chance-baseline judgement; rerun run_das.py on it "
-                         "(its cells are reused) to rewrite the summary")
+    if "p_chance_adjusted" not in candidates[0]:
+        raise ValueError("this position sweep's summary.json predates the paired judgement; rerun run_das.py on it "
+                         "(it recomputes its cells under the new rule) to rewrite the summary")
     best = min(candidates, key=lambda c: (not c["alignment_real"], -c["das_minus_chance"], c["layer"], order[c["position_set"]]))
     return GraphKey(model, best["layer"], best["position_set"], BEST_GROUP), best
 

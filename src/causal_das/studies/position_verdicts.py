@@ -1,0 +1,102 @@
+"""The position sweep's verdicts: is a cell's alignment real, and does DAS beat its same-k baselines.
+
+Every alignment of a cell's site is scored on the same test pairs, so each verdict is paired: DAS
+against each alignment it must beat, an exact McNemar test per comparison, and the claim's p-value
+the largest of theirs (`das.statistics.beats_all`). Two claims per cell:
+
+- **real** (`alignment_real`): DAS beats every *chance* baseline (the unintervened network on the
+  base and on the source, each random subspace of the same k, the same DAS on the random-init
+  network), and the illusion check does not flag it;
+- **beats its baselines** (`das_beats_baselines`): DAS beats every same-k alignment of the site (each
+  random subspace, PCA, the neuron mask, the random-init control).
+
+A sweep makes both claims for every cell at once, so each is adjusted over the sweep's cells (Holm:
+the chance of any false "real" in the sweep stays at or below `LEVEL`), raw and adjusted p-values
+recorded side by side. The margins by rate (`das_minus_chance`, `das_minus_best_baseline`) stay: they
+rank sites, the tests decide them.
+
+Why PCA and the neuron mask are not chance baselines: they are other alignments of the same site,
+and where one equals DAS the variable is still there.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from causal_das.das.evaluation import wilson_interval
+from causal_das.das.statistics import adjust, beats_all
+
+LEVEL = 0.05
+ADJUSTMENT = "holm"
+CHANCE_BASELINES = ("network_no_intervention", "network_on_source", "random_subspace", "control_random_init")
+SAME_K_BASELINES = ("random_subspace", "pca", "neuron_mask", "control_random_init")
+# Recorded among each cell's inputs: cells judged by an older rule are recomputed, not reused.
+RULE = "paired: exact McNemar against each baseline, largest p; Holm over the sweep's cells"
+
+
+def _draws(correct: dict) -> dict:
+    """One entry per random draw: DAS must beat each, not only their mean."""
+    return {f"random_subspace[{i}]": draw for i, draw in enumerate(correct["random_subspace"])}
+
+
+def paired_verdicts(own: np.ndarray, correct: dict, seed: int) -> dict:
+    """The cell's raw paired claims. `correct`: per-pair 0/1 of every other alignment of the site
+    ({"random_subspace": [draws], "pca", "neuron_mask", "network_no_intervention",
+    "network_on_source", optionally "control_random_init"})."""
+    control = {"control_random_init": correct["control_random_init"]} if "control_random_init" in correct else {}
+    chance = {name: correct[name] for name in ("network_no_intervention", "network_on_source")} | _draws(correct) | control
+    same_k = _draws(correct) | {"pca": correct["pca"], "neuron_mask": correct["neuron_mask"]} | control
+    own = own.astype(float)
+    return {"chance": beats_all(own, {n: v.astype(float) for n, v in chance.items()}, seed=seed),
+            "same_k": beats_all(own, {n: v.astype(float) for n, v in same_k.items()}, seed=seed)}
+
+
+def iia_interval(own: np.ndarray) -> list[float]:
+    """The Wilson 95% interval of DAS's IIA on the cell's test pairs."""
+    return list(wilson_interval(int(np.sum(own)), len(own)))
+
+
+def _rate(value) -> float:
+    return value["mean"] if isinstance(value, dict) else value
+
+
+def best_of(cell: dict, names: tuple[str, ...]) -> tuple[str, float]:
+    rates = {name: _rate(cell["baselines"][name]) for name in names if name in cell["baselines"]}
+    best = max(rates, key=rates.get)
+    return best, rates[best]
+
+
+def same_k_margin(own: float, baselines: dict) -> dict:
+    """DAS against its best same-k alignment by rate: the name, the rate and the margin (which the
+    heatmaps show; the paired test decides)."""
+    best, rate = best_of({"baselines": baselines}, SAME_K_BASELINES)
+    return {"best_baseline": {"name": best, "iia": rate}, "das_minus_best_baseline": own - rate}
+
+
+def chance_margin(cell: dict) -> dict:
+    """The cell's best chance baseline by rate and DAS's margin over it (what ranks the best sites)."""
+    best, rate = best_of(cell, CHANCE_BASELINES)
+    return {"chance_baseline": {"name": best, "iia": rate}, "das_minus_chance": cell["iia_own_model"] - rate}
+
+
+def judge_cells(cells: list[dict], level: float = LEVEL, method: str = ADJUSTMENT) -> tuple[list[dict], dict]:
+    """The verdicts of a sweep's cells (records of `run_group`), each claim adjusted over all of them:
+    ([per cell: margins, raw and adjusted p-values, alignment_real, das_beats_baselines], the claims'
+    record for the summary)."""
+    chance = adjust([c["paired"]["chance"]["p_value"] for c in cells], method, level)
+    same_k = adjust([c["paired"]["same_k"]["p_value"] for c in cells], method, level)
+    verdicts = []
+    for i, cell in enumerate(cells):
+        paired = cell["paired"]
+        verdicts.append({
+            **chance_margin(cell),
+            "das_minus_chance_interval": paired["chance"]["interval"], "chance_decisive": paired["chance"]["decisive"],
+            "p_chance": paired["chance"]["p_value"], "p_chance_adjusted": chance["adjusted"][i],
+            "alignment_real": bool(chance["passes"][i] and not cell["illusion"]["flagged"]),
+            "p_same_k": paired["same_k"]["p_value"], "p_same_k_adjusted": same_k["adjusted"][i],
+            "das_beats_baselines": bool(same_k["passes"][i]),
+        })
+    claims = {"level": level, "method": method, "controls": chance["controls"], "n_claims": len(cells), "family": "every cell of the sweep",
+              "rule": RULE, "alignment_real": sum(v["alignment_real"] for v in verdicts),
+              "das_beats_baselines": sum(v["das_beats_baselines"] for v in verdicts)}
+    return verdicts, claims
