@@ -167,6 +167,11 @@ def main():
     if note:
         print(note, flush=True)
     setup_logging(args.verbose)
+    reason = disentangling.stopped(args.results_path) if args.command in ("cliques", "divide", "classify", "predict") else None
+    if reason:  # the graphs step found nothing real to disentangle: each later step says so instead of running
+        written = "" if args.command == "predict" else f"; wrote {disentangling.write_stopped(args.results_path, args.command, reason)}"
+        print(f"stopped: {reason}{written}")
+        return
     if args.command == "graphs":
         if args.causal_model_type and args.causal_models:
             raise ValueError("give --causal_model_type (a whole family) or --causal_models, not both")
@@ -178,6 +183,10 @@ def main():
                                          workers=args.workers, device=args.device, precision=args.precision,
                                          sites=tuple(args.site) if args.site else None)
         index = iia_graphs.run_graphs(config)
+        if "stopped" in index:
+            Path(args.results_path, "graphs.png").unlink(missing_ok=True)
+            print(f"stopped: {index['stopped']}; wrote {args.results_path}/graphs.json")
+            return
         figures.plot_graphs(f"{args.results_path}/graphs.json", f"{args.results_path}/graphs.png")
         print(iia_graphs.graphs_table(index))
         print(f"wrote {args.results_path}/graphs.json, graphs/ and graphs.png")

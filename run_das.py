@@ -45,6 +45,10 @@ def main():
     parser.add_argument("--n_training", type=positive_int, default=None,
                         help=f"training (base, source) pairs per cell (default {d.n_training}; {p.n_training} with --position_sets)")
     parser.add_argument("--n_testing", type=positive_int, default=None, help=f"fresh test pairs per cell, disjoint from the training pairs (default {d.n_testing})")
+    parser.add_argument("--n_selection", type=positive_int, default=None,
+                        help="with --position_sets: pairs, disjoint from the training and test pairs, on which the best sites are "
+                             "chosen, so that the numbers reported (on the test pairs) are not the ones they were chosen by "
+                             "(default: as many as --n_testing)")
     parser.add_argument("--batch_size", type=positive_int, default=None, help=f"DAS training batch size (default {d.batch_size})")
     parser.add_argument("--epochs", type=positive_int, default=None, help=f"DAS training epochs (default {d.epochs}; {p.epochs} with --position_sets)")
     parser.add_argument("--lr", type=positive_float, default=None, help=f"DAS learning rate, Adam (default {d.lr})")
@@ -77,8 +81,8 @@ def main():
     sizes = {name: getattr(args, name) for name in ("n_training", "n_testing", "batch_size", "epochs", "lr") if getattr(args, name) is not None}
     if args.position_sets:
         return position_sweep(args, sizes)
-    if args.causal_models or args.random_draws != arithmetic_positions.PositionSweepConfig.random_draws:
-        raise ValueError("--causal_models and --random_draws belong to the position sweep: add --position_sets (e.g. all 0 1 2 3 4 5)")
+    if args.causal_models or args.n_selection or args.random_draws != arithmetic_positions.PositionSweepConfig.random_draws:
+        raise ValueError("--causal_models, --n_selection and --random_draws belong to the position sweep: add --position_sets (e.g. all 0 1 2 3 4 5)")
     results_path = args.results_path or f"results/gpt2/das_{args.causal_model_type}"
     config = arithmetic_cells.SweepConfig(
         model_path=args.model_path, causal_model_type=args.causal_model_type,
@@ -106,7 +110,7 @@ def position_sweep(args, sizes: dict) -> None:
         model_path=args.model_path, causal_model_type=args.causal_model_type, layers=tuple(args.layers) if args.layers else None,
         causal_models=tuple(args.causal_models) if args.causal_models else None,
         position_sets=tuple(dict.fromkeys(args.position_sets)), k=args.low_rank_dims[0] if args.low_rank_dims else None,
-        random_draws=args.random_draws, control=args.control, seed=args.seed, results_path=results_path,
+        random_draws=args.random_draws, control=args.control, seed=args.seed, results_path=results_path, n_selection=args.n_selection,
         device=args.device, precision=args.precision, max_cells_per_pass=args.max_cells_per_pass, **sizes,
     )
     summary = arithmetic_positions.run_position_sweep(config, args.executor, args.ray_address, args.ray_cpus, args.workers)

@@ -138,15 +138,20 @@ def test_graphs_and_the_division_at_the_position_sweeps_sites(model_dir, tmp_pat
 
 
 def _summary_cell(model, layer, position_set, das, pca, flagged, chance=0.08):
-    cell = {"causal_model": model, "layer": layer, "position_set": position_set, "iia_own_model": das, "n_test_pairs": 2000,
-            "variable_can_exist": True, "illusion": {"flagged": flagged},
+    """A summary row whose selection-pair and report-pair numbers agree (what the paired tests would
+    say at these margins on 1000 pairs)."""
+    cell = {"causal_model": model, "layer": layer, "position_set": position_set, "iia_own_model": das, "iia_interval": [das - 0.03, das + 0.03],
+            "n_test_pairs": 1000, "variable_can_exist": True, "illusion": {"flagged": flagged},
             "baselines": {"network_no_intervention": chance, "network_on_source": chance, "random_subspace": {"mean": chance},
                           "pca": pca, "full_patch": pca, "neuron_mask": chance}}
     margin = das - max(pca, chance)
-    real = not flagged and das - chance > 0.1  # what the paired tests would say at these margins on 2000 pairs
-    return {**cell, **position_verdicts.chance_margin(cell), "alignment_real": real, "p_chance": 1e-9 if real else 0.5,
-            "p_chance_adjusted": 1e-8 if real else 1.0, "das_minus_best_baseline": margin, "das_beats_baselines": margin > 0.03,
-            "best_baseline": {"name": "pca", "iia": pca}, "illusion_flagged": flagged}
+    real = not flagged and das - chance > 0.1
+    verdict = {**position_verdicts.chance_margin(cell), "alignment_real": real, "p_chance": 1e-9 if real else 0.5,
+               "p_chance_adjusted": 1e-8 if real else 1.0, "das_minus_chance_interval": [das - chance - 0.04, das - chance + 0.04]}
+    selection = {"n_pairs": 1000, "iia_own_model": das, "chance_baseline": verdict["chance_baseline"], "das_minus_chance": das - chance,
+                 "p_chance": verdict["p_chance"], "p_chance_adjusted": verdict["p_chance_adjusted"], "alignment_real": real}
+    return {**cell, **verdict, "das_minus_best_baseline": margin, "das_beats_baselines": margin > 0.03,
+            "best_baseline": {"name": "pca", "iia": pca}, "illusion_flagged": flagged, "selection": selection}
 
 
 def test_the_best_site_is_where_the_alignment_is_real_not_where_pca_fails():
@@ -164,8 +169,33 @@ def test_the_best_site_is_where_the_alignment_is_real_not_where_pca_fails():
     keys, k, why = graph_sites.select(summary, Path("sweep"), None, None, None, ["best"])
     assert k == 16 and [(key.causal_model, key.layer, key.position_set) for key in keys] == [("(X+Y)+Z", 2, "3")]
     assert why[keys[0]]["alignment_real"] and why[keys[0]]["das_minus_chance"] == pytest.approx(0.51)
-    # When no model's alignment is real anywhere, every model gets its widest margin over chance all the same.
+    assert why[keys[0]]["report"]["iia_own_model"] == 0.59
+    # Only the selection pairs choose: poisoning every report-pair number (another cell real, with the
+    # widest margin) changes nothing; changing the selection pairs' numbers does.
     for c in cells:
-        c["alignment_real"] = False
+        c.update(alignment_real=(c["layer"], c["position_set"]) == (3, "3"), das_minus_chance=0.9 if c["layer"] == 3 else -0.5,
+                 iia_own_model=0.99 if c["layer"] == 3 else 0.0, p_chance_adjusted=0.0 if c["layer"] == 3 else 1.0)
+    poisoned, _, _ = graph_sites.select(summary, Path("sweep"), None, None, None, ["best"])
+    assert poisoned == keys
+    cells[2]["selection"].update(alignment_real=True, das_minus_chance=0.6)
+    moved, _, _ = graph_sites.select(summary, Path("sweep"), None, None, None, ["best"])
+    assert [(key.layer, key.position_set) for key in moved] == [(3, "3")]
+    # When no model's alignment is real anywhere on the selection pairs, there is no best site: the
+    # disentangling at best sites stops (graphs.json says why, and so does each later step).
+    for c in cells:
+        c["selection"]["alignment_real"] = False
     keys, _, why = graph_sites.select(summary, Path("sweep"), None, None, None, ["best"])
-    assert [(key.causal_model, key.layer, key.position_set) for key in keys] == [("(X+Y)+Z", 1, "all"), ("X+(Y+Z)", 1, "all")]
+    assert keys == [] and why == {}
+
+
+def test_each_disentangling_step_says_that_it_stopped_and_why(tmp_path):
+    from causal_das.studies import graph_sites
+
+    (tmp_path / "cliques.png").write_bytes(b"stale figure of an earlier run")
+    (tmp_path / "graphs.json").write_text(json.dumps({"experiment": "iia_graphs", "graphs": [], "stopped": graph_sites.NOTHING_REAL}))
+    for step in ("cliques", "classify"):
+        proc = run("disentangle_causal_models.py", step, "--results_path", tmp_path)
+        assert proc.returncode == 0 and "stopped: no causal model has a real alignment" in proc.stdout, proc.stderr
+    assert json.loads((tmp_path / "cliques.json").read_text())["stopped"] == graph_sites.NOTHING_REAL
+    assert json.loads((tmp_path / "classification.json").read_text())["experiment"] == "classify"
+    assert not (tmp_path / "cliques.png").exists()

@@ -121,3 +121,19 @@ def test_the_position_sweep_finds_the_planted_partial_sum_where_it_lives_and_now
         if position_set != "all" and (layer, position_set) != (1, "3"):
             assert cell["iia_own_model"] < 0.3, (layer, position_set, cell["iia_own_model"])
     assert not cells[1, "0"]["variable_can_exist"] and not cells[0, "1"]["variable_can_exist"] and cells[0, "3"]["variable_can_exist"]
+
+
+def test_what_chooses_sites_never_reads_the_report_pairs(tmp_path):
+    """The selection split is drawn before the report split and evaluated apart: a sweep with another
+    number of report pairs (other report pairs) has the same selection record, bit for bit."""
+    planted, key = Planted(), ("(X+Y)+Z", 1, "4")
+    records = []
+    for n_testing in (600, 300):
+        config = gp.PositionSweepConfig(causal_models=("(X+Y)+Z",), n_training=500, n_selection=400, n_testing=n_testing, epochs=1,
+                                        lr=0.05, control="none", results_path=str(tmp_path))
+        train, selection, report = config.pairs()
+        assert not (set(train) & set(selection) or set(train) & set(report) or set(selection) & set(report))
+        records.append(gp.run_group(planted, None, [key], 2, config, tmp_path, {key: {}}, {})[key])
+    first, second = records
+    assert first["selection"] == second["selection"] and first["selection"]["n_pairs"] == 400
+    assert (first["n_test_pairs"], second["n_test_pairs"]) == (600, 300) and first["paired"] != second["paired"]

@@ -34,7 +34,7 @@ from causal_das.runtime.provenance import Tally, load_current, model_fingerprint
 from causal_das.runtime.settings import settings_of
 from causal_das.runtime.sweep import grouped, run_groups, split_finished
 from causal_das.studies import arithmetic_decoder, position_verdicts
-from causal_das.studies.arithmetic_cells import parse_position_set, position_cell_name, sweep_pairs
+from causal_das.studies.arithmetic_cells import parse_position_set, position_cell_name, split_pairs
 from causal_das.studies.arithmetic_network import (
     Network,
     correct_per_pair,
@@ -58,7 +58,8 @@ class PositionSweepConfig:
     position_sets: tuple[str, ...] = DEFAULT_POSITION_SETS
     k: int | None = None  # None: the thesis's 256 of GPT-2 small's 768 per token, scaled to the width (16 of 48)
     n_training: int = 4_000
-    n_testing: int = 2_000
+    n_testing: int = 2_000  # the report split: every number the sweep reports
+    n_selection: int | None = None  # the selection split, where best sites are chosen; None: as many as n_testing
     batch_size: int = 64
     epochs: int = 2
     lr: float = 0.01
@@ -73,8 +74,12 @@ class PositionSweepConfig:
     def das_config(self, k: int) -> engine.DASConfig:
         return engine.DASConfig((k,), self.epochs, self.batch_size, self.lr, self.seed)
 
-    def pairs(self) -> tuple[np.ndarray, np.ndarray]:
-        return sweep_pairs(self)  # (training, test) pair ids, as the thesis sweep draws them
+    def pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(training, selection, report) pair ids: disjoint; the training pairs are the thesis sweep's."""
+        return split_pairs(self.seed, self.n_training, self.selection_size(), self.n_testing)
+
+    def selection_size(self) -> int:
+        return self.n_testing if self.n_selection is None else self.n_selection
 
     def models(self) -> tuple:
         if self.causal_models is None:
@@ -112,8 +117,8 @@ def validate(config: PositionSweepConfig, model) -> tuple[tuple[int, ...], int]:
     if not 1 <= k < width:
         raise ValueError(f"--low_rank_dims {k} must be in 1..{width - 1} (below one token's width, {width}): a position "
                          "sweep compares k-dimensional alignments inside each position set")
-    if config.n_training + config.n_testing > arithmetic.N_PAIRS:
-        raise ValueError(f"--n_training + --n_testing must not exceed the {arithmetic.N_PAIRS} distinct ordered pairs")
+    if config.n_training + config.selection_size() + config.n_testing > arithmetic.N_PAIRS:
+        raise ValueError(f"--n_training + --n_selection + --n_testing must not exceed the {arithmetic.N_PAIRS} distinct ordered pairs")
     if config.random_draws < 1:
         raise ValueError("--random_draws must be at least 1")
     return layers, k
@@ -158,12 +163,12 @@ def control_correct(control, layer: int, positions, models: list, k: int, config
     family (None per cell without a control)."""
     if control is None:
         return [None] * len(models)
-    train_ids, test_ids = config.pairs()
+    train_ids, selection_ids, report_ids = config.pairs()
     site = control.site(layer, positions)
     states = control.site_states(site)
     cells = [engine.Cell(interchange_data(control.input_ids, train_ids, m), config.das_config(k), f"control {m.name} {label}") for m in models]
     trained = engine.train_cells(site, cells, states, config.max_cells_per_pass)
-    return correct_per_pair(control, site, trained, test_ids, config.models(), "fast", states)
+    return correct_per_pair(control, site, trained, np.concatenate([selection_ids, report_ids]), config.models(), "fast", states)
 
 
 def same_site_rates(name: str, shared: list, shared_scores: list, mask, mask_score: dict, control_score: dict | None) -> dict:
@@ -190,7 +195,7 @@ def run_group(network, control, keys: list, k: int, config: PositionSweepConfig,
     started = time.perf_counter()
     _, layer, position_set = keys[0]
     positions, label = parse_position_set(position_set), f"L{layer} {position_set}"
-    train_ids, test_ids = config.pairs()
+    train_ids, selection_ids, test_ids = config.pairs()
     site = network.site(layer, positions)
     states = network.site_states(site)
     activations = baselines.site_activations(site, states)
@@ -198,10 +203,15 @@ def run_group(network, control, keys: list, k: int, config: PositionSweepConfig,
     models = [arithmetic.get_model(name) for name, _, _ in keys]
     datas = [interchange_data(network.input_ids, train_ids, m) for m in models]
     alignments = train_alignments(site, states, activations, span, datas, models, k, config, label)
-    correct = correct_per_pair(network, site, alignments.all(), test_ids, config.models(), "fast", states)
+    # Both evaluation splits in the same passes, then kept apart: the selection split chooses, the
+    # report split (test_ids) reports.
+    both = correct_per_pair(network, site, alignments.all(), np.concatenate([selection_ids, test_ids]), config.models(), "fast", states)
+    controls_both = control_correct(control, layer, positions, models, k, config, label)
+    split = len(selection_ids)
+    selection, correct = _part(both, slice(None, split)), _part(both, slice(split, None))
+    controls = [None if one is None else _part([one], slice(split, None))[0] for one in controls_both]
     das_scores, projected_scores, mask_scores, shared_scores = alignments.split(rates(correct))
     das_correct, _, mask_correct, shared_correct = alignments.split(correct)
-    controls = control_correct(control, layer, positions, models, k, config, label)
     seconds = (time.perf_counter() - started) / len(keys)
     records = {}
     for c, (key, model) in enumerate(zip(keys, models, strict=True)):
@@ -226,13 +236,30 @@ def run_group(network, control, keys: list, k: int, config: PositionSweepConfig,
             **position_verdicts.same_k_margin(own, same_site),
             "paired": position_verdicts.paired_verdicts(das_correct[c][name], others, config.seed),
             "illusion": illusion,
-            "n_training_pairs": len(train_ids), "n_test_pairs": len(test_ids),
+            "selection": _selection_record(network, model, selection_ids, c, selection, alignments, controls_both[c], config.seed),
+            "n_training_pairs": len(train_ids), "n_selection_pairs": len(selection_ids), "n_test_pairs": len(test_ids),
             "train_history": das.history, "neuron_mask_history": alignments.masks[c].history["training"],
         }
         record.update(settings=settings_for[key], inputs=inputs, status="done", seconds=seconds, **run_metadata())
         atomic_write_json(out_dir / "cells" / f"{position_cell_name(name, layer, position_set)}.json", record)
         records[key] = record
     return records
+
+
+def _part(correct: list[dict], part: slice) -> list[dict]:
+    return [{name: right[part] for name, right in one.items()} for one in correct]
+
+
+def _selection_record(network, model, selection_ids, c: int, selection: list[dict], alignments: Alignments, control, seed: int) -> dict:
+    """What the best sites are chosen by, from the selection pairs alone: DAS's IIA, the chance
+    baselines, the illusion flag and the paired chance claim."""
+    name, split = model.name, len(selection_ids)
+    das, projected, _, shared = alignments.split(selection)
+    chance = {**label_correct(network, model, selection_ids), "random_subspace": [draw[name] for draw in shared[2:]],
+              **({} if control is None else {"control_random_init": control[name][:split]})}
+    own = das[c][name]
+    flagged = baselines.illusion_flag(float(own.mean()), float(projected[c][name].mean()), float(chance["network_no_intervention"].mean()))
+    return position_verdicts.selection_claims(own, chance, flagged, seed)
 
 
 def cell_settings(config: PositionSweepConfig, key: tuple, k: int) -> dict:

@@ -21,6 +21,26 @@ from causal_das.studies.arithmetic_analysis import INPUTS
 from causal_das.studies.graph_files import load_graphs
 from causal_das.tasks import arithmetic
 
+STEP_FILES = {"cliques": ("cliques.json", "cliques.png"), "divide": ("division.json", "division.png"),
+              "classify": ("classification.json", "classification_tree.png")}
+
+
+def stopped(results_path: str | Path) -> str | None:
+    """Why the disentangling in `results_path` stopped at its graphs step (graphs.json's `stopped`:
+    no causal model has a real alignment), or None."""
+    index_path = Path(results_path) / "graphs.json"
+    return read_json(index_path).get("stopped") if index_path.is_file() else None
+
+
+def write_stopped(results_path: str | Path, step: str, reason: str) -> Path:
+    """The step's record saying that it did not run and why (its figure of an earlier run removed, so
+    that nothing stale stands beside it)."""
+    name, figure = STEP_FILES[step]
+    (Path(results_path) / figure).unlink(missing_ok=True)
+    path = Path(results_path) / name
+    atomic_write_json(path, {"experiment": step, "stopped": reason, "status": "done", **run_metadata()})
+    return path
+
 
 def graph_hashes(results_path: Path) -> dict[str, str | None]:
     """{graph record: its array's sha256} for every graph listed in graphs.json (the inputs of every

@@ -193,6 +193,7 @@ def run_graphs(config: GraphsConfig) -> dict:
         "groups": list(dict.fromkeys(key.group for key in selected)),
         "layers": list(dict.fromkeys(key.layer for key in selected)),
         "graphs": [_index_row(records[key.cell], key, k) for key in selected],
+        **({} if selected else {"stopped": graph_sites.NOTHING_REAL}),
         "seconds": time.perf_counter() - started,
         **run_metadata(),
     }

@@ -69,7 +69,7 @@ def numbers(root: str | Path) -> dict[str, tuple[str, float]]:
             for name, size in row.get("sizes", {}).items():
                 put(f"divide{suffix}", f"division{where} set size {name} {group}", size)
         record = _read(analysis / "classification.json")
-        if record:
+        if record and "stopped" not in record:
             put(f"classify{suffix}", f"classifier held-out accuracy{where}", record["heldout_accuracy"])
     record = _read(root / "cnn" / "model" / "training.json")
     if record:

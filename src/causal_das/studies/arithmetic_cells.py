@@ -78,6 +78,16 @@ def sweep_pairs(config: SweepConfig) -> tuple[np.ndarray, np.ndarray]:
     return train, arithmetic.draw_pairs(rng, config.n_testing, exclude=train)
 
 
+def split_pairs(seed: int, n_training: int, n_selection: int, n_report: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(training, selection, report) pair ids, disjoint, drawn in that order from the sweep's stream:
+    the training pairs are `sweep_pairs`' own, and the report split's size changes neither of the
+    others (so nothing chosen on the selection split can depend on the report pairs)."""
+    rng = rng_streams(seed)["pairs"]
+    train = arithmetic.draw_pairs(rng, n_training)
+    selection = arithmetic.draw_pairs(rng, n_selection, exclude=train)
+    return train, selection, arithmetic.draw_pairs(rng, n_report, exclude=np.concatenate([train, selection]))
+
+
 def cell_name(model_name: str, layer: int, k: int) -> str:
     return f"{arithmetic.slug(model_name)}/L{layer:02d}_k{k}"
 

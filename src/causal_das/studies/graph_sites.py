@@ -12,9 +12,10 @@ causal models of one group:
   the cells where its intermediate variable can exist and its alignment is real (DAS beats every
   chance baseline in paired tests adjusted over the sweep, no illusion flag: `position_verdicts`), the
   one with the widest margin over the chance baselines (ties: the lower layer, then the sweep's
-  order of position sets). A model with no real alignment anywhere is left out, so that an
-  illusion cannot take triples in the division; if no model has one, every model gets its widest
-  margin all the same and the graphs' records say so (`selection`).
+  order of position sets). All of it is read on the sweep's *selection* pairs, never on the report
+  pairs whose numbers are shown (the winner's curse). A model with no real alignment anywhere is
+  left out, so that an illusion cannot take triples in the division; if no model has one, there
+  are no best-site graphs and the disentangling at best sites stops, saying so.
 
 Why not the margin over PCA and the neuron mask: on a network trained to hold (X+Y)+Z at layer 2,
 position 3 (`train_gpt2.py --induce`), that position carries little else, so its top 16 principal
@@ -32,6 +33,8 @@ from pathlib import Path
 from causal_das.studies.arithmetic_cells import cell_name, parse_position_set, position_cell_name
 
 BEST = "best"
+NOTHING_REAL = ("no causal model has a real alignment at any site of the position sweep (on its selection pairs), so there is "
+                "no best site to disentangle at: the best-site disentangling stops here")
 BEST_GROUP = "best sites"
 
 
@@ -122,20 +125,22 @@ def _select_sites(summary: dict, sweep: Path, causal_models, layers, k, sites) -
     for site in sites or (BEST,):
         if site == BEST:
             best = {m: _best_site(m, summary, cells) for m in models}
-            real = [m for m in models if best[m][1]["alignment_real"]]
+            real = [m for m in models if best[m][1]["selection"]["alignment_real"]]
+            left_out = [m for m in models if m not in real]
             if not real:
-                print(f"note: no causal model has a real alignment at any site of {sweep}; each gets its widest margin over "
-                      "chance all the same (selection.alignment_real = false)")
-            elif len(real) < len(models):
-                print(f"note: left out of the best-site graphs, no real alignment at any site: {[m for m in models if m not in real]}")
-            for m in real or models:
+                print(f"note: no causal model has a real alignment at any site of {sweep} (on the selection pairs): no best-site "
+                      "graphs; the disentangling at best sites stops here")
+            elif left_out:
+                print(f"note: left out of the best-site graphs, no real alignment at any site: {left_out}")
+            for m in real:
                 key, cell = best[m]
                 keys.append(key)
-                why[key] = {"rule": "the widest margin over the chance baselines where the variable can exist and the alignment is real",
-                            **{name: cell.get(name) for name in ("das_minus_chance", "chance_baseline", "alignment_real", "p_chance",
-                                                                 "p_chance_adjusted", "iia_own_model", "iia_interval",
-                                                             "das_minus_best_baseline", "best_baseline", "das_beats_baselines",
-                                                             "illusion_flagged")}}
+                why[key] = {"rule": "on the selection pairs: the widest margin over the chance baselines where the variable can exist "
+                                    "and the alignment is real", **cell["selection"],
+                            "report": {name: cell[name] for name in ("iia_own_model", "iia_interval", "das_minus_chance", "chance_baseline",
+                                                                     "das_minus_chance_interval", "alignment_real", "p_chance_adjusted",
+                                                                     "das_minus_best_baseline", "best_baseline", "das_beats_baselines",
+                                                                     "illusion_flagged")}}
             continue
         layer, position_set = parse_site(site)
         missing = [m for m in models if (m, layer, position_set) not in cells]
@@ -151,11 +156,13 @@ def _best_site(model: str, summary: dict, cells: dict) -> tuple[GraphKey, dict]:
     candidates = [c for (m, _, _), c in cells.items() if m == model and c["variable_can_exist"]]
     if not candidates:
         raise ValueError(f"no cell of the position sweep lets {model}'s intermediate variable exist; add later token positions")
-    if "p_chance_adjusted" not in candidates[0]:
-        raise ValueError("this position sweep's summary.json predates the paired judgement; rerun run_das.py on it "
-                         "(it recomputes its cells under the new rule) to rewrite the summary")
-    best = min(candidates, key=lambda c: (not c["alignment_real"], -c["das_minus_chance"], c["layer"], order[c["position_set"]]))
-    return GraphKey(model, best["layer"], best["position_set"], BEST_GROUP), best
+    if "selection" not in candidates[0]:
+        raise ValueError("this position sweep's summary.json predates the selection split and the paired judgement; rerun "
+                         "run_das.py on it (it recomputes its cells under the new rule) to rewrite the summary")
+    # The selection pairs alone decide: the report pairs' numbers are reported, never chosen by.
+    chosen = min(candidates, key=lambda c: (not c["selection"]["alignment_real"], -c["selection"]["das_minus_chance"], c["layer"],
+                                            order[c["position_set"]]))
+    return GraphKey(model, chosen["layer"], chosen["position_set"], BEST_GROUP), chosen
 
 
 def model_path(summary: dict) -> str:

@@ -39,16 +39,36 @@ def _draws(correct: dict) -> dict:
     return {f"random_subspace[{i}]": draw for i, draw in enumerate(correct["random_subspace"])}
 
 
+def _control(correct: dict) -> dict:
+    return {"control_random_init": correct["control_random_init"]} if "control_random_init" in correct else {}
+
+
+def _chance(correct: dict) -> dict:
+    return {name: correct[name] for name in ("network_no_intervention", "network_on_source")} | _draws(correct) | _control(correct)
+
+
+def _beats_all(own: np.ndarray, others: dict, seed: int) -> dict:
+    return beats_all(own.astype(float), {name: values.astype(float) for name, values in others.items()}, seed=seed)
+
+
 def paired_verdicts(own: np.ndarray, correct: dict, seed: int) -> dict:
-    """The cell's raw paired claims. `correct`: per-pair 0/1 of every other alignment of the site
-    ({"random_subspace": [draws], "pca", "neuron_mask", "network_no_intervention",
-    "network_on_source", optionally "control_random_init"})."""
-    control = {"control_random_init": correct["control_random_init"]} if "control_random_init" in correct else {}
-    chance = {name: correct[name] for name in ("network_no_intervention", "network_on_source")} | _draws(correct) | control
-    same_k = _draws(correct) | {"pca": correct["pca"], "neuron_mask": correct["neuron_mask"]} | control
-    own = own.astype(float)
-    return {"chance": beats_all(own, {n: v.astype(float) for n, v in chance.items()}, seed=seed),
-            "same_k": beats_all(own, {n: v.astype(float) for n, v in same_k.items()}, seed=seed)}
+    """The cell's raw paired claims on the report pairs. `correct`: per-pair 0/1 of every other
+    alignment of the site ({"random_subspace": [draws], "pca", "neuron_mask",
+    "network_no_intervention", "network_on_source", optionally "control_random_init"})."""
+    same_k = _draws(correct) | {"pca": correct["pca"], "neuron_mask": correct["neuron_mask"]} | _control(correct)
+    return {"chance": _beats_all(own, _chance(correct), seed), "same_k": _beats_all(own, same_k, seed)}
+
+
+def selection_claims(own: np.ndarray, chance: dict, flagged: bool, seed: int) -> dict:
+    """The chance claim on the selection pairs, what the best sites are chosen by (`chance`: the
+    chance baselines' per-pair 0/1 there, as in `paired_verdicts`; `flagged`: the illusion check on
+    those pairs)."""
+    rates = {name: float(np.mean(values)) for name, values in chance.items() if name != "random_subspace"}
+    rates["random_subspace"] = float(np.mean(chance["random_subspace"]))
+    best = max(rates, key=rates.get)
+    return {"n_pairs": len(own), "iia_own_model": float(np.mean(own)), "iia_interval": iia_interval(own),
+            "chance_baseline": {"name": best, "iia": rates[best]}, "das_minus_chance": float(np.mean(own)) - rates[best],
+            "illusion_flagged": bool(flagged), "paired_chance": _beats_all(own, _chance(chance), seed)}
 
 
 def iia_interval(own: np.ndarray) -> list[float]:
@@ -85,6 +105,7 @@ def judge_cells(cells: list[dict], level: float = LEVEL, method: str = ADJUSTMEN
     record for the summary)."""
     chance = adjust([c["paired"]["chance"]["p_value"] for c in cells], method, level)
     same_k = adjust([c["paired"]["same_k"]["p_value"] for c in cells], method, level)
+    chosen = adjust([c["selection"]["paired_chance"]["p_value"] for c in cells], method, level)
     verdicts = []
     for i, cell in enumerate(cells):
         paired = cell["paired"]
@@ -95,8 +116,17 @@ def judge_cells(cells: list[dict], level: float = LEVEL, method: str = ADJUSTMEN
             "alignment_real": bool(chance["passes"][i] and not cell["illusion"]["flagged"]),
             "p_same_k": paired["same_k"]["p_value"], "p_same_k_adjusted": same_k["adjusted"][i],
             "das_beats_baselines": bool(same_k["passes"][i]),
+            "selection": selection_verdict(cell["selection"], chosen["adjusted"][i], chosen["passes"][i]),
         })
     claims = {"level": level, "method": method, "controls": chance["controls"], "n_claims": len(cells), "family": "every cell of the sweep",
               "rule": RULE, "alignment_real": sum(v["alignment_real"] for v in verdicts),
-              "das_beats_baselines": sum(v["das_beats_baselines"] for v in verdicts)}
+              "das_beats_baselines": sum(v["das_beats_baselines"] for v in verdicts),
+              "alignment_real_on_selection": sum(v["selection"]["alignment_real"] for v in verdicts)}
     return verdicts, claims
+
+
+def selection_verdict(selection: dict, adjusted: float, passes: bool) -> dict:
+    """A cell's summary on the selection pairs: what `graph_sites` ranks and filters by, and nothing else."""
+    return {key: selection[key] for key in ("n_pairs", "iia_own_model", "chance_baseline", "das_minus_chance")} | {
+        "p_chance": selection["paired_chance"]["p_value"], "p_chance_adjusted": adjusted,
+        "alignment_real": bool(passes and not selection["illusion_flagged"])}
