@@ -220,8 +220,14 @@ def main():
     elif args.command == "seeds":
         from causal_das.analysis.seed_variation import comparison_table
 
-        print(comparison_table(disentangling.run_seed_comparison(args.results_paths, args.output)))
-        figure = figures.plot_seed_variation(args.output, str(Path(args.output).with_suffix(".png")))
+        record = disentangling.run_seed_comparison(args.results_paths, args.output)
+        figure = Path(args.output).with_suffix(".png")
+        if "stopped" in record:
+            figure.unlink(missing_ok=True)
+            print(f"stopped: {record['stopped']}; wrote {args.output}")
+            return
+        print(comparison_table(record))
+        figure = figures.plot_seed_variation(args.output, str(figure))
         print(f"wrote {args.output} and {figure}")
     else:
         print(disentangling.prediction_table(disentangling.predict(args.results_path, args.triples)))

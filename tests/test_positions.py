@@ -81,8 +81,9 @@ def test_position_sweep_bad_flags(model_dir, tmp_path):
 
 
 def test_graphs_and_the_division_at_the_position_sweeps_sites(model_dir, tmp_path):
-    """`graphs --site best` puts each causal model's graph at its own best site, `--site L:P` every
-    model at one site; the analyses after them follow the graphs they are given."""
+    """`graphs --site best` puts each causal model whose alignment is real (on the selection pairs)
+    at its own best site, or stops where none is; `--site L:P` puts every model at one site; the
+    analyses after them follow the graphs they are given."""
     import numpy as np
     import torch
 
@@ -97,20 +98,27 @@ def test_graphs_and_the_division_at_the_position_sweeps_sites(model_dir, tmp_pat
     proc = run("disentangle_causal_models.py", "graphs", "--sweep_path", sweep, "--results_path", best)
     assert proc.returncode == 0, proc.stderr
     index = json.loads((best / "graphs.json").read_text())
-    real = [m for m in summary["causal_models"] if any(c["alignment_real"] for c in summary["cells"] if c["causal_model"] == m and c["variable_can_exist"])]
-    assert index["groups"] == ["best sites"] and [g["causal_model"] for g in index["graphs"]] == (real or summary["causal_models"])
+    possible = {m: [c for c in summary["cells"] if c["causal_model"] == m and c["variable_can_exist"]] for m in summary["causal_models"]}
+    real = [m for m, cells in possible.items() if any(c["selection"]["alignment_real"] for c in cells)]
+    assert [g["causal_model"] for g in index["graphs"]] == real
+    if not real:  # this tiny network has nothing real: the best-site disentangling stops, saying so
+        assert index["stopped"] and "stops here" in proc.stdout
     for g in index["graphs"]:
-        cells = [c for c in summary["cells"] if c["causal_model"] == g["causal_model"] and c["variable_can_exist"]]
-        top = max(cells, key=lambda c: (c["alignment_real"], c["das_minus_chance"]))
-        assert (g["layer"], g["position_set"]) == (top["layer"], top["position_set"])
-        assert g["selection"]["das_minus_chance"] == top["das_minus_chance"]
+        top = max(possible[g["causal_model"]], key=lambda c: (c["selection"]["alignment_real"], c["selection"]["das_minus_chance"]))
+        assert g["group"] == "best sites" and (g["layer"], g["position_set"]) == (top["layer"], top["position_set"])
+        assert g["selection"]["das_minus_chance"] == top["selection"]["das_minus_chance"]
+    # The analyses after the graphs follow the graphs they are given: every model at one site.
+    at_all = tmp_path / "at_all"
+    proc = run("disentangle_causal_models.py", "graphs", "--sweep_path", sweep, "--site", "1:all", "--results_path", at_all)
+    assert proc.returncode == 0, proc.stderr
+    index = json.loads((at_all / "graphs.json").read_text())
     for step in (["cliques"], ["divide", "--faithfulness", "0.8", "--resamples", "3"], ["classify"], ["predict", "3,7,2"]):
-        proc = run("disentangle_causal_models.py", *step, "--results_path", best)
+        proc = run("disentangle_causal_models.py", *step, "--results_path", at_all)
         assert proc.returncode == 0, (step, proc.stderr)
-    division = json.loads((best / "division.json").read_text())
-    assert [row["layer"] for row in division["layers"]] == ["best sites"]
+    division = json.loads((at_all / "division.json").read_text())
+    assert [row["layer"] for row in division["layers"]] == ["L1:all"]
     assert division["layers"][0]["stability"]["resamples"] == 3
-    assert set(division["layers"][0]["stability"]["sets"]) == {g["causal_model"] for g in index["graphs"]}
+    assert set(division["layers"][0]["stability"]["sets"]) == {g["causal_model"] for g in index["graphs"]} == set(summary["causal_models"])
     assert division["layers"][0]["sites"] == {g["causal_model"]: g["site"] for g in index["graphs"]}
     # One site for every model: a graph at token 3 of layer 1 (the untouched first tokens' keys cached)
     # equals the position sweep's own W evaluated pair by pair.
@@ -193,9 +201,14 @@ def test_each_disentangling_step_says_that_it_stopped_and_why(tmp_path):
 
     (tmp_path / "cliques.png").write_bytes(b"stale figure of an earlier run")
     (tmp_path / "graphs.json").write_text(json.dumps({"experiment": "iia_graphs", "graphs": [], "stopped": graph_sites.NOTHING_REAL}))
-    for step in ("cliques", "classify"):
-        proc = run("disentangle_causal_models.py", step, "--results_path", tmp_path)
+    for step in ("cliques", "divide", "classify"):
+        proc = run("disentangle_causal_models.py", step, *(["--faithfulness", "0.8"] if step == "divide" else []), "--results_path", tmp_path)
         assert proc.returncode == 0 and "stopped: no causal model has a real alignment" in proc.stdout, proc.stderr
     assert json.loads((tmp_path / "cliques.json").read_text())["stopped"] == graph_sites.NOTHING_REAL
-    assert json.loads((tmp_path / "classification.json").read_text())["experiment"] == "classify"
+    assert json.loads((tmp_path / "classification.json").read_text())["experiment"] == "classification"
     assert not (tmp_path / "cliques.png").exists()
+    # The seed comparison leaves out runs that stopped; with fewer than two left it stops too.
+    from causal_das.experiments import disentangling
+
+    record = disentangling.run_seed_comparison([tmp_path, tmp_path], tmp_path / "seeds.json")
+    assert "fewer than two divisions" in record["stopped"] and list(record["stopped_runs"]) == [str(tmp_path)]

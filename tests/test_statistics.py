@@ -81,3 +81,20 @@ def test_scores_that_are_not_per_pair_stop_with_one_line():
         statistics.paired_comparison([1, 2], [1, 0])
     with pytest.raises(ValueError, match="one score per test pair"):
         statistics.paired_comparison([[1, 0]], [[1, 0]])
+
+
+def test_beating_all_is_decided_by_the_weakest_comparison():
+    """DAS must beat each baseline: the claim's p is the largest McNemar p, its interval that of the
+    decisive comparison (a hand-made table: 40 pairs, DAS right on 30)."""
+    own = np.array([1] * 30 + [0] * 10, dtype=float)
+    weak = np.array([0] * 20 + [1] * 10 + [0] * 10, dtype=float)  # DAS alone right on 20, the baseline alone on none
+    close = np.array([0] * 4 + [1] * 26 + [1] * 2 + [0] * 8, dtype=float)  # DAS alone on 4, the baseline alone on 2
+    result = statistics.beats_all(own, {"weak": weak, "close": close})
+    assert result["decisive"] == "close" and result["comparisons"]["close"]["own_only"] == 4
+    assert result["comparisons"]["close"]["other_only"] == 2
+    assert result["p_value"] == pytest.approx(statistics.mcnemar_exact(4, 2)) == pytest.approx(22 / 64)  # P(Bin(6, 1/2) >= 4)
+    assert result["comparisons"]["weak"]["p_value"] == pytest.approx(0.5 ** 20)
+    low, high = result["interval"]
+    assert result["difference"] == pytest.approx(2 / 40) and low <= result["difference"] <= high
+    with pytest.raises(ValueError, match="0/1 scores"):
+        statistics.beats_all(own, {"mean": np.full(40, 0.5)})

@@ -21,8 +21,8 @@ from causal_das.studies.arithmetic_analysis import INPUTS
 from causal_das.studies.graph_files import load_graphs
 from causal_das.tasks import arithmetic
 
-STEP_FILES = {"cliques": ("cliques.json", "cliques.png"), "divide": ("division.json", "division.png"),
-              "classify": ("classification.json", "classification_tree.png")}
+STEP_FILES = {"cliques": ("cliques", "cliques.json", "cliques.png"), "divide": ("division", "division.json", "division.png"),
+              "classify": ("classification", "classification.json", "classification_tree.png")}  # step: (experiment, record, figure)
 
 
 def stopped(results_path: str | Path) -> str | None:
@@ -35,10 +35,10 @@ def stopped(results_path: str | Path) -> str | None:
 def write_stopped(results_path: str | Path, step: str, reason: str) -> Path:
     """The step's record saying that it did not run and why (its figure of an earlier run removed, so
     that nothing stale stands beside it)."""
-    name, figure = STEP_FILES[step]
+    experiment, name, figure = STEP_FILES[step]
     (Path(results_path) / figure).unlink(missing_ok=True)
     path = Path(results_path) / name
-    atomic_write_json(path, {"experiment": step, "stopped": reason, "status": "done", **run_metadata()})
+    atomic_write_json(path, {"experiment": experiment, "stopped": reason, "status": "done", **run_metadata()})
     return path
 
 
@@ -296,8 +296,16 @@ def run_seed_comparison(results_paths: list[str | Path], output: str | Path) -> 
     def optional(path: Path, name: str) -> dict | None:
         return read_json(path / name) if (path / name).is_file() else None
 
+    stopped_runs = {str(p): read_json(p / "division.json").get("stopped") for p in paths}
+    paths = [p for p in paths if not stopped_runs[str(p)]]
+    stopped_runs = {path: why for path, why in stopped_runs.items() if why}
+    if len(paths) < 2:  # runs that found nothing real to disentangle have no sets to compare
+        record = {"experiment": "seed_variation", "stopped": f"{len(stopped_runs)} of the runs stopped before dividing (nothing real to "
+                  "disentangle at), so fewer than two divisions are left to compare", "stopped_runs": stopped_runs, **run_metadata()}
+        atomic_write_json(Path(output), record)
+        return record
     result = seed_variation.compare_runs([read_json(p / "division.json") for p in paths], [optional(p, "cliques.json") for p in paths],
                                          [optional(p, "classification.json") for p in paths], [str(p) for p in paths])
-    record = {"experiment": "seed_variation", **result, **run_metadata()}
+    record = {"experiment": "seed_variation", **result, **({"stopped_runs": stopped_runs} if stopped_runs else {}), **run_metadata()}
     atomic_write_json(Path(output), record)
     return record

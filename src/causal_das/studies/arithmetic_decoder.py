@@ -266,14 +266,15 @@ def vocabulary_correct(model: AnswerClassifier, input_ids: torch.Tensor, batch_s
 
 
 def train_classifier(model, input_ids: torch.Tensor, train_idx: np.ndarray, heldout_idx: np.ndarray, config: TrainingSchedule,
-                     extra_loss=None) -> list[dict]:
+                     extra_loss=None, labels: np.ndarray | None = None) -> list[dict]:
     """AdamW with a linear schedule (after `warmup_fraction` of linear warm-up) and gradient clipping,
     on the training triples only; returns one record per epoch with loss and both accuracies
     (ValueError if training diverges, see `DivergenceGuard`). `extra_loss(model, input_ids)`, if
-    given, is added to every step's loss (the interchange loss of `arithmetic_iit`)."""
+    given, is added to every step's loss (the interchange loss of `arithmetic_iit`). `labels`: the
+    class of each triple, X+Y+Z unless given (a null network learns shuffled ones)."""
     from transformers import get_linear_schedule_with_warmup
 
-    labels = torch.as_tensor(arithmetic.LABELS)
+    labels = torch.as_tensor(arithmetic.LABELS if labels is None else labels)
     train_idx = torch.as_tensor(train_idx)
     total = config.epochs * math.ceil(len(train_idx) / config.batch_size)
     optimizer = adam(model.parameters(), config.lr, config.weight_decay)
