@@ -46,6 +46,11 @@ def wilson_interval(successes: int, n: int, confidence: float = CONFIDENCE) -> t
     return float(interval.low), float(interval.high)
 
 
+def rate_interval(rate: float, n: int, confidence: float = CONFIDENCE) -> list[float]:
+    """The Wilson interval of a rate measured on `n` examples (the count recovered from the rate)."""
+    return list(wilson_interval(round(rate * n), n, confidence))
+
+
 def margin_standard_error(p: float, q: float, n: int) -> float:
     """The standard error of the difference of two rates p and q, each measured on n examples (as
     independent): the margin error of every judgement (the position sweep's included)."""

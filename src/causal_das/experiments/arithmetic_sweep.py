@@ -24,6 +24,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from causal_das.das import engine
+from causal_das.das.evaluation import rate_interval
 from causal_das.models.answer_head import head_kind
 from causal_das.runtime import devices
 from causal_das.runtime.io import atomic_write_json, check_results_path, run_metadata
@@ -239,6 +240,7 @@ def run_sweep(config: SweepConfig, executor: str = "local", ray_address: str | N
 
 def _summary_row(cell: dict) -> dict:
     row = {key: cell[key] for key in ("causal_model", "layer", "k", "full_swap", "iia", "iia_own_model", "baselines")}
+    row["iia_interval"] = rate_interval(cell["iia_own_model"], cell["n_test_pairs"])  # Wilson, 95%
     if "control_random_init" in cell:
         row["control_iia_own_model"] = cell["control_random_init"]["iia_own_model"]
     return row

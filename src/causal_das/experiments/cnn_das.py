@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from causal_das.das import engine
+from causal_das.das.evaluation import rate_interval
 from causal_das.models import cnn
 from causal_das.models.cnn import (
     LAYERS,
@@ -270,6 +271,8 @@ def summarise(results_path: str | Path) -> dict:
             cells.append({k: payload[k] for k in (
                 "cell", "mode", "variables", "layer", "site", "site_view", "rows", "n", "intervention_size", "iia", "baselines",
                 "control_random_init", "iia_on_single_source_pairs", "seconds", "settings") if k in payload})
+    for c in cells:  # each IIA beside its 95% interval (Wilson, on the cell's test pairs)
+        c["iia_interval"] = rate_interval(c["iia"], c["settings"]["n_test"])
     order = {layer: i for i, layer in enumerate(LAYERS)}
     # Several variables first (the seed's settings), then the per-layer single variables.
     cells.sort(key=lambda c: (-len(c["variables"]), [ellipse.VARIABLES.index(v) for v in c["variables"]], c["mode"] == "multi",

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from causal_das.causal_model import sample_counterfactuals
 from causal_das.das import engine
+from causal_das.das.evaluation import rate_interval
 from causal_das.models import mlp
 from causal_das.models.mlp import MLPSite
 from causal_das.runtime import devices
@@ -81,6 +82,8 @@ def run_layer_sweep(config: MLPExperimentConfig, experiment: str) -> dict:
         layers[str(layer)] = result
         atomic_write_json(cell_path, {"layer": layer, "status": "done", "settings": settings, "inputs": inputs, **result})
         log.info("layer %d: IIA %.3f", layer, result["iia"])
+    for result in layers.values():  # each IIA beside its 95% interval (Wilson, on the test examples)
+        result["iia_interval"] = rate_interval(result["iia"], result["n_examples"])
     payload = {
         "experiment": experiment,
         "config": config.to_dict(),

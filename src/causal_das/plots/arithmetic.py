@@ -42,8 +42,8 @@ def plot_training_curves(training_json: str | Path, out_png: str | Path) -> Path
 
 
 def plot_sweep(summary_json: str | Path, out_png: str | Path) -> Path:
-    """A run_das.py sweep: IIA per layer, one panel per causal model, one line per k; the same DAS on
-    the random-init network dashed; the majority-label rate dotted."""
+    """A run_das.py sweep: IIA per layer, one panel per causal model, one line per k with its 95%
+    interval shaded; the same DAS on the random-init network dashed; the majority-label rate dotted."""
     plt = pyplot()
     summary = read_json(summary_json)
     names, ks, layers = summary["causal_models"], summary["low_rank_dims"], summary["layers"]
@@ -53,6 +53,9 @@ def plot_sweep(summary_json: str | Path, out_png: str | Path) -> Path:
         for i, k in enumerate(ks):
             label = f"k = {k}" + (" (full swap)" if k == summary["n"] else "")
             ax.plot(layers, [cells[(name, layer, k)]["iia_own_model"] for layer in layers], "o-", color=f"C{i}", ms=3.5, label=label)
+            if all("iia_interval" in cells[(name, layer, k)] for layer in layers):  # the 95% interval (summaries of older runs: none)
+                low, high = zip(*(cells[(name, layer, k)]["iia_interval"] for layer in layers), strict=True)
+                ax.fill_between(layers, low, high, color=f"C{i}", alpha=0.2, lw=0)
             control = [cells[(name, layer, k)].get("control_iia_own_model") for layer in layers]
             if all(v is not None for v in control):
                 ax.plot(layers, control, "--", color=f"C{i}", alpha=0.6, lw=1, label=f"k = {k}, random-init control")

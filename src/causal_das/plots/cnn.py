@@ -33,10 +33,15 @@ def plot_ellipse_das(summary_json: str | Path, out: str | Path) -> Path:
     for i, (name, value, colour) in enumerate(bars):
         widths = [value(c) for c in cells]
         offsets = y + ((len(bars) - 1) / 2 - i) * height
-        ax.barh(offsets, widths, height, label=name, color=colour)
+        # DAS's bar carries its 95% interval (Wilson; summaries of older runs have none).
+        intervals = [c.get("iia_interval") for c in cells] if i == 0 else []
+        error = (np.array([[w - iv[0], iv[1] - w] for w, iv in zip(widths, intervals, strict=True)]).T
+                 if intervals and all(intervals) else None)
+        ax.barh(offsets, widths, height, label=name + (" (95% interval)" if error is not None else ""), color=colour, xerr=error,
+                error_kw={"lw": 0.8, "capsize": 1.5})
         if i == 0:
-            for yi, w in zip(offsets, widths, strict=True):
-                ax.text(w + 0.005, yi, f"{w:.3f}", va="center", fontsize=7)
+            for yi, w, iv in zip(offsets, widths, intervals or [None] * len(widths), strict=True):
+                ax.text((iv[1] if iv else w) + 0.005, yi, f"{w:.3f}" + (f" [{iv[0]:.3f}, {iv[1]:.3f}]" if iv else ""), va="center", fontsize=6.5)
     ax.set_yticks(y, [_cell_label(c) for c in cells], fontsize=7.5)
     ax.set_xlim(0, 1.0)
     ax.set_xlabel("accuracy on fresh counterfactual pairs of the cell's mode")

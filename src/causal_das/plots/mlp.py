@@ -16,7 +16,10 @@ def plot_layer_sweep(results_json: str | Path, out_png: str | Path) -> Path:
     layers = sorted(results["layers"], key=int)
     x = [int(layer) for layer in layers]
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    ax.plot(x, [results["layers"][layer]["iia"] for layer in layers], "o-", lw=2.5, color="C0", label="IIA (all examples)")
+    ax.plot(x, [results["layers"][layer]["iia"] for layer in layers], "o-", lw=2.5, color="C0", label="IIA (all examples), 95% interval")
+    if all("iia_interval" in results["layers"][layer] for layer in layers):  # results of older runs have none
+        low, high = zip(*(results["layers"][layer]["iia_interval"] for layer in layers), strict=True)
+        ax.fill_between(x, low, high, color="C0", alpha=0.25, lw=0)
     subsets = list(results["layers"][layers[0]]["by_subset"])
     for i, subset in enumerate(subsets):
         ax.plot(x, [results["layers"][layer]["by_subset"][subset] for layer in layers], "o:", color=f"C{i + 4}", alpha=0.8, label=f"IIA, intervened {subset}")
