@@ -127,6 +127,6 @@ def judge_cells(cells: list[dict], level: float = LEVEL, method: str = ADJUSTMEN
 
 def selection_verdict(selection: dict, adjusted: float, passes: bool) -> dict:
     """A cell's summary on the selection pairs: what `graph_sites` ranks and filters by, and nothing else."""
-    return {key: selection[key] for key in ("n_pairs", "iia_own_model", "chance_baseline", "das_minus_chance")} | {
+    return {key: selection[key] for key in ("n_pairs", "iia_own_model", "chance_baseline", "das_minus_chance", "illusion_flagged")} | {
         "p_chance": selection["paired_chance"]["p_value"], "p_chance_adjusted": adjusted,
         "alignment_real": bool(passes and not selection["illusion_flagged"])}
