@@ -212,6 +212,7 @@ def run_group(network, control, keys: list, k: int, config: PositionSweepConfig,
     controls = [None if one is None else _part([one], slice(split, None))[0] for one in controls_both]
     das_scores, projected_scores, mask_scores, shared_scores = alignments.split(rates(correct))
     das_correct, _, mask_correct, shared_correct = alignments.split(correct)
+    chosen_das, chosen_projected, _, chosen_shared = alignments.split(selection)
     seconds = (time.perf_counter() - started) / len(keys)
     records = {}
     for c, (key, model) in enumerate(zip(keys, models, strict=True)):
@@ -236,7 +237,9 @@ def run_group(network, control, keys: list, k: int, config: PositionSweepConfig,
             **position_verdicts.same_k_margin(own, same_site),
             "paired": position_verdicts.paired_verdicts(das_correct[c][name], others, config.seed),
             "illusion": illusion,
-            "selection": _selection_record(network, model, selection_ids, c, selection, alignments, controls_both[c], config.seed),
+            "selection": position_verdicts.selection_record(
+                chosen_das[c][name], chosen_projected[c][name], label_correct(network, model, selection_ids),
+                [draw[name] for draw in chosen_shared[2:]], None if controls_both[c] is None else controls_both[c][name][:split], config.seed),
             "n_training_pairs": len(train_ids), "n_selection_pairs": len(selection_ids), "n_test_pairs": len(test_ids),
             "train_history": das.history, "neuron_mask_history": alignments.masks[c].history["training"],
         }
@@ -248,18 +251,6 @@ def run_group(network, control, keys: list, k: int, config: PositionSweepConfig,
 
 def _part(correct: list[dict], part: slice) -> list[dict]:
     return [{name: right[part] for name, right in one.items()} for one in correct]
-
-
-def _selection_record(network, model, selection_ids, c: int, selection: list[dict], alignments: Alignments, control, seed: int) -> dict:
-    """What the best sites are chosen by, from the selection pairs alone: DAS's IIA, the chance
-    baselines, the illusion flag and the paired chance claim."""
-    name, split = model.name, len(selection_ids)
-    das, projected, _, shared = alignments.split(selection)
-    chance = {**label_correct(network, model, selection_ids), "random_subspace": [draw[name] for draw in shared[2:]],
-              **({} if control is None else {"control_random_init": control[name][:split]})}
-    own = das[c][name]
-    flagged = baselines.illusion_flag(float(own.mean()), float(projected[c][name].mean()), float(chance["network_no_intervention"].mean()))
-    return position_verdicts.selection_claims(own, chance, flagged, seed)
 
 
 def cell_settings(config: PositionSweepConfig, key: tuple, k: int) -> dict:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from causal_das.das.baselines import illusion_flag
 from causal_das.das.evaluation import wilson_interval
 from causal_das.das.statistics import adjust, beats_all
 
@@ -57,6 +58,15 @@ def paired_verdicts(own: np.ndarray, correct: dict, seed: int) -> dict:
     "network_no_intervention", "network_on_source", optionally "control_random_init"})."""
     same_k = _draws(correct) | {"pca": correct["pca"], "neuron_mask": correct["neuron_mask"]} | _control(correct)
     return {"chance": _beats_all(own, _chance(correct), seed), "same_k": _beats_all(own, same_k, seed)}
+
+
+def selection_record(own: np.ndarray, projected: np.ndarray, labels: dict, draws: list, control, seed: int) -> dict:
+    """What the best sites are chosen by, from the selection pairs alone (per-pair 0/1 there): DAS
+    (`own`, and `projected` onto the activations' span), the unintervened network (`labels`:
+    `arithmetic_network.label_correct`), the random draws and the control (or None)."""
+    chance = {**labels, "random_subspace": draws, **({} if control is None else {"control_random_init": control})}
+    flagged = illusion_flag(float(own.mean()), float(projected.mean()), float(labels["network_no_intervention"].mean()))
+    return selection_claims(own, chance, flagged, seed)
 
 
 def selection_claims(own: np.ndarray, chance: dict, flagged: bool, seed: int) -> dict:
