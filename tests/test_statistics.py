@@ -98,3 +98,27 @@ def test_beating_all_is_decided_by_the_weakest_comparison():
     assert result["difference"] == pytest.approx(2 / 40) and low <= result["difference"] <= high
     with pytest.raises(ValueError, match="0/1 scores"):
         statistics.beats_all(own, {"mean": np.full(40, 0.5)})
+
+
+def test_the_tests_and_adjustments_agree_with_statsmodels():
+    """The same answers as statsmodels, a library written apart from this one: Holm and
+    Benjamini-Hochberg (`multipletests`) on 50 random families, and exact McNemar (`mcnemar`, which is
+    two-sided: twice the smaller binomial tail) on every table with up to 30 discordant pairs."""
+    from statsmodels.stats.contingency_tables import mcnemar
+    from statsmodels.stats.multitest import multipletests
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        p = np.concatenate([rng.random(20), rng.random(5) * 1e-3])  # a few true effects among nulls
+        for method, theirs in (("holm", "holm"), ("bh", "fdr_bh")):
+            reject, adjusted, _, _ = multipletests(p, alpha=0.05, method=theirs)
+            ours = statistics.adjust(p, method, level=0.05)
+            assert ours["adjusted"] == pytest.approx(adjusted, rel=1e-9, abs=1e-12)
+            assert ours["passes"] == list(reject)
+    for a_only in range(31):
+        for b_only in range(31 - a_only):
+            two_sided = mcnemar([[10, a_only], [b_only, 10]], exact=True).pvalue
+            one_sided = statistics.mcnemar_exact(a_only, b_only)
+            if a_only + b_only and a_only > b_only:
+                assert min(1.0, 2 * one_sided) == pytest.approx(two_sided, rel=1e-9)
+            assert one_sided == pytest.approx(1.0 if a_only + b_only == 0 else binomial_tail(a_only, a_only + b_only), rel=1e-9)
