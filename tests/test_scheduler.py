@@ -69,3 +69,28 @@ def test_needs_that_never_finish_are_an_error_not_a_hang(tmp_path):
 def test_the_console_shows_where_each_step_runs(tmp_path, capsys):
     run_side_by_side(make_steps(tmp_path, {"one": (0.1, 0, ())}), cores=1, log_dir=tmp_path / "logs", cwd=tmp_path)
     assert f"-- started one, 1 core, beside nothing else; log: {tmp_path / 'logs' / 'one'}.err" in capsys.readouterr().out
+
+
+def test_threads_are_fixed_by_the_plan_not_by_what_runs_beside():
+    """Another thread count rounds torch's sums differently, so a step's threads must not depend on
+    which step finished first: a step every other one comes before or after gets every core, the
+    others an equal share of the steps that may run at once, and one job at a time gives all cores."""
+    from causal_das.runtime.scheduler import planned_threads
+
+    script = Path("step.py")
+    steps = [Step("model", script, (), ()), Step("sweep", script, (), ("model",)), Step("other", script, (), ()),
+             Step("after_all", script, (), ("sweep", "other"))]
+    assert planned_threads(steps, cores=4, jobs=4) == {"model": 1, "sweep": 1, "other": 1, "after_all": 4}
+    assert planned_threads(steps, cores=8, jobs=2) == {"model": 4, "sweep": 4, "other": 4, "after_all": 8}
+    assert set(planned_threads(steps, cores=4, jobs=1).values()) == {4}
+    chain = [Step("train", script, (), ()), Step("sweep", script, (), ("train",)), Step("divide", script, (), ("sweep",))]
+    assert planned_threads(chain, cores=2, jobs=2) == {"train": 2, "sweep": 2, "divide": 2}
+
+
+def test_a_step_runs_with_its_planned_threads_whatever_finished_first(tmp_path):
+    """`late` is ready only after `quick` finishes; the other branch, `slow`, has finished by then in
+    one ordering and not in the other. Either way `late` runs with one thread, as planned."""
+    for slow_seconds in (0.1, 1.0):
+        spec = {"quick": (0.3, 0, ()), "late": (0.2, 0, ("quick",)), "slow": (slow_seconds, 0, ())}
+        run_side_by_side(make_steps(tmp_path, spec), cores=2, log_dir=tmp_path / "logs", cwd=tmp_path)
+        assert times(tmp_path, "late")[2] == 1

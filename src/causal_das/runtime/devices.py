@@ -84,10 +84,12 @@ def note_network_dtype(record: dict | None) -> None:
 
 
 def current() -> dict[str, str]:
-    """{"device", "precision", "cpu", "cpu_capability"[, "gpu"]} as last set by `setup` (cpu, fp32
-    before any). The machine is recorded because another CPU (or GPU) rounds differently: the same
-    flags and seed give identical files on one machine, and may differ in the last digits on another."""
-    info = {**_current, **cpu_info()}
+    """{"device", "precision", "cpu", "cpu_capability", "threads"[, "gpu"]} as last set by `setup`
+    (cpu, fp32 before any). The machine is recorded because another CPU (or GPU) rounds differently:
+    the same flags and seed give identical files on one machine, and may differ in the last digits on
+    another. So is torch's number of CPU threads: sums split over another number of threads round
+    differently too (a GPT-2 trained with one thread and with two ends at other weights)."""
+    info = {**_current, **cpu_info(), "threads": torch.get_num_threads()}
     if _network_dtype:
         info["network_dtype"] = dict(_network_dtype)
     if info["device"].startswith("cuda") and torch.cuda.is_available():
