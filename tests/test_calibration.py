@@ -81,3 +81,31 @@ def test_one_planted_sweep_end_to_end_then_reused(tmp_path, capsys):
     assert "1 reused" in capsys.readouterr().out
     second = json.loads(out.read_text())
     assert second["cases"] == first["cases"]
+
+
+def test_an_untrained_network_has_no_real_cell(tmp_path):
+    """A tiny version of the calibration's random-init case: a 2-block GPT-2 left untrained (nothing in
+    it computes a sum). The three arithmetic models x 7 position sets at its last block, judged as the
+    main job judges: no cell is real, on either split. (The permuted-label network needs minutes of
+    training to fit its labels: it is measured by the benchmark only.)"""
+    from causal_das.das import engine
+    from causal_das.experiments import arithmetic_positions as gp
+    from causal_das.studies import arithmetic_decoder, position_verdicts
+    from causal_das.studies.arithmetic_network import Network
+
+    tokenizer = arithmetic_decoder.build_tokenizer()
+    model = arithmetic_decoder.build_default_model(tokenizer, width=32, n_layers=2, n_heads=2, seed=0)
+    network = Network.load(model.eval(), arithmetic_decoder.encode_prompts(tokenizer), [1])
+    config = gp.PositionSweepConfig(causal_models=calibrate.ARITHMETIC, n_training=300, n_selection=400, n_testing=400, epochs=1,
+                                    control="none", results_path=str(tmp_path))
+    records = []
+    with engine.frozen(network.model):
+        for position_set in calibrate.SETS:
+            keys = [(m, 1, position_set) for m in calibrate.ARITHMETIC]
+            out = gp.run_group(network, None, keys, 4, config, tmp_path, {key: {} for key in keys}, {})
+            records += [out[key] for key in keys]
+    verdicts, claims = position_verdicts.judge_cells(records)
+    assert claims["n_claims"] == 21
+    assert max(r["iia_own_model"] for r in records) < 0.3  # chance-level everywhere: the variables are not there
+    assert not any(v["alignment_real"] or v["selection"]["alignment_real"] for v in verdicts), [
+        (r["causal_model"], r["layer"], r["position_set"]) for r, v in zip(records, verdicts, strict=True) if v["alignment_real"]]
