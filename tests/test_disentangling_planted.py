@@ -235,3 +235,19 @@ def test_runs_that_agree_are_stable_across_seeds_and_runs_that_divide_otherwise_
     assert models[SECOND]["jaccard_mean"] == 0.0 and not models[SECOND]["stable"]
     with pytest.raises(ValueError, match="at least two"):
         seed_variation.compare_runs([threshold], [None], [None], ["a"])
+
+
+def test_the_regions_say_whether_the_known_answer_is_the_only_one():
+    """`region_iia`: each model's mean IIA within each region of the planted partition. The planted
+    mixture reads each partial sum on its own region only; a network that also holds the second model
+    on the first region (as an IIT network may: the induction does not forbid it) is not exclusive,
+    and its agreement with the partition then says less."""
+    graphs, planted = planted_graphs("threshold X <= 5")
+    weights = {m: g.weight for m, g in graphs.items()}
+    regions = division.region_iia(weights, planted, 0.8)
+    assert regions["exclusive"], regions
+    assert regions["iia"][FIRST][FIRST] > 0.95 and regions["iia"][SECOND][SECOND] > 0.95
+    assert regions["iia"][FIRST][SECOND] < 0.8 and regions["iia"][SECOND][FIRST] < 0.8
+    everywhere = {FIRST: weights[FIRST], SECOND: np.ones_like(weights[SECOND]) - np.eye(len(planted), dtype=weights[SECOND].dtype)}
+    shared = division.region_iia(everywhere, planted, 0.8)
+    assert not shared["exclusive"] and shared["iia"][SECOND][FIRST] == pytest.approx(1.0)
