@@ -109,9 +109,9 @@ def sweep_inputs(case: str, args) -> dict:
 def run_sweep(case: str, seed: int, args, scratch: str, threads: int | None = None) -> dict:
     """One sweep of one case, reduced to what the tallies need: each cell's key and its verdicts on the
     report and the selection pairs. `threads`: torch's threads in a worker process (None: as they are)."""
-    if threads is not None:
-        import torch
+    import torch
 
+    if threads is not None:
         torch.set_num_threads(threads)
     started = time.perf_counter()
     tmp = Path(scratch) / f"{SLUG[case]}_{seed}"
@@ -120,7 +120,8 @@ def run_sweep(case: str, seed: int, args, scratch: str, threads: int | None = No
     else:
         network = default_network(seed, case == "shuffled labels", args.shuffled_epochs, args.layers)
         keys, verdicts, _ = sweep(network, ARITHMETIC, args.layers, gp.default_k(network.model.config.hidden_size), seed, tmp)
-    return {"seed": seed, "inputs": sweep_inputs(case, args), "seconds": time.perf_counter() - started,
+    # The threads are recorded, not an input: another count rounds differently, and either sweep is a fair sample.
+    return {"seed": seed, "inputs": sweep_inputs(case, args), "threads": torch.get_num_threads(), "seconds": time.perf_counter() - started,
             "cells": [{"key": list(key), "real": v["alignment_real"], "real_on_selection": v["selection"]["alignment_real"],
                        "p_chance_adjusted": v["p_chance_adjusted"]} for key, v in zip(keys, verdicts, strict=True)]}
 
