@@ -244,8 +244,11 @@ def test_the_regions_say_whether_the_known_answer_is_the_only_one():
     and its agreement with the partition then says less."""
     graphs, planted = planted_graphs("threshold X <= 5")
     weights = {m: g.weight for m, g in graphs.items()}
-    regions = division.region_iia(weights, planted, 0.8)
+    result = division.divide(weights, INPUTS, [FIRST, SECOND], 0.8)
+    regions = division.region_iia(weights, planted, 0.8, result["assignment"])
     assert regions["exclusive"], regions
+    assert regions["assigned"][FIRST].get(FIRST, 0) >= 0.98 * planted.count(FIRST)  # the region's inputs went to its model
+    assert sum(regions["assigned"][SECOND].values()) == planted.count(SECOND)
     assert regions["iia"][FIRST][FIRST] > 0.95 and regions["iia"][SECOND][SECOND] > 0.95
     assert regions["iia"][FIRST][SECOND] < 0.8 and regions["iia"][SECOND][FIRST] < 0.8
     everywhere = {FIRST: weights[FIRST], SECOND: np.ones_like(weights[SECOND]) - np.eye(len(planted), dtype=weights[SECOND].dtype)}

@@ -194,14 +194,14 @@ def agreement(assignment: list[str], expected: list[str]) -> float:
     return float(np.mean(np.asarray(assignment, dtype=object) == np.asarray(expected, dtype=object)))
 
 
-def region_iia(weights: dict[str, np.ndarray], expected: list[str], faithfulness: float) -> dict:
+def region_iia(weights: dict[str, np.ndarray], expected: list[str], faithfulness: float, assignment: list[str] | None = None) -> dict:
     """Where each graph's model holds, by the regions of a known partition: the mean edge weight
-    among the inputs of each region, per model. An induction (interchange intervention training)
-    makes a model hold on its region but does not stop it holding elsewhere too; where it does (a
-    mean at or above `faithfulness` outside its own region), the division rightly gives the shared
-    inputs to the first model of its order, and the agreement with the partition says less.
-    Returns {"iia": {model: {region: mean}}, "exclusive": no model reaches `faithfulness` outside
-    its own region}."""
+    among the inputs of each region, per model, and (given the division's `assignment`) where each
+    region's inputs went. An induction (interchange intervention training) makes a model hold on
+    its region but does not stop it holding elsewhere too; inputs that satisfy two models go to the
+    first of the division's order, and the agreement with the partition then says less.
+    Returns {"iia": {model: {region: mean}}, "assigned": {region: {label: count}}, "exclusive": no
+    model's mean reaches `faithfulness` outside its own region}."""
     labels = np.asarray(expected, dtype=object)
     regions = [r for r in dict.fromkeys(labels.tolist()) if r != UNEXPLAINED]
     table = {}
@@ -212,7 +212,12 @@ def region_iia(weights: dict[str, np.ndarray], expected: list[str], faithfulness
             sub = weight[np.ix_(members, members)].astype(np.float64)
             table[model][region] = float((sub.sum() - np.trace(sub)) / (len(members) * (len(members) - 1))) if len(members) > 1 else None
     outside = [v for model, row in table.items() for region, v in row.items() if region != model and v is not None]
-    return {"iia": table, "exclusive": all(v < faithfulness for v in outside)}
+    out = {"iia": table, "exclusive": all(v < faithfulness for v in outside)}
+    if assignment is not None:
+        given = np.asarray(assignment, dtype=object)
+        out["assigned"] = {region: {str(label): int(n) for label, n in zip(*np.unique(given[labels == region], return_counts=True), strict=True)}
+                           for region in regions}
+    return out
 
 
 def divide_both(weights: dict[str, np.ndarray], inputs: InputTable, order: list[str], faithfulness: float, rule: str) -> dict:
@@ -245,8 +250,12 @@ def division_table(result: dict) -> str:
             where = "; ".join(f"{model} " + ", ".join(f"{v:.2f} on {region}'s region" for region, v in row.items() if v is not None)
                               for model, row in regions["iia"].items())
             lines.append(f"{layer['layer']}: mean IIA within each induced region: {where}; "
-                         + ("each model holds on its own region only" if regions["exclusive"] else
+                         + ("on average each model holds on its own region only" if regions["exclusive"] else
                             "a model also holds outside its own region, so those inputs can go either way and the agreement says less"))
+            if "assigned" in regions:
+                went = "; ".join(f"{region}'s region: " + ", ".join(f"{n} {label}" for label, n in counts.items())
+                                 for region, counts in regions["assigned"].items())
+                lines.append(f"{layer['layer']}: where each induced region's inputs went: {went}")
     lines.append("(set size, with its mean pairwise IIA / its weakest member's mean IIA with the rest, and its number of distinct "
                  "intermediate values P, in brackets)")
     return "\n".join(lines)

@@ -141,7 +141,8 @@ def run_division(results_path: str | Path, faithfulness: float, order: list[str]
         for row in rows:
             row["agreement_with_induced"] = {row["rule"]: division.agreement(row["assignment"], expected),
                                              row["other_rule"]["rule"]: division.agreement(row["other_rule"]["assignment"], expected)}
-            row["induced_region_iia"] = division.region_iia({m: graphs[(m, row["layer"])].weight for m in order}, expected, faithfulness)
+            row["induced_region_iia"] = division.region_iia({m: graphs[(m, row["layer"])].weight for m in order}, expected, faithfulness,
+                                                            row["assignment"])
     record = {"experiment": "division", "k": index["k"], "faithfulness": faithfulness, "order": order, "rule": rule, "layers": rows,
               **({"induced": induced} if induced is not None else {}), **run_metadata()}
     return _write(path, record, settings, inputs, figure, figures.plot_division)
