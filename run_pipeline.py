@@ -273,7 +273,9 @@ def main():
     add_device_flags(parser)
     parser.add_argument("--jobs", type=positive_int, default=None,
                         help="steps that run at once, side by side in child processes sharing the cores (default: as many as "
-                             "the CPU has cores; 1 on a GPU); 1 runs them one after another in this process, with live progress bars")
+                             "the CPU has cores; 1 on a GPU); each step gets cores/jobs threads whatever runs beside it, because "
+                             "another thread count gives other numbers in the last digits; 1 runs them one after another in this "
+                             "process, with live progress bars and every core")
     args = parser.parse_args()
     root = check_results_path(args.results_path)
     os.environ[INNER_BARS] = "0"  # one progress bar per step

@@ -42,7 +42,7 @@ def test_steps_start_after_their_needs_and_others_overlap(tmp_path, capsys):
     assert sweep[0] >= model[1] and after_all[0] >= max(sweep[1], other[1])
     assert other[0] < model[1]  # ran beside the model
     assert model[2] == 1 and other[2] == 1  # two steps ready on two cores: one thread each
-    assert after_all[2] == 2  # alone: both cores
+    assert after_all[2] == 1  # alone too: the threads never depend on what runs beside
     out = capsys.readouterr().out
     for name in spec:  # each step's output whole, between its header and its done line
         assert re.search(rf"== {name}: step\.py {name} .*\nresult of {name}\n== {name} done in \d+ s", out), out
@@ -71,25 +71,19 @@ def test_the_console_shows_where_each_step_runs(tmp_path, capsys):
     assert f"-- started one, 1 core, beside nothing else; log: {tmp_path / 'logs' / 'one'}.err" in capsys.readouterr().out
 
 
-def test_threads_are_fixed_by_the_plan_not_by_what_runs_beside():
-    """Another thread count rounds torch's sums differently, so a step's threads must not depend on
-    which step finished first: a step every other one comes before or after gets every core, the
-    others an equal share of the steps that may run at once, and one job at a time gives all cores."""
-    from causal_das.runtime.scheduler import planned_threads
+def test_threads_are_an_equal_share_fixed_before_anything_runs():
+    """Another thread count rounds torch's sums differently, so a step's threads depend only on the
+    cores and --jobs: one thread each by default, all cores with one job at a time."""
+    from causal_das.runtime.scheduler import step_threads
 
-    script = Path("step.py")
-    steps = [Step("model", script, (), ()), Step("sweep", script, (), ("model",)), Step("other", script, (), ()),
-             Step("after_all", script, (), ("sweep", "other"))]
-    assert planned_threads(steps, cores=4, jobs=4) == {"model": 1, "sweep": 1, "other": 1, "after_all": 4}
-    assert planned_threads(steps, cores=8, jobs=2) == {"model": 4, "sweep": 4, "other": 4, "after_all": 8}
-    assert set(planned_threads(steps, cores=4, jobs=1).values()) == {4}
-    chain = [Step("train", script, (), ()), Step("sweep", script, (), ("train",)), Step("divide", script, (), ("sweep",))]
-    assert planned_threads(chain, cores=2, jobs=2) == {"train": 2, "sweep": 2, "divide": 2}
+    assert step_threads(cores=2, jobs=2) == 1 and step_threads(cores=16, jobs=16) == 1
+    assert step_threads(cores=8, jobs=2) == 4 and step_threads(cores=4, jobs=1) == 4 and step_threads(cores=2, jobs=8) == 1
 
 
-def test_a_step_runs_with_its_planned_threads_whatever_finished_first(tmp_path):
+def test_a_step_runs_with_its_threads_whatever_finished_first(tmp_path):
     """`late` is ready only after `quick` finishes; the other branch, `slow`, has finished by then in
-    one ordering and not in the other. Either way `late` runs with one thread, as planned."""
+    one ordering and not in the other. Either way `late` runs with one thread: alone, it would once
+    have taken both cores."""
     for slow_seconds in (0.1, 1.0):
         spec = {"quick": (0.3, 0, ()), "late": (0.2, 0, ("quick",)), "slow": (slow_seconds, 0, ())}
         run_side_by_side(make_steps(tmp_path, spec), cores=2, log_dir=tmp_path / "logs", cwd=tmp_path)

@@ -63,32 +63,16 @@ class _Running:
     where: str  # how it runs: on how many cores, or in how many worker processes
 
 
-def planned_threads(steps: list[Step], cores: int, jobs: int) -> dict[str, int]:
-    """Each step's torch threads, fixed from the plan before anything runs rather than from what
-    happens to run beside it: torch's sums round differently with another number of threads (a
-    GPT-2 trained with one thread and with two ends at other weights), so a share that depended on
-    which step finished first would make the same command give other files on a busier day. A step
-    that can never run beside another (every other step comes before or after it) gets every core;
-    the others an equal share of the steps that may run at once. (A step that spreads its cells
-    over one-thread workers gives the same numbers with any number of them; its share stays
+def step_threads(cores: int, jobs: int) -> int:
+    """The torch threads of every step that does not spread its cells: an equal share of the cores
+    among the steps that may run at once, fixed before anything runs. Not the free cores at its
+    start: torch's sums round differently with another number of threads (the known-answer GPT-2
+    trained with one thread and with two ends at other weights, another division and another
+    classifier), so a share that depended on what happened to run beside a step, or on which other
+    steps a command asked for, would give the same step other files. (A step that spreads its
+    cells over one-thread workers gives the same numbers with any number of them; its share stays
     dynamic.)"""
-    names = {step.name for step in steps}
-    needs = {step.name: {n for n in step.needs if n in names} for step in steps}
-
-    def before(name: str, seen: set[str] | None = None) -> set[str]:
-        seen = set() if seen is None else seen
-        for need in needs[name] - seen:
-            seen.add(need)
-            before(need, seen)
-        return seen
-
-    earlier = {name: before(name) for name in names}
-    side_by_side = max(1, min(jobs, cores))
-    threads = {}
-    for name in names:
-        alone = all(other == name or other in earlier[name] or name in earlier[other] for other in names)
-        threads[name] = cores if alone else max(1, cores // side_by_side)
-    return threads
+    return max(1, cores // max(1, min(jobs, cores)))
 
 
 def _launch(step: Step, cores: int, log_dir: Path, cwd: Path) -> _Running:
@@ -112,8 +96,8 @@ def _launch(step: Step, cores: int, log_dir: Path, cwd: Path) -> _Running:
 
 def run_side_by_side(steps: list[Step], cores: int, log_dir: Path, cwd: Path, jobs: int | None = None) -> None:
     """Runs every step once the steps it needs (those of `steps` it names) have finished, at most
-    `jobs` at once (default: one per core), sharing `cores`: a step gets its `planned_threads`
-    (and starts when that many cores are free); a step that `spreads` gets the free cores minus one
+    `jobs` at once (default: one per core), sharing `cores`: a step gets `step_threads` (and
+    starts when that many cores are free); a step that `spreads` gets the free cores minus one
     for each other step ready to start, at least one, as one-thread worker processes. Ready steps
     start in the order of `steps` (put the longest chain first).
     Prints each step's output when it finishes; its progress and warnings are in `log_dir`.
@@ -121,7 +105,7 @@ def run_side_by_side(steps: list[Step], cores: int, log_dir: Path, cwd: Path, jo
     log_dir.mkdir(parents=True, exist_ok=True)
     names = {step.name for step in steps}
     jobs = jobs or cores
-    planned = planned_threads(steps, cores, jobs)
+    threads = step_threads(cores, jobs)
     pending, running, done, failed = list(steps), [], set(), []
     try:
         while pending or running:
@@ -129,7 +113,7 @@ def run_side_by_side(steps: list[Step], cores: int, log_dir: Path, cwd: Path, jo
                 ready = [s for s in pending if all(n in done or n not in names for n in s.needs)]
                 for position, step in enumerate(ready):
                     free = cores - sum(r.cores for r in running)
-                    share = max(1, free - (len(ready) - position - 1)) if step.spreads else planned[step.name]
+                    share = max(1, free - (len(ready) - position - 1)) if step.spreads else threads
                     if free < min(share, cores) or free <= 0 or len(running) >= jobs:
                         break
                     running.append(_launch(step, share, log_dir, cwd))
