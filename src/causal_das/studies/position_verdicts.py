@@ -4,9 +4,10 @@ Every alignment of a cell's site is scored on the same test pairs, so each verdi
 against each alignment it must beat, an exact McNemar test per comparison, and the claim's p-value
 the largest of theirs (`das.statistics.beats_all`). Two claims per cell:
 
-- **real** (`alignment_real`): DAS beats every *chance* baseline (the unintervened network on the
-  base and on the source, each random subspace of the same k, the same DAS on the random-init
-  network), and the illusion check does not flag it;
+- **real** (`alignment_real`): DAS beats every *chance* baseline (the pairs' most common
+  counterfactual label, the unintervened network on the base and on the source, each random
+  subspace of the same k, the same DAS on the random-init network), and the illusion check does not
+  flag it;
 - **beats its baselines** (`das_beats_baselines`): DAS beats every same-k alignment of the site (each
   random subspace, PCA, the neuron mask, the random-init control).
 
@@ -29,10 +30,10 @@ from causal_das.das.statistics import adjust, beats_all
 
 LEVEL = 0.05
 ADJUSTMENT = "holm"
-CHANCE_BASELINES = ("network_no_intervention", "network_on_source", "random_subspace", "control_random_init")
+CHANCE_BASELINES = ("majority", "network_no_intervention", "network_on_source", "random_subspace", "control_random_init")
 SAME_K_BASELINES = ("random_subspace", "pca", "neuron_mask", "control_random_init")
 # Recorded among each cell's inputs: cells judged by an older rule are recomputed, not reused.
-RULE = "paired: exact McNemar against each baseline, largest p; Holm over the sweep's cells"
+RULE = "paired: exact McNemar against each baseline (the majority label among the chance ones), largest p; Holm over the sweep's cells"
 
 
 def _draws(correct: dict) -> dict:
@@ -45,7 +46,7 @@ def _control(correct: dict) -> dict:
 
 
 def _chance(correct: dict) -> dict:
-    return {name: correct[name] for name in ("network_no_intervention", "network_on_source")} | _draws(correct) | _control(correct)
+    return {name: correct[name] for name in ("majority", "network_no_intervention", "network_on_source")} | _draws(correct) | _control(correct)
 
 
 def _beats_all(own: np.ndarray, others: dict, seed: int) -> dict:
@@ -54,7 +55,7 @@ def _beats_all(own: np.ndarray, others: dict, seed: int) -> dict:
 
 def paired_verdicts(own: np.ndarray, correct: dict, seed: int) -> dict:
     """The cell's raw paired claims on the report pairs. `correct`: per-pair 0/1 of every other
-    alignment of the site ({"random_subspace": [draws], "pca", "neuron_mask",
+    alignment of the site ({"random_subspace": [draws], "pca", "neuron_mask", "majority",
     "network_no_intervention", "network_on_source", optionally "control_random_init"})."""
     same_k = _draws(correct) | {"pca": correct["pca"], "neuron_mask": correct["neuron_mask"]} | _control(correct)
     return {"chance": _beats_all(own, _chance(correct), seed), "same_k": _beats_all(own, same_k, seed)}
