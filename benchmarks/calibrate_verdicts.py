@@ -158,10 +158,7 @@ def saved_sweep(path: Path, inputs: dict) -> dict | None:
         saved = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if saved.get("inputs") == inputs:
-        return saved
-    say(f"{path.name}: saved with other inputs (rule, sizes or layers changed); recomputed")
-    return None
+    return saved if saved.get("inputs") == inputs else None
 
 
 def run_all(args, sweeps_dir: Path, scratch: str) -> dict[str, list[dict]]:
@@ -171,12 +168,15 @@ def run_all(args, sweeps_dir: Path, scratch: str) -> dict[str, list[dict]]:
               for seed in range(args.planted_seeds if case == "planted" else args.null_seeds)]
     done, todo = {}, []
     for case, seed in wanted:
-        saved = saved_sweep(sweeps_dir / f"{SLUG[case]}_{seed}.json", sweep_inputs(case, args))
+        path = sweeps_dir / f"{SLUG[case]}_{seed}.json"
+        saved = saved_sweep(path, sweep_inputs(case, args))
         if saved is None:
             todo.append((case, seed))
         else:
             done[case, seed] = saved
-    say(f"{len(wanted)} sweeps: {len(done)} reused from {sweeps_dir}, {len(todo)} to run in {args.jobs} process(es)")
+    stale = sum((sweeps_dir / f"{SLUG[case]}_{seed}.json").exists() for case, seed in todo)
+    say(f"{len(wanted)} sweeps: {len(done)} reused from {sweeps_dir}, {len(todo)} to run in {args.jobs} process(es)"
+        + (f" ({stale} of them saved with other inputs: the rule, the sizes or the layers changed)" if stale else ""))
     todo.sort(key=lambda task: CASES.index(task[0]), reverse=True)  # the slow null networks first
     threads = max(1, (os.cpu_count() or 1) // args.jobs)  # each worker's share of the cores
 
