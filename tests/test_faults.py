@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TIMING_KEYS = {"seconds", "train_seconds", "cells_in_pass", "command", "results_path", "git_commit"}
+# "threads" (in `compute`): a worker process records its one thread, the run beside it its own.
+TIMING_KEYS = {"seconds", "train_seconds", "cells_in_pass", "command", "results_path", "git_commit", "threads"}
 SWEEP = ["--layers", "0", "1", "2", "--low_rank_dims", "4", "--n_training", "384", "--n_testing", "64", "--epochs", "2",
          "--batch_size", "32", "--control", "none", "--seed", "3"]
 N_CELLS = 3 * 3  # three arithmetic models x three layers x one k

@@ -14,7 +14,8 @@ SCRIPTS = {
     "ablation": ROOT / "mlp" / "wrong_causal_graph_ablation_study.py",
 }
 # Timing fields and where the files were written are allowed to differ between two runs.
-TIMING_KEYS = {"seconds", "train_seconds", "cells_in_pass", "command", "results_path"}
+# "threads" (in `compute`): a worker process records its one thread, the run beside it its own.
+TIMING_KEYS = {"seconds", "train_seconds", "cells_in_pass", "command", "results_path", "threads"}
 
 
 def run(script, *args, check=True):
